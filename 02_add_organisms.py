@@ -1,0 +1,14 @@
+"""Step 2 - add model organisms: + model_organism (80 %).
+
+    python 02_add_organisms.py [--demo | --cache-dir DIR] [--layer 40] [-C 10] [--seed 42] ...
+
+Question: do model-organism samples carry signal that transfers to the benchmark?
+Read: a benchmark AUROC still near 0.5 means the organisms teach their own distribution only.
+Writes step_2_*.json / step_2_scores.npz / step_2_probe.pkl to the results folder.
+"""
+import sys
+
+import common
+
+if __name__ == "__main__":
+    sys.exit(common.main_step(2))

@@ -1,0 +1,743 @@
+"""Shared machinery of the distribution sweep, in pipeline order: config -> load -> split -> mix.
+
+    python run_all.py --demo                # every step, synthetic demo cache
+    python 00_base_probe.py --cache-dir DIR # one step on a real cache
+
+The dataset table and the step table below drive every script; the probe, its evaluation and the
+result files live in `probe.py`, the statistics in `stats.py`, the shared analysis in `analysis.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parent
+
+# --------------------------------------------------------------------------------------------
+# Defaults: one block. CLI flags are generated from it (see build_parser).
+# --------------------------------------------------------------------------------------------
+DEFAULTS = {
+    "cache_dir": ROOT / "cache",            # real cache root: <cache_dir>/layer_<L>/*.npy
+    "layer": 40,                            # SAE layer (GemmaScope-2: 16, 31, 40, 53)
+    "results_dir": ROOT / "results" / "distribution_sweep",
+    "C": 10.0,                              # inverse L2/L1 strength of the logistic regression
+    "penalty": "l2",                        # l2 (lbfgs) or l1 (saga)
+    "max_iter": 1000,                       # solver iteration cap
+    "seed": 42,                             # every random choice derives from this
+    "eval_fraction": 0.2,                   # held-out share of sycophant / model_organism / benchmark
+    "cv_folds": 5,                          # CV folds on the training mix
+    "n_boot": 1000,                         # bootstrap resamples for confidence intervals
+    "repeats": 1,                           # independent seeds (split, folds, model)
+    "near_dup_threshold": 0.99,             # cosine similarity counted as a near duplicate
+    "jobs": 1,                              # parallel workers (CV folds)
+}
+DEMO_CACHE_DIR = ROOT / "cache" / "demo"
+DEMO_RESULTS_DIR = ROOT / "results" / "demo"
+DEMO_MARKER = "DEMO_CACHE.json"             # written by demo_data.py at the cache root
+FPR_TARGETS = (1, 5)                        # recall is reported at these false-positive rates (%)
+
+# Label strings -> AF (1) / not AF (0). Anything else is an error.
+LABEL_MAP = {
+    "alignment_faking": 1,
+    "potential_faking": 1,
+    "aligned": 0,
+    "hard_negative": 0,
+    "compliant_hard_negative": 0,
+    "genuine_compliance": 0,
+}
+NPY_CLASS_NAMES = {0: "aligned", 1: "alignment_faking"}   # fine class of 0/1 .npy labels
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of the cache and its role in the experiment."""
+    name: str            # name in results
+    stem: str            # file stem in the layer folder
+    role: str            # "train": train only; "eval": evaluated whole; "split": 80/20 train/held-out
+    regime: str          # activation format: "scratchpad" (training format) or "ood"
+    reference: str | None = None   # eval negatives used for single-class sets (same regime)
+    title: str = ""
+
+
+DATASETS = {d.name: d for d in (
+    DatasetSpec("train", "train", "train", "scratchpad", title="alignment-faking-training"),
+    DatasetSpec("gold_106", "test", "eval", "scratchpad", title="gold_106 (hand-labelled)"),
+    DatasetSpec("sycophant", "sycophant", "split", "ood", "benchmark", "sycophant"),
+    DatasetSpec("model_organism", "model_organism", "split", "ood", "benchmark", "model organisms"),
+    DatasetSpec("benchmark", "benchmark", "split", "ood", None, "benchmark"),
+)}
+EVAL_SETS = tuple(n for n, d in DATASETS.items() if d.role in ("eval", "split"))
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of the sweep: what it trains on and the question it asks."""
+    number: int
+    slug: str
+    training: tuple      # dataset names whose training rows form the mix
+    question: str
+
+
+STEPS = (
+    StepSpec(0, "base", ("train",),
+             "Does a probe trained on one distribution generalize out of distribution at all?"),
+    StepSpec(1, "add_sycophant", ("train", "sycophant"),
+             "Does one extra (all-AF, OOD-format) source move OOD performance?"),
+    StepSpec(2, "add_organisms", ("train", "sycophant", "model_organism"),
+             "Do model-organism samples carry signal that transfers to the benchmark?"),
+    StepSpec(3, "add_benchmark", ("train", "sycophant", "model_organism", "benchmark"),
+             "With OOD negatives in the mix, does the benchmark recover and gold_106 hold?"),
+)
+STEP_BY_NUMBER = {s.number: s for s in STEPS}
+
+
+class InputError(Exception):
+    """Bad input: the message's first line names the file (or flag) and the problem."""
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def _positive_float(text):
+    """argparse type: a float > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _fraction(text):
+    """argparse type: a float in (0, 1)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def _positive_int(text):
+    """argparse type: an int >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def build_parser(description):
+    """The flags shared by every step script and run_all.py, defaults from DEFAULTS."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = DEFAULTS
+    p.add_argument("--cache-dir", type=Path, default=d["cache_dir"],
+                   help="cache root holding layer_<L>/ folders")
+    p.add_argument("--layer", type=int, default=d["layer"], help="SAE layer to load")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help=f"where results go (default {d['results_dir'].relative_to(ROOT)}, "
+                        f"or {DEMO_RESULTS_DIR.relative_to(ROOT)} with --demo)")
+    p.add_argument("--demo", action="store_true",
+                   help=f"use the synthetic demo cache ({DEMO_CACHE_DIR.relative_to(ROOT)}, "
+                        "generated when absent) and demo results folder")
+    p.add_argument("-C", dest="C", type=_positive_float, default=d["C"],
+                   help="inverse regularization strength")
+    p.add_argument("--penalty", choices=("l1", "l2"), default=d["penalty"],
+                   help="regularization (l2: lbfgs, l1: saga)")
+    p.add_argument("--max-iter", type=_positive_int, default=d["max_iter"],
+                   help="solver iteration cap")
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of every random choice")
+    p.add_argument("--eval-fraction", type=_fraction, default=d["eval_fraction"],
+                   help="held-out share of each split dataset")
+    p.add_argument("--cv-folds", type=_positive_int, default=d["cv_folds"],
+                   help="cross-validation folds on the training mix (>= 2)")
+    p.add_argument("--feature-ids", type=Path, default=None,
+                   help="JSON list of SAE feature ids every step uses (default: all)")
+    p.add_argument("--n-boot", type=_positive_int, default=d["n_boot"],
+                   help="bootstrap resamples for confidence intervals")
+    p.add_argument("--repeats", type=_positive_int, default=d["repeats"],
+                   help="independent seeds (split, folds, model); seed, seed+1, ...")
+    p.add_argument("--dedup-split", action="store_true",
+                   help="keep exact-duplicate rows on one side of the 80/20 split")
+    p.add_argument("--near-dup-threshold", type=_fraction, default=d["near_dup_threshold"],
+                   help="cosine similarity counted as a near duplicate in the leakage audit")
+    p.add_argument("--jobs", type=int, default=d["jobs"],
+                   help="parallel workers for CV folds (-1: all cores)")
+    p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    return p
+
+
+def resolve_paths(args):
+    """Apply --demo and the default results folder; return (cache_dir, results_dir)."""
+    if args.demo:
+        cache_dir = args.cache_dir if args.cache_dir != DEFAULTS["cache_dir"] else DEMO_CACHE_DIR
+        results_dir = args.results_dir or DEMO_RESULTS_DIR
+    else:
+        cache_dir = args.cache_dir
+        results_dir = args.results_dir or DEFAULTS["results_dir"]
+    if args.cv_folds < 2:
+        raise InputError(f"--cv-folds: must be >= 2, got {args.cv_folds}")
+    return Path(cache_dir), Path(results_dir)
+
+
+def ensure_demo_cache(cache_dir, layer, quiet=False):
+    """Generate the demo cache at cache_dir unless a complete one is there."""
+    if (cache_dir / DEMO_MARKER).exists() and (cache_dir / f"layer_{layer}").is_dir():
+        return
+    import demo_data
+    if not quiet:
+        print(f"generating synthetic demo cache in {cache_dir} ...", flush=True)
+    demo_data.generate(cache_dir, layers=(layer,), verbose=not quiet)
+
+
+def data_source(cache_dir):
+    """'demo' when the cache carries the demo marker, else 'cache'."""
+    return "demo" if (Path(cache_dir) / DEMO_MARKER).exists() else "cache"
+
+
+# --------------------------------------------------------------------------------------------
+# Load
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    """Activations (CSR float32), binary labels, fine classes and the files they came from."""
+    name: str
+    X: sp.csr_matrix
+    y: np.ndarray
+    classes: np.ndarray
+    files: dict = field(default_factory=dict)       # role -> path
+    n_negative_values: int = 0
+
+
+MAX_LABEL_JSON_BYTES = 64 * 1024 * 1024
+LOAD_CHUNK_ROWS = 256
+
+
+def layer_dir(cache_dir, layer):
+    """The folder holding one layer's files."""
+    return Path(cache_dir) / f"layer_{layer}"
+
+
+def dataset_files(cache_dir, layer, name):
+    """(activations path, labels path or None) of a dataset; labels may be .npy or .json."""
+    d = layer_dir(cache_dir, layer)
+    stem = DATASETS[name].stem
+    acts = d / f"{stem}_activations.npy"
+    preferred = ("npy", "json") if DATASETS[name].role != "split" else ("json", "npy")
+    for ext in preferred:
+        lab = d / f"{stem}_labels.{ext}"
+        if lab.exists():
+            return acts, lab
+    return acts, None
+
+
+def missing_files(cache_dir, layer, names):
+    """Paths (as strings) that the given datasets need but the cache lacks."""
+    out = []
+    for name in names:
+        acts, lab = dataset_files(cache_dir, layer, name)
+        if not acts.exists():
+            out.append(str(acts))
+        if lab is None:
+            out.append(str(layer_dir(cache_dir, layer) / f"{DATASETS[name].stem}_labels.json|.npy"))
+    return out
+
+
+def layout_help(cache_dir, layer):
+    """Multi-line description of the expected cache layout (printed after a missing-file error)."""
+    lines = [f"expected layout under {layer_dir(cache_dir, layer)}/:"]
+    for name, d in DATASETS.items():
+        lab = "npy" if d.role != "split" else "json"
+        lines.append(f"  {d.stem}_activations.npy  {d.stem}_labels.{lab}   ({name})")
+    lines.append("no real cache? run: python run_all.py --demo")
+    return "\n".join(lines)
+
+
+def _open_npy(path):
+    """Memory-map a .npy without ever unpickling; InputError on anything unreadable."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "Object arrays" in str(e):
+            raise InputError(f"{path}: holds an object array; refusing to unpickle it") from None
+        raise InputError(f"{path}: not a readable .npy file (truncated or corrupt: {e})") from None
+    except (EOFError, OSError) as e:
+        raise InputError(f"{path}: not a readable .npy file (empty, truncated or corrupt: "
+                         f"{e or type(e).__name__})") from None
+    if not isinstance(arr, np.ndarray):
+        raise InputError(f"{path}: expected a single array, got {type(arr).__name__}")
+    return arr
+
+
+def activation_shape(path):
+    """(rows, features) of an activations file, validated as 2-D numeric."""
+    arr = _open_npy(path)
+    if arr.ndim != 2:
+        raise InputError(f"{path}: activations must be 2-D (samples x features), got shape "
+                         f"{arr.shape}")
+    if arr.dtype.kind not in "fiub":
+        raise InputError(f"{path}: activations must be numeric, got dtype {arr.dtype}")
+    return arr.shape
+
+
+def load_activations(path, feature_ids=None):
+    """Read a dense activations file chunk-wise into CSR float32 (optionally a column subset)."""
+    arr = _open_npy(path)
+    activation_shape(path)
+    if arr.shape[0] == 0:
+        raise InputError(f"{path}: activations file has no rows")
+    cols = None if feature_ids is None else np.asarray(feature_ids, dtype=np.intp)
+    blocks, n_neg = [], 0
+    for start in range(0, arr.shape[0], LOAD_CHUNK_ROWS):
+        block = np.asarray(arr[start:start + LOAD_CHUNK_ROWS])
+        if cols is not None:
+            block = block[:, cols]
+        block = block.astype(np.float32, copy=False)
+        finite = np.isfinite(block)
+        if not finite.all():
+            r, c = np.argwhere(~finite)[0]
+            raise InputError(f"{path}: non-finite value {block[r, c]} at row {start + r}, "
+                             f"feature {c if cols is None else cols[c]}")
+        n_neg += int(np.count_nonzero(block < 0))
+        blocks.append(sp.csr_matrix(block))
+    X = sp.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0]
+    return X.astype(np.float32, copy=False), n_neg
+
+
+def load_labels(path, name):
+    """(binary labels int8, fine classes) from a .npy (0/1 or bool) or a .json sidecar."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        raw = np.asarray(_open_npy(path))
+        if raw.ndim != 1:
+            raise InputError(f"{path}: labels must be 1-D, got shape {raw.shape}")
+        if raw.dtype.kind not in "iub":
+            raise InputError(f"{path}: .npy labels must be 0/1 integers or bools, got dtype "
+                             f"{raw.dtype}")
+        values = set(np.unique(raw).tolist())
+        if not values <= {0, 1}:
+            raise InputError(f"{path}: .npy labels must be 0/1, found {sorted(values)[:5]}")
+        y = raw.astype(np.int8)
+        classes = np.where(y == 1, NPY_CLASS_NAMES[1], NPY_CLASS_NAMES[0])
+        return y, classes
+    size = path.stat().st_size
+    if size > MAX_LABEL_JSON_BYTES:
+        raise InputError(f"{path}: labels JSON is {size} bytes, over the "
+                         f"{MAX_LABEL_JSON_BYTES} byte limit")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: malformed labels JSON ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("labels"), list):
+        raise InputError(f"{path}: labels JSON must be an object with a 'labels' list")
+    labels = doc["labels"]
+    y = np.empty(len(labels), dtype=np.int8)
+    classes = []
+    for i, lab in enumerate(labels):
+        if isinstance(lab, bool) or (isinstance(lab, int) and lab in (0, 1)):
+            y[i] = int(lab)
+            classes.append(NPY_CLASS_NAMES[int(lab)])
+        elif isinstance(lab, str) and lab in LABEL_MAP:
+            y[i] = LABEL_MAP[lab]
+            classes.append(lab)
+        else:
+            raise InputError(f"{path}: unknown label {lab!r} at index {i} in dataset {name} "
+                             f"(known: {', '.join(LABEL_MAP)})")
+    return y, np.asarray(classes, dtype=str)
+
+
+def read_feature_ids(path, n_features):
+    """Validated list of feature ids from a JSON file."""
+    path = Path(path)
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: feature-ids file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: malformed feature-ids JSON ({e})") from None
+    if isinstance(ids, dict) and "feature_ids" in ids:
+        ids = ids["feature_ids"]
+    if not isinstance(ids, list) or not ids:
+        raise InputError(f"{path}: feature ids must be a non-empty JSON list of integers")
+    bad = [v for v in ids if isinstance(v, bool) or not isinstance(v, int)]
+    if bad:
+        raise InputError(f"{path}: feature ids must be integers, found {bad[0]!r}")
+    out = [v for v in ids if not 0 <= v < n_features]
+    if out:
+        raise InputError(f"{path}: feature id {out[0]} out of range [0, {n_features})")
+    if len(set(ids)) != len(ids):
+        dup = next(v for v in ids if ids.count(v) > 1)
+        raise InputError(f"{path}: feature id {dup} appears more than once")
+    return ids
+
+
+def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print):
+    """Load the named datasets once; validate shapes, labels and feature counts across files.
+
+    Returns (datasets: dict name -> Dataset, feature_ids list or None, n_features_in_cache).
+    """
+    d = layer_dir(cache_dir, layer)
+    if not Path(cache_dir).is_dir():
+        raise InputError(f"{cache_dir}: cache directory not found\n{layout_help(cache_dir, layer)}")
+    if not d.is_dir():
+        present = sorted(p.name for p in Path(cache_dir).glob("layer_*"))
+        raise InputError(f"{d}: layer folder not found (present: {', '.join(present) or 'none'})"
+                         f"\n{layout_help(cache_dir, layer)}")
+    missing = missing_files(cache_dir, layer, names)
+    if missing:
+        raise InputError(f"{missing[0]}: missing from the cache"
+                         + (f" (and {len(missing) - 1} more: {', '.join(missing[1:])})"
+                            if len(missing) > 1 else "")
+                         + f"\n{layout_help(cache_dir, layer)}")
+    shapes = {name: activation_shape(dataset_files(cache_dir, layer, name)[0]) for name in names}
+    n_features = None
+    for name, shape in shapes.items():
+        if n_features is None:
+            n_features, first = shape[1], name
+        elif shape[1] != n_features:
+            path = dataset_files(cache_dir, layer, name)[0]
+            raise InputError(f"{path}: {shape[1]} features, but {first} has {n_features}")
+    feature_ids = read_feature_ids(feature_ids_path, n_features) if feature_ids_path else None
+    out = {}
+    for name in names:
+        acts, lab = dataset_files(cache_dir, layer, name)
+        y, classes = load_labels(lab, name)
+        if len(y) != shapes[name][0]:
+            raise InputError(f"{lab}: {len(y)} labels for {shapes[name][0]} rows in {acts.name}")
+        X, n_neg = load_activations(acts, feature_ids)
+        if n_neg:
+            warn(f"note: {acts}: {n_neg} negative values (SAE activations are >= 0; "
+                 "is this the right file?)")
+        out[name] = Dataset(name, X, y, classes, {"activations": acts, "labels": lab}, n_neg)
+    return out, feature_ids, n_features
+
+
+def fingerprint(path):
+    """Cheap file identity: size, mtime and sha256 of the first and last MiB (plus full hash
+    for files up to 4 MiB)."""
+    path = Path(path)
+    st = path.stat()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if st.st_size <= 4 << 20:
+            h.update(f.read())
+            kind = "sha256"
+        else:
+            h.update(f.read(1 << 20))
+            f.seek(st.st_size - (1 << 20))
+            h.update(f.read())
+            kind = "sha256_head_tail_1MiB"
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, kind: h.hexdigest()}
+
+
+def input_fingerprints(datasets, feature_ids_path=None):
+    """Fingerprint of every input file the run read."""
+    out = {}
+    for ds in datasets.values():
+        for path in ds.files.values():
+            out[str(path)] = fingerprint(path)
+    if feature_ids_path:
+        out[str(feature_ids_path)] = fingerprint(feature_ids_path)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Split
+# --------------------------------------------------------------------------------------------
+def split_seed(seed, name):
+    """Seed of one dataset's split: depends on the run seed and the dataset name only."""
+    return [int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode())]
+
+
+def stratified_split(classes, eval_fraction, seed, name):
+    """(train_idx, eval_idx): per fine class, a seeded eval_fraction share goes to eval."""
+    rng = np.random.default_rng(split_seed(seed, name))
+    train, held = [], []
+    for cls in np.unique(classes):
+        idx = np.flatnonzero(classes == cls)
+        idx = idx[rng.permutation(len(idx))]
+        k = int(round(len(idx) * eval_fraction))
+        if len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        held.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+@dataclass
+class Split:
+    """Row indices of one dataset used for training and for evaluation."""
+    train: np.ndarray
+    eval: np.ndarray
+
+
+def make_splits(datasets, eval_fraction, seed, dedup=False):
+    """Split of every loaded dataset, by its role; deterministic from seed and name."""
+    splits = {}
+    for name, ds in datasets.items():
+        n = len(ds.y)
+        role = DATASETS[name].role
+        if role == "train":
+            splits[name] = Split(np.arange(n), np.arange(0))
+        elif role == "eval":
+            splits[name] = Split(np.arange(0), np.arange(n))
+        elif dedup:
+            import stats
+            groups = stats.duplicate_groups(ds.X)
+            rng_seed = split_seed(seed, name)
+            tr, ev = stats.grouped_stratified_split(ds.classes, groups, eval_fraction,
+                                                    seed=rng_seed[0] ^ rng_seed[1])
+            splits[name] = Split(np.sort(tr), np.sort(ev))
+        else:
+            tr, ev = stratified_split(ds.classes, eval_fraction, seed, name)
+            splits[name] = Split(tr, ev)
+        if role != "train" and len(splits[name].eval) < 2:
+            raise InputError(f"{ds.files['activations']}: eval set {name} has "
+                             f"{len(splits[name].eval)} sample(s) after the split; need >= 2")
+    return splits
+
+
+# --------------------------------------------------------------------------------------------
+# Training mix
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Mix:
+    """The training matrix of a step and where each row came from."""
+    X: sp.csr_matrix
+    y: np.ndarray
+    source: np.ndarray
+    classes: np.ndarray
+
+    def breakdown(self):
+        """Per source: n, AF count and fine-class counts."""
+        out = {}
+        for src in dict.fromkeys(self.source.tolist()):
+            m = self.source == src
+            cls, cnt = np.unique(self.classes[m], return_counts=True)
+            out[src] = {"n": int(m.sum()), "af": int(self.y[m].sum()),
+                        "classes": {str(c): int(k) for c, k in zip(cls, cnt)}}
+        return out
+
+
+def training_rows(step, splits):
+    """(dataset name, row indices) pairs that form a step's training mix."""
+    return [(name, splits[name].train) for name in step.training]
+
+
+def build_mix(step, datasets, splits):
+    """Concatenate the training rows of the step's sources, source by source."""
+    parts = training_rows(step, splits)
+    X = sp.vstack([datasets[n].X[idx] for n, idx in parts], format="csr")
+    y = np.concatenate([datasets[n].y[idx] for n, idx in parts])
+    source = np.concatenate([np.full(len(idx), n) for n, idx in parts]).astype(str)
+    classes = np.concatenate([datasets[n].classes[idx] for n, idx in parts])
+    if len(np.unique(y)) < 2:
+        raise InputError(f"{datasets[parts[0][0]].files['labels']}: training mix of step "
+                         f"{step.number} has one class only ({int(y[0])}); cannot train a probe")
+    return Mix(X, y, source, classes)
+
+
+def eval_sets(datasets, splits):
+    """(name, Dataset, row indices) of every eval set present."""
+    return [(n, datasets[n], splits[n].eval) for n in EVAL_SETS if n in datasets]
+
+
+def die(message):
+    """Print an error (first line names the file and the problem) and return exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def atomic_write(path, data):
+    """Write bytes to path via a temp file in the same folder, fsync, os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------
+# Run: config -> load once -> audit -> steps (in process) -> save
+# --------------------------------------------------------------------------------------------
+RUN_ONLY_KEYS = ("jobs", "quiet")       # config keys that never change a number
+
+
+def make_config(args, cache_dir, feature_ids):
+    """The config recorded with every result (and compared across steps)."""
+    return {
+        "cache_dir": str(Path(cache_dir).resolve()), "layer": args.layer, "C": args.C,
+        "penalty": args.penalty, "max_iter": args.max_iter, "seed": args.seed,
+        "eval_fraction": args.eval_fraction, "cv_folds": args.cv_folds,
+        "feature_ids_file": str(args.feature_ids) if args.feature_ids else None,
+        "feature_ids": feature_ids, "n_boot": args.n_boot, "repeats": args.repeats,
+        "dedup_split": args.dedup_split, "near_dup_threshold": args.near_dup_threshold,
+        "jobs": args.jobs, "quiet": args.quiet,
+    }
+
+
+def comparable(config):
+    """Config without the keys that cannot change a result."""
+    return {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
+
+
+def check_results_dir(results_dir, source):
+    """Create the results folder; refuse it when unwritable or holding the other data source."""
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{results_dir}: cannot create results directory ({e.strerror})") from None
+    if not os.access(results_dir, os.W_OK | os.X_OK):
+        raise InputError(f"{results_dir}: results directory is not writable")
+    for path in sorted(results_dir.glob("step_*.json")):
+        try:
+            other = json.loads(path.read_text()).get("data_source")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if other and other != source:
+            raise InputError(f"{path}: results folder holds {other!r} results; refusing to write "
+                             f"{source!r} results next to them (use another --results-dir)")
+
+
+def _resumable(paths, config, fingerprints):
+    """True when a step's saved outputs exist, form one unit and match config and inputs."""
+    import probe
+    if not all(p.exists() for p in paths.values()):
+        return False
+    try:
+        record = json.loads(paths["json"].read_text())
+        probe.load_scores(paths["scores"], record["run_id"])
+        digest = hashlib.sha256(paths["probe"].read_bytes()).hexdigest()
+    except (json.JSONDecodeError, KeyError, InputError, OSError, ValueError):
+        return False
+    return (digest == record.get("files", {}).get("probe_sha256")
+            and comparable(record.get("config", {})) == comparable(config)
+            and record.get("inputs") == fingerprints)
+
+
+def run_sweep(args, step_numbers, resume=False):
+    """Run the given steps in one process on data loaded once; return {step: record}."""
+    import datetime
+    import secrets
+    import time
+
+    import probe
+    log = (lambda *a, **k: None) if args.quiet else print
+    cache_dir, results_dir = resolve_paths(args)
+    if args.demo:
+        ensure_demo_cache(cache_dir, args.layer, args.quiet)
+    steps = [STEP_BY_NUMBER[k] for k in step_numbers]
+    needed = list(dict.fromkeys(n for s in steps for n in s.training))
+    optional = [n for n in EVAL_SETS if n not in needed]
+    if Path(cache_dir).is_dir() and layer_dir(cache_dir, args.layer).is_dir():
+        absent = [n for n in optional if missing_files(cache_dir, args.layer, [n])]
+        for n in absent:
+            print(f"warning: {missing_files(cache_dir, args.layer, [n])[0]}: missing; eval set "
+                  f"{n} is skipped", file=sys.stderr)
+        optional = [n for n in optional if n not in absent]
+    source = data_source(cache_dir)
+    check_results_dir(results_dir, source)
+    if source == "demo":
+        log("*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***")
+    t0 = time.perf_counter()
+    datasets, feature_ids, n_cache_features = load_cache(
+        cache_dir, args.layer, needed + optional, args.feature_ids,
+        warn=lambda m: print(m, file=sys.stderr))
+    fingerprints = input_fingerprints(datasets, args.feature_ids)
+    config = make_config(args, cache_dir, feature_ids)
+    log(f"loaded {len(datasets)} datasets from {layer_dir(cache_dir, args.layer)} "
+        f"({n_cache_features} features{'' if feature_ids is None else f', using {len(feature_ids)}'})"
+        f" in {time.perf_counter() - t0:.1f}s")
+    splits = make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
+    audit = leakage_audit(datasets, splits, args.near_dup_threshold, log)
+    run_id = f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    records, warned = {}, False
+    for step in steps:
+        paths = probe.output_paths(results_dir, step)
+        if resume and _resumable(paths, config, fingerprints):
+            log(f"step {step.number} {step.slug}: up to date, skipped (--resume)")
+            records[step.number] = json.loads(paths["json"].read_text())
+            continue
+        t = time.perf_counter()
+        record, scores, pipe = probe.run_step(step, datasets, splits, config, args.seed, args.jobs)
+        probe.add_confidence_intervals(record["evaluation"], scores,
+                                       record["thresholds"]["log_odds"], config)
+        record["repeats"] = [probe.repeat_summary(record, args.seed)]
+        for r in range(1, args.repeats):
+            seed_r = args.seed + r
+            splits_r = make_splits(datasets, args.eval_fraction, seed_r, args.dedup_split)
+            rec_r, _, _ = probe.run_step(step, datasets, splits_r, config, seed_r, args.jobs)
+            record["repeats"].append(probe.repeat_summary(rec_r, seed_r))
+        if not (record["converged"] and record["cv_converged"]) and not warned:
+            print(f"warning: step {step.number}: solver hit --max-iter {args.max_iter} before "
+                  "converging (recorded as converged: false; raise --max-iter or lower -C)",
+                  file=sys.stderr)
+            warned = True
+        record.update({
+            "schema_version": probe.SCHEMA_VERSION, "run_id": run_id, "config": config,
+            "data_source": source, "synthetic": source == "demo", "layer": args.layer,
+            "inputs": fingerprints, "split_sizes": {
+                n: {"train": int(len(s.train)), "eval": int(len(s.eval))} for n, s in splits.items()},
+            "leakage_audit": audit, "versions": probe.versions(),
+            "timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        })
+        probe.save_step(results_dir, step, record, scores, pipe, run_id)
+        records[step.number] = record
+        ev = record["evaluation"]
+        gold = ev.get("gold_106", {}).get("auroc")
+        bench = ev.get("benchmark", {}).get("auroc")
+        log(f"step {step.number} {step.slug:<14} n={record['n_training_samples']:>5}  "
+            f"cv={record['cv_auroc_mean']:.3f}  gold={_fmt(gold)}  benchmark={_fmt(bench)}  "
+            f"[{time.perf_counter() - t:.1f}s]")
+    return records
+
+
+def _fmt(x):
+    """3-decimal number or 'n/a'."""
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def leakage_audit(datasets, splits, threshold, log=print):
+    """Exact / near duplicate counts between every training part and every eval set."""
+    import stats
+    train_parts = {n: datasets[n].X[s.train] for n, s in splits.items() if len(s.train)}
+    evals = {n: datasets[n].X[s.eval] for n, s in splits.items() if len(s.eval)}
+    pairs = []
+    for tn, A in train_parts.items():
+        for en, B in evals.items():
+            c = stats.duplicate_counts(A, B, threshold=threshold)
+            pairs.append({"train": tn, "eval": en, "exact": int(c["exact"]), "near": int(c["near"]),
+                          "n_eval": int(B.shape[0])})
+    within = {}
+    for n, ds in datasets.items():
+        c = stats.duplicate_counts(ds.X, ds.X, threshold=threshold, same=True)
+        within[n] = {"exact": int(c["exact"]), "near": int(c["near"]), "n": int(ds.X.shape[0])}
+    found = [p for p in pairs if p["exact"] or p["near"]]
+    for p in found:
+        log(f"warning: leakage audit: {p['exact']} exact / {p['near']} near duplicates of "
+            f"training part '{p['train']}' in eval set '{p['eval']}' (of {p['n_eval']})")
+    return {"threshold": threshold, "pairs": pairs, "within": within,
+            "n_pairs_with_duplicates": len(found)}
+
+
+def main_step(number, argv=None):
+    """Entry point of a numbered step script: run that step alone."""
+    step = STEP_BY_NUMBER[number]
+    args = build_parser(f"Step {number} ({step.slug}): {step.question}").parse_args(argv)
+    try:
+        run_sweep(args, [number])
+    except InputError as e:
+        return die(str(e))
+    return 0

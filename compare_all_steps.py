@@ -1,0 +1,49 @@
+"""Print the step-by-step comparison of a sweep: training progression, every eval set's metrics
+with 95 % CIs and paired step-to-step changes, inflection points, generalization gap, findings.
+
+    python compare_all_steps.py [--results-dir results/distribution_sweep] [--allow-mixed]
+
+Same analysis as generate_report.py (analysis.py); steps without results show as "not run".
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import analysis
+import common
+import generate_report as rep
+
+
+def render_console(a, stream=sys.stdout):
+    """The comparison as console text: plain ASCII, colour only on a TTY."""
+    text = rep.render_text(rep.build_sections(a, header=False), rep.title_for(a))
+    if a["data_source"] == "demo":
+        text = "*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***\n" + text
+    if stream.isatty():
+        for word, code in (("improved", "32"), ("degraded", "31"), ("VERDICT:", "1"),
+                           ("WARNING:", "33")):
+            text = text.replace(word, f"\033[{code}m{word}\033[0m")
+    return text
+
+
+def main(argv=None):
+    """CLI entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--results-dir", type=Path, default=common.DEFAULTS["results_dir"],
+                   help="folder with the step results")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="combine steps whose config or inputs differ")
+    args = p.parse_args(argv)
+    try:
+        a = analysis.analyze(args.results_dir, args.allow_mixed)
+    except common.InputError as e:
+        return common.die(str(e))
+    sys.stdout.write(render_console(a))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

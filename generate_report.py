@@ -1,0 +1,336 @@
+"""Write the sweep's report: the comparison as a self-contained text, Markdown or CSV file.
+
+    python generate_report.py [--results-dir results/distribution_sweep] [--output PATH]
+                              [--format txt|md|csv] [--allow-mixed]
+
+Reads the step files only (no retraining); the numbers are those of compare_all_steps.py.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import analysis
+import common
+
+
+@dataclass
+class Table:
+    """A table: headers, rows of strings, and which columns are right-aligned."""
+    headers: list
+    rows: list
+    right: set = field(default_factory=set)
+
+
+@dataclass
+class Section:
+    """A titled list of blocks (strings are paragraphs, Tables are tables)."""
+    title: str
+    blocks: list
+
+
+def fmt(x, ci=None, pct=False):
+    """'0.912 [0.874, 0.946]', or 'n/a' for an undefined value."""
+    if x is None:
+        return "n/a"
+    f = (lambda v: f"{v:.1%}") if pct else (lambda v: f"{v:.3f}")
+    if ci and ci[0] is not None:
+        return f"{f(x)} [{f(ci[0])}, {f(ci[1])}]"
+    return f(x)
+
+
+def fmt_delta(d):
+    """'+0.123 [+0.080, +0.160] improved'."""
+    if not d:
+        return ""
+    lo, hi = d["ci"]
+    return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {d['verdict']}"
+
+
+def step_label(a, k):
+    """'0 base' etc."""
+    return f"{k} {a['records'][k]['name']}"
+
+
+def header_section(a):
+    """Data source, layer, config, inputs, versions and date."""
+    synthetic = a["data_source"] == "demo"
+    src = ("SYNTHETIC DEMO DATA (numbers show the tool's behaviour, not findings)" if synthetic
+           else f"real cache {a['config']['cache_dir']}")
+    cfg = a["config"]
+    lines = [
+        f"data source : {src}",
+        f"layer       : {a['layer']}",
+        f"probe       : StandardScaler + LogisticRegression, C={cfg['C']}, "
+        f"penalty={cfg['penalty']}, max_iter={cfg['max_iter']}",
+        f"split / cv  : eval fraction {cfg['eval_fraction']}, {cfg['cv_folds']}-fold CV, "
+        f"seed {cfg['seed']}, repeats {cfg.get('repeats', 1)}, dedup split "
+        f"{cfg.get('dedup_split', False)}",
+        f"features    : {'all' if not cfg.get('feature_ids') else len(cfg['feature_ids'])}"
+        + (f" (from {cfg['feature_ids_file']})" if cfg.get("feature_ids_file") else ""),
+        f"bootstrap   : {cfg.get('n_boot')} stratified resamples, 95 % percentile intervals",
+        f"run id(s)   : {', '.join(a['run_ids'])}",
+        f"steps       : {', '.join(map(str, a['steps']))}"
+        + (f"  (not run: {', '.join(map(str, a['missing']))})" if a["missing"] else ""),
+        f"versions    : " + ", ".join(f"{k} {v}" for k, v in a["versions"].items()),
+        f"written     : {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+    ]
+    inputs = Table(["input file", "bytes", "fingerprint"], [
+        [Path(p).name, str(f["bytes"]), next((f"{k}:{v[:16]}" for k, v in f.items()
+                                                if k.startswith("sha256")), "")]
+        for p, f in a["inputs"].items()], right={1})
+    return Section("Run", ["\n".join(lines), inputs])
+
+
+def progression_section(a):
+    """Training mix per step."""
+    rows = []
+    for p in a["progression"]:
+        sources = ", ".join(f"{s} {v['n']}" for s, v in p["breakdown"].items())
+        rows.append([step_label(a, p["step"]), str(p["n"]), str(p["af"]), sources,
+                     f"{p['cv_mean']:.3f} +- {p['cv_std']:.3f}", f"{p['train_accuracy']:.3f}",
+                     "yes" if p["converged"] else "NO"])
+    for k in a["missing"]:
+        if k in common.STEP_BY_NUMBER:
+            rows.append([f"{k} {common.STEP_BY_NUMBER[k].slug}", "not run", "", "", "", "", ""])
+    return Section("Training progression", [Table(
+        ["step", "n", "AF", "sources (n)", "CV AUROC", "train acc", "conv."], rows,
+        right={1, 2, 4, 5})])
+
+
+def set_sections(a):
+    """One section per eval set: its metrics per step with CIs and paired deltas."""
+    out = []
+    for name, s in a["sets"].items():
+        blocks = []
+        if s["kind"] == "single-class":
+            blocks.append(f"all-AF set: AUROC undefined. Headline: {analysis.METRIC_LABELS[s['headline']]}"
+                          + (f" (this set's AF vs the held-out negatives of {s['reference']})"
+                             if s["reference"] else "") + ".")
+        metrics = s["metrics"][:3]
+        headers = ["step", "n"] + [analysis.METRIC_LABELS[m] for m in metrics] + \
+            [f"change in {analysis.METRIC_LABELS[s['headline']].split(' (')[0]}"]
+        rows = []
+        for k, row in sorted(s["rows"].items()):
+            rows.append([step_label(a, k), str(row["n"])]
+                        + [fmt(row[m]["value"], row[m]["ci"]) if m in row else "n/a"
+                           for m in metrics]
+                        + [fmt_delta(s["deltas"].get(k, {}).get(s["headline"]))])
+        blocks.append(Table(headers, rows, right={1}))
+        if s["kind"] == "two-class" and any("eval_fpr_5" in r for r in s["rows"].values()):
+            blocks.append("false-positive rate on this set's own negatives at the 5 % train-FPR "
+                          "threshold: " + ", ".join(
+                              f"step {k}: {fmt(r['eval_fpr_5']['value'], pct=True)}"
+                              for k, r in sorted(s["rows"].items()) if "eval_fpr_5" in r))
+        out.append(Section(f"{s['role']}: {name} ({s['title']})", blocks))
+    return out
+
+
+def per_class_section(a):
+    """Benchmark per fine class: fraction flagged at 0.5 and at the 5 % threshold."""
+    pc = a["per_class"]
+    if not pc:
+        return None
+    steps = sorted(pc)
+    classes = list(dict.fromkeys(c for k in steps for c in pc[k]))
+    rows = []
+    for c in classes:
+        n = next(pc[k][c]["n"] for k in steps if c in pc[k])
+        rows.append([c, str(n)] + [
+            f"{pc[k][c]['flagged_at_0.5']:.1%} / {pc[k][c].get('flagged_at_fpr_5', 0):.1%}"
+            if c in pc[k] else "n/a" for k in steps])
+    return Section("Benchmark per class (flagged at 0.5 / at the 5 % train-FPR threshold)", [
+        Table(["class", "n"] + [f"step {k}" for k in steps], rows,
+              right=set(range(1, len(steps) + 2))),
+        "hard_negative and compliant_hard_negative share vocabulary with AF but not intent: "
+        "their flagged share is the false-positive rate researchers look at."])
+
+
+def inflection_section(a):
+    """Per eval set, the step with the largest significant gain."""
+    rows = [[name, analysis.METRIC_LABELS.get(s["headline"], "?"),
+             "none" if s["inflection"] is None else str(s["inflection"]),
+             fmt_delta(s["overall"]) if s["overall"] else ""]
+            for name, s in a["sets"].items()]
+    return Section("Inflection points", [
+        Table(["eval set", "metric", "inflection", "first -> last step"], rows),
+        "A change counts as improved/degraded only when its paired-bootstrap 95 % CI excludes 0; "
+        "the inflection is the step with the largest significant gain."])
+
+
+def gap_section(a):
+    """Generalization gap per step."""
+    if not a["gap"]:
+        return None
+    rows = [[step_label(a, k), fmt(g["in_distribution"]), fmt(g["ood_mean"]),
+             fmt(g["gap"], g["ci"])] for k, g in sorted(a["gap"].items())]
+    sets = next(iter(a["gap"].values()))["ood_sets"]
+    return Section("Generalization gap", [
+        Table(["step", "gold_106 AUROC", "mean OOD", "gap [95% CI]"], rows, right={1, 2}),
+        "gap = gold_106 AUROC - mean over OOD sets of their headline metric ("
+        + ", ".join(f"{n}: {analysis.METRIC_LABELS[m]}" for n, m in sets.items())
+        + "); single-class sets enter through AUROC vs reference negatives. The CI combines "
+          "independent resamples of the two sides."])
+
+
+def repeats_section(a):
+    """Spread across repeated seeds."""
+    if not a["repeats"]:
+        return None
+    rows = []
+    for k, per in sorted(a["repeats"].items()):
+        for name, r in per.items():
+            rows.append([step_label(a, k), name, analysis.METRIC_LABELS[r["metric"]],
+                         f"{r['mean']:.3f} +- {r['sd']:.3f} (n={r['n']})",
+                         "YES" if r["spread_exceeds_ci"] else "no"])
+    return Section("Repeated seeds", [
+        Table(["step", "eval set", "metric", "mean +- sd", "range > CI width"], rows),
+        "When the range across seeds exceeds the bootstrap CI width of one run, split and "
+        "initialization noise dominates: trust the mean, not one run."])
+
+
+def audit_section(a):
+    """Exact and near duplicates between training parts and eval sets."""
+    audit = a.get("audit")
+    if not audit:
+        return None
+    rows = [[p["train"], p["eval"], str(p["exact"]), str(p["near"]), str(p["n_eval"])]
+            for p in audit["pairs"] if p["exact"] or p["near"]]
+    within = [[n, str(w["exact"]), str(w["near"]), str(w["n"])]
+              for n, w in audit["within"].items() if w["exact"] or w["near"]]
+    blocks = []
+    if rows:
+        blocks += ["WARNING: eval rows with a (near) duplicate in a training part:",
+                   Table(["training part", "eval set", "exact", f"near (cos >= {audit['threshold']})",
+                          "eval n"], rows, right={2, 3, 4})]
+    else:
+        blocks.append("No exact or near duplicates between any training part and any eval set.")
+    if within:
+        blocks += ["Rows with a (near) duplicate inside the same dataset:",
+                   Table(["dataset", "exact", "near", "n"], within, right={1, 2, 3})]
+    return Section("Leakage audit", blocks)
+
+
+def verdict_section(a):
+    """Key findings and the verdict."""
+    v = a["verdict"]
+    return Section("Findings and verdict", [
+        "\n".join(f"- {f}" for f in a["findings"]),
+        f"VERDICT: {v['outcome']}",
+        f"criteria: {v['criteria']}",
+        "next steps:\n" + "\n".join(f"- {s}" for s in v["next_steps"])])
+
+
+def build_sections(a, header=True):
+    """All sections in report order (None-valued ones dropped)."""
+    secs = [header_section(a)] if header else []
+    secs += [progression_section(a)] + set_sections(a) + [
+        per_class_section(a), inflection_section(a), gap_section(a), repeats_section(a),
+        audit_section(a), verdict_section(a)]
+    return [s for s in secs if s is not None]
+
+
+def render_table_text(t):
+    """A plain-text table with aligned columns."""
+    widths = [max(len(str(x)) for x in [h] + [r[i] for r in t.rows]) for i, h in enumerate(t.headers)]
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in t.right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(t.headers), line(["-" * w for w in widths])] + [line(r) for r in t.rows])
+
+
+def render_text(sections, title="Distribution sweep"):
+    """Sections as plain text."""
+    out = [title, "=" * len(title), ""]
+    for s in sections:
+        out += [s.title, "-" * len(s.title)]
+        for b in s.blocks:
+            out += [render_table_text(b) if isinstance(b, Table) else b, ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_markdown(sections, title="Distribution sweep"):
+    """Sections as Markdown (pipe tables)."""
+    out = [f"# {title}", ""]
+    for s in sections:
+        out += [f"## {s.title}", ""]
+        for b in s.blocks:
+            if isinstance(b, Table):
+                out.append("| " + " | ".join(b.headers) + " |")
+                out.append("|" + "|".join("---:" if i in b.right else "---"
+                                          for i in range(len(b.headers))) + "|")
+                out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |"
+                        for r in b.rows]
+            elif "\n" in b and not b.startswith("- "):
+                out.append("```\n" + b + "\n```")
+            else:
+                out.append(b)
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+CSV_FIELDS = ["step", "step_name", "eval_set", "metric", "value", "ci_low", "ci_high", "n"]
+
+
+def render_csv(a):
+    """One row per step x eval set x metric."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for name, s in a["sets"].items():
+        for k, row in sorted(s["rows"].items()):
+            for m in s["metrics"]:
+                if m in row:
+                    ci = row[m]["ci"] or [None, None]
+                    w.writerow([k, a["records"][k]["name"], name, m, row[m]["value"],
+                                ci[0], ci[1], row["n"]])
+    return buf.getvalue()
+
+
+def title_for(a):
+    """Report title, marked when synthetic."""
+    t = f"Distribution sweep - layer {a['layer']}"
+    return t + " - SYNTHETIC DEMO DATA" if a["data_source"] == "demo" else t
+
+
+def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=None):
+    """Analyze a results folder and write the report; return its path."""
+    a = a or analysis.analyze(results_dir, allow_mixed)
+    if fmt_name == "csv":
+        text = render_csv(a)
+    elif fmt_name == "md":
+        text = render_markdown(build_sections(a), title_for(a))
+    else:
+        text = render_text(build_sections(a), title_for(a))
+    output = Path(output) if output else Path(results_dir) / f"report.{fmt_name}"
+    common.atomic_write(output, text.encode())
+    return output
+
+
+def main(argv=None):
+    """CLI entry point."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--results-dir", type=Path, default=common.DEFAULTS["results_dir"],
+                   help="folder with the step results")
+    p.add_argument("--output", type=Path, default=None,
+                   help="report path (default <results-dir>/report.<format>)")
+    p.add_argument("--format", choices=("txt", "md", "csv"), default="txt", help="report format")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="combine steps whose config or inputs differ")
+    args = p.parse_args(argv)
+    try:
+        path = write_report(args.results_dir, args.output, args.format, args.allow_mixed)
+    except common.InputError as e:
+        return common.die(str(e))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The probe and its evaluation: fit -> cross-validate -> calibrate thresholds -> evaluate -> save.
+
+Every score is the float64 decision function (log-odds); probability >= 0.5 <=> score >= 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import warnings
+from pathlib import Path
+
+import joblib
+import numpy as np
+import scipy
+import scipy.sparse as sp
+import sklearn
+from scipy.special import expit
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+import common
+
+SCHEMA_VERSION = 1
+TOP_FEATURES = 20
+
+
+# --------------------------------------------------------------------------------------------
+# Fit
+# --------------------------------------------------------------------------------------------
+def make_pipeline(cfg, seed):
+    """StandardScaler + LogisticRegression as configured.
+
+    The scaler divides by the standard deviation without centring (sparse input stays sparse).
+    With an unpenalized intercept this has the same optimum as centred scaling: centring only
+    shifts the intercept.
+    """
+    solver = "lbfgs" if cfg["penalty"] == "l2" else "saga"
+    clf = LogisticRegression(C=cfg["C"], l1_ratio=0.0 if cfg["penalty"] == "l2" else 1.0,
+                             solver=solver, max_iter=cfg["max_iter"], random_state=seed)
+    return Pipeline([("scaler", StandardScaler(with_mean=False)), ("clf", clf)])
+
+
+def fit(pipe, X, y):
+    """Fit a pipeline; return (pipe, converged, n_iter) without letting warnings escape."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        pipe.fit(X, y)
+    n_iter = int(np.max(pipe[-1].n_iter_))
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return pipe, converged, n_iter
+
+
+def linear_form(pipe):
+    """(w, b) in input units, float64: score = X @ w + b."""
+    scale = pipe[0].scale_
+    w = pipe[-1].coef_.ravel().astype(np.float64)
+    if scale is not None:
+        w = w / scale
+    return w, float(pipe[-1].intercept_[0])
+
+
+def decision(pipe, X):
+    """Float64 log-odds of every row (never the float32 path, whose probabilities tie)."""
+    w, b = linear_form(pipe)
+    return np.asarray(X @ w, dtype=np.float64).ravel() + b
+
+
+def _fold(pipe, X, y, tr, va):
+    """Fit one CV fold; return (validation scores, converged, n_iter)."""
+    pipe, conv, n_iter = fit(pipe, X[tr], y[tr])
+    return decision(pipe, X[va]), conv, n_iter
+
+
+def cross_validate(mix, cfg, seed, jobs=1):
+    """Shuffled K-fold CV stratified by source x class; out-of-fold scores and fold AUROCs."""
+    strata = np.char.add(np.char.add(mix.source, ":"), mix.classes)
+    # a stratum smaller than the fold count cannot be spread; fold it into its source
+    values, counts = np.unique(strata, return_counts=True)
+    small = set(values[counts < cfg["cv_folds"]].tolist())
+    if small:
+        strata = np.where(np.isin(strata, list(small)), mix.source, strata)
+    skf = StratifiedKFold(n_splits=cfg["cv_folds"], shuffle=True, random_state=seed)
+    folds = list(skf.split(np.zeros(len(mix.y)), strata))
+    out = joblib.Parallel(n_jobs=jobs)(
+        joblib.delayed(_fold)(make_pipeline(cfg, seed), mix.X, mix.y, tr, va) for tr, va in folds)
+    oof = np.empty(len(mix.y), dtype=np.float64)
+    aurocs, converged = [], True
+    for (tr, va), (scores, conv, _) in zip(folds, out):
+        oof[va] = scores
+        aurocs.append(float(roc_auc_score(mix.y[va], scores)))
+        converged &= conv
+    return {"oof": oof, "fold_auroc": aurocs, "converged": bool(converged)}
+
+
+def fpr_thresholds(neg_scores, targets=common.FPR_TARGETS):
+    """Log-odds threshold per target FPR (%): flagging score >= t keeps the FPR on these
+    negatives at or below the target."""
+    desc = np.sort(np.asarray(neg_scores, dtype=np.float64))[::-1]
+    out = {}
+    for pct in targets:
+        k = int(np.floor(pct / 100 * len(desc)))
+        out[str(pct)] = float(np.nextafter(desc[k], np.inf)) if k < len(desc) else float(desc[-1])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluate
+# --------------------------------------------------------------------------------------------
+def _rate(flags):
+    """Mean of a boolean array, or None when empty."""
+    return float(np.mean(flags)) if len(flags) else None
+
+
+def evaluate_set(score, y, classes, thresholds, reference_neg=None, reference_name=None):
+    """Every metric of one eval set from its scores; AUROC only where both classes exist."""
+    af, neg = score[y == 1], score[y == 0]
+    out = {
+        "n_samples": int(len(y)),
+        "af_samples": int(len(af)),
+        "accuracy": float(np.mean((score >= 0) == (y == 1))),
+        "mean_score": float(np.mean(expit(score))),
+        "detection_rate": _rate(af >= 0),
+    }
+    if len(af) and len(neg):
+        out["auroc"], out["auroc_note"] = float(roc_auc_score(y, score)), None
+    else:
+        only = "AF" if len(af) else "negative"
+        out["auroc"] = None
+        out["auroc_note"] = (f"undefined: all {len(y)} samples are {only} (single class); "
+                             "see detection_rate, recall_at_fpr, auroc_vs_reference_negatives")
+    out["recall_at_fpr"] = {
+        pct: {"threshold": t, "recall": _rate(af >= t), "eval_fpr": _rate(neg >= t)}
+        for pct, t in thresholds.items()}
+    if len(af) and not len(neg) and reference_neg is not None and len(reference_neg):
+        yy = np.r_[np.ones(len(af)), np.zeros(len(reference_neg))]
+        out["auroc_vs_reference_negatives"] = float(roc_auc_score(yy, np.r_[af, reference_neg]))
+        out["reference_negatives"] = reference_name
+    else:
+        out["auroc_vs_reference_negatives"] = None
+        out["reference_negatives"] = None
+    per_class = {}
+    for cls in np.unique(classes):
+        s = score[classes == cls]
+        per_class[str(cls)] = {
+            "n": int(len(s)), "mean_score": float(np.mean(expit(s))),
+            "flagged_at_0.5": float(np.mean(s >= 0)),
+            **{f"flagged_at_fpr_{p}": float(np.mean(s >= t)) for p, t in thresholds.items()}}
+    out["per_class"] = per_class
+    return out
+
+
+def flat_metrics(entry):
+    """The headline metrics of an evaluation entry as one flat dict (None where undefined)."""
+    out = {k: entry.get(k) for k in ("auroc", "auroc_vs_reference_negatives", "detection_rate",
+                                     "accuracy")}
+    for pct, r in entry["recall_at_fpr"].items():
+        out[f"recall_at_fpr_{pct}"] = r["recall"]
+        out[f"eval_fpr_{pct}"] = r["eval_fpr"]
+    return out
+
+
+def boot_seed(seed, name):
+    """Seed of one eval set's bootstrap: the same in every step, so steps are paired."""
+    return int(np.random.SeedSequence(common.split_seed(seed, name)).generate_state(1)[0])
+
+
+def add_confidence_intervals(evaluation, scores, thresholds, cfg):
+    """Attach a stratified-bootstrap 95 % CI to every flat metric of every eval set."""
+    import stats
+    ref_cache = {}
+    for name, entry in evaluation.items():
+        s, y = scores[name]["score"], scores[name]["label"]
+        idx = stats.stratified_bootstrap_indices(y, cfg["n_boot"], boot_seed(cfg["seed"], name))
+        kwargs = {}
+        ref = entry.get("reference_negatives")
+        if ref:
+            rs, ry = scores[ref]["score"], scores[ref]["label"]
+            neg = rs[ry == 0]
+            if ref not in ref_cache:
+                ref_cache[ref] = stats.stratified_bootstrap_indices(
+                    np.zeros(len(neg), dtype=int), cfg["n_boot"], boot_seed(cfg["seed"], ref + ":neg"))
+            kwargs = {"reference_neg_scores": neg, "ref_idx": ref_cache[ref]}
+        boot = stats.bootstrap_metrics(s, y, threshold_05=0.0, thresholds=thresholds, idx=idx,
+                                       **kwargs)
+        entry["ci"] = {k: [float(v[0]), float(v[1])] for k, v in stats.summarize(boot).items()}
+    return evaluation
+
+
+# --------------------------------------------------------------------------------------------
+# One step
+# --------------------------------------------------------------------------------------------
+def run_step(step, datasets, splits, cfg, seed, jobs=1):
+    """Train the step's probe on its mix and evaluate it; return (record, scores, pipe)."""
+    mix = common.build_mix(step, datasets, splits)
+    cv = cross_validate(mix, cfg, seed, jobs)
+    pipe, converged, n_iter = fit(make_pipeline(cfg, seed), mix.X, mix.y)
+    thresholds = fpr_thresholds(cv["oof"][mix.y == 0])
+    train_pred = decision(pipe, mix.X) >= 0
+    scores = {}
+    for name, ds, idx in common.eval_sets(datasets, splits):
+        scores[name] = {"score": decision(pipe, ds.X[idx]), "label": ds.y[idx],
+                        "class": ds.classes[idx], "row": idx}
+    evaluation = {}
+    for name in scores:
+        spec = common.DATASETS[name]
+        ref = spec.reference if spec.reference in scores else None
+        ref_neg = None
+        if ref:
+            ref_neg = scores[ref]["score"][scores[ref]["label"] == 0]
+        evaluation[name] = evaluate_set(scores[name]["score"], scores[name]["label"],
+                                        scores[name]["class"], thresholds, ref_neg, ref)
+    clf = pipe[-1]
+    coef = clf.coef_.ravel()
+    order = np.argsort(-np.abs(coef), kind="stable")[:TOP_FEATURES]
+    ids = np.asarray(cfg["feature_ids"]) if cfg.get("feature_ids") else np.arange(len(coef))
+    record = {
+        "step": step.number,
+        "name": step.slug,
+        "question": step.question,
+        "training_data": list(step.training),
+        "n_training_samples": int(len(mix.y)),
+        "n_training_af": int(mix.y.sum()),
+        "training_breakdown": mix.breakdown(),
+        "n_features": int(mix.X.shape[1]),
+        "train_accuracy": float(np.mean(train_pred == (mix.y == 1))),
+        "cv_auroc_mean": float(np.mean(cv["fold_auroc"])),
+        "cv_auroc_std": float(np.std(cv["fold_auroc"])),
+        "cv_auroc_folds": cv["fold_auroc"],
+        "cv_converged": cv["converged"],
+        "converged": converged,
+        "n_iter": n_iter,
+        "n_nonzero_weights": int(np.count_nonzero(coef)),
+        "top_features": [{"id": int(ids[i]), "weight": float(coef[i])} for i in order],
+        "thresholds": {"source": "out-of-fold CV scores of the training negatives",
+                       "log_odds": thresholds},
+        "evaluation": evaluation,
+    }
+    scores["_oof"] = {"score": cv["oof"], "label": mix.y, "class": mix.classes,
+                      "row": np.arange(len(mix.y)), "source": mix.source}
+    scores["_coef"] = {"coef": coef, "feature_ids": ids}
+    return record, scores, pipe
+
+
+# --------------------------------------------------------------------------------------------
+# Save / load
+# --------------------------------------------------------------------------------------------
+def output_paths(results_dir, step):
+    """The three files of one step: JSON record, per-sample scores, probe."""
+    results_dir = Path(results_dir)
+    return {"json": results_dir / f"step_{step.number}_{step.slug}.json",
+            "scores": results_dir / f"step_{step.number}_scores.npz",
+            "probe": results_dir / f"step_{step.number}_probe.pkl"}
+
+
+def versions():
+    """Versions of the packages that produce the numbers."""
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+            "joblib": joblib.__version__}
+
+
+def scores_to_npz_bytes(scores, run_id):
+    """Serialize per-sample scores (flat keys '<set>__<field>') to npz bytes."""
+    arrays = {"run_id": np.array(run_id)}
+    for name, fields in scores.items():
+        for key, arr in fields.items():
+            arr = np.asarray(arr)
+            arrays[f"{name}__{key}"] = arr.astype(str) if arr.dtype.kind in "OU" else arr
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def save_step(results_dir, step, record, scores, pipe, run_id):
+    """Write scores, probe, then the JSON record (the commit point), each atomically."""
+    paths = output_paths(results_dir, step)
+    common.atomic_write(paths["scores"], scores_to_npz_bytes(scores, run_id))
+    buf = io.BytesIO()
+    joblib.dump({"pipeline": pipe, "feature_ids": record["config"].get("feature_ids"),
+                 "config": record["config"], "run_id": run_id, "step": step.number}, buf)
+    probe_bytes = buf.getvalue()
+    common.atomic_write(paths["probe"], probe_bytes)
+    record["files"] = {"scores": paths["scores"].name, "probe": paths["probe"].name,
+                       "probe_sha256": hashlib.sha256(probe_bytes).hexdigest()}
+    common.atomic_write(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
+    return paths
+
+
+def load_scores(path, run_id=None):
+    """Per-sample scores back as {set: {field: array}}; checks the run id when given."""
+    with np.load(path, allow_pickle=False) as z:
+        if run_id is not None and str(z["run_id"]) != run_id:
+            raise common.InputError(f"{path}: scores belong to run {z['run_id']}, "
+                                    f"the step JSON to run {run_id}")
+        out = {}
+        for key in z.files:
+            if "__" in key:
+                name, fld = key.split("__", 1)
+                out.setdefault(name, {})[fld] = z[key]
+    return out
+
+
+def load_probe(json_path):
+    """Load a step's probe after checking its sha256 against the step JSON (trusted-local only)."""
+    json_path = Path(json_path)
+    record = json.loads(json_path.read_text())
+    probe_path = json_path.parent / record["files"]["probe"]
+    data = probe_path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != record["files"]["probe_sha256"]:
+        raise common.InputError(f"{probe_path}: sha256 {digest[:12]}... does not match the "
+                                f"{record['files']['probe_sha256'][:12]}... recorded in "
+                                f"{json_path.name}; refusing to unpickle it")
+    return joblib.load(io.BytesIO(data))
+
+
+def repeat_summary(record, seed):
+    """The per-repeat numbers kept for the spread across seeds."""
+    return {"seed": int(seed), "cv_auroc_mean": record["cv_auroc_mean"],
+            "metrics": {n: flat_metrics(e) for n, e in record["evaluation"].items()}}
