@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny synthetic caches and one tiny sweep, built once per test session."""
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import demo_data  # noqa: E402
+import run_all  # noqa: E402
+
+TINY = {"scale": 0.1, "n_features": 256, "seed": 0}
+FAST_FLAGS = ["--n-boot", "200", "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """A tiny demo cache (read-only by convention: copy it before changing files)."""
+    root = tmp_path_factory.mktemp("cache")
+    demo_data.generate(root, verbose=False, **TINY)
+    return root
+
+
+@pytest.fixture
+def cache_copy(tiny_cache, tmp_path):
+    """A private copy of the tiny cache that a test may damage."""
+    dst = tmp_path / "cache"
+    shutil.copytree(tiny_cache, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cache, tmp_path_factory):
+    """Results folder of one full sweep on the tiny cache."""
+    out = tmp_path_factory.mktemp("results")
+    rc = run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out)] + FAST_FLAGS)
+    assert rc == 0
+    return out
