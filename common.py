@@ -722,6 +722,8 @@ def leakage_audit(datasets, splits, threshold, log=print):
                           "n_eval": int(B.shape[0])})
     within = {}
     for n, ds in datasets.items():
+        if DATASETS[n].role == "train":
+            continue
         c = stats.duplicate_counts(ds.X, ds.X, threshold=threshold, same=True)
         within[n] = {"exact": int(c["exact"]), "near": int(c["near"]), "n": int(ds.X.shape[0])}
     found = [p for p in pairs if p["exact"] or p["near"]]

@@ -16,6 +16,7 @@ import numpy as np
 import scipy
 import scipy.sparse as sp
 import sklearn
+from scipy.optimize import minimize
 from scipy.special import expit
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
@@ -24,6 +25,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 import common
 
@@ -47,11 +49,61 @@ def make_pipeline(cfg, seed):
     return Pipeline([("scaler", StandardScaler(with_mean=False)), ("clf", clf)])
 
 
-def fit(pipe, X, y):
-    """Fit a pipeline; return (pipe, converged, n_iter) without letting warnings escape."""
+def lbfgs_logistic(X, y, scale, C, *, sample_weight=None, max_iter=1000, tol=1e-4, init=None):
+    """L2 logistic regression on CSR float32 data scaled by 1/scale, intercept unpenalized.
+
+    Minimizes sum(sw * logloss) / sum(sw) + ||w||^2 / (2 C sum(sw)) -- scikit-learn's lbfgs
+    objective -- with scipy's L-BFGS-B and scikit-learn's stopping rule (gtol=tol,
+    ftol=64 eps). Products with X run in float32 (no float64 copy of the data); the loss,
+    gradient and weights are float64. Returns (w in scaled units, b, n_iter, converged).
+    """
+    n, p = X.shape
+    sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    total = sw.sum()
+    sign = np.where(y == 1, 1.0, -1.0)
+    inv_scale = 1.0 / scale
+    Xt = X.T                            # CSC view: no copy
+
+    def fg(theta):
+        w, b = theta[:p], theta[p]
+        z = np.asarray(X @ (w * inv_scale).astype(np.float32), dtype=np.float64) + b
+        loss = np.dot(sw, np.logaddexp(0.0, -sign * z)) / total + np.dot(w, w) / (2 * C * total)
+        r = sw * (expit(z) - (y == 1)) / total
+        g = np.empty(p + 1)
+        g[:p] = np.asarray(Xt @ r.astype(np.float32), dtype=np.float64) * inv_scale + w / (C * total)
+        g[p] = r.sum()
+        return loss, g
+
+    theta0 = np.zeros(p + 1) if init is None else np.asarray(init, dtype=np.float64)
+    res = minimize(fg, theta0, jac=True, method="L-BFGS-B",
+                   options={"maxiter": max_iter, "maxls": 50, "gtol": tol,
+                            "ftol": 64 * np.finfo(float).eps})
+    theta, it, converged = res.x, int(res.nit), bool(res.success)
+    return theta[:p], float(theta[p]), it, bool(converged)
+
+
+def fit(pipe, X, y, init=None, sample_weight=None):
+    """Fit a pipeline; return (pipe, converged, n_iter) without letting warnings escape.
+
+    L2 probes are solved by lbfgs_logistic (float32 data, optional warm start `init`) and the
+    solution is stored in the pipeline's LogisticRegression; L1 probes use scikit-learn's saga.
+    """
+    scaler, clf = pipe[0], pipe[-1]
+    if clf.l1_ratio == 0.0:
+        scaler.fit(X)
+        scale = np.ones(X.shape[1]) if scaler.scale_ is None else scaler.scale_
+        w, b, n_iter, converged = lbfgs_logistic(
+            X, y, scale, clf.C, sample_weight=sample_weight, max_iter=clf.max_iter, tol=clf.tol,
+            init=init)
+        clf.classes_ = np.array([0, 1])
+        clf.coef_ = w.reshape(1, -1)
+        clf.intercept_ = np.array([b])
+        clf.n_iter_ = np.array([n_iter], dtype=np.int32)
+        clf.n_features_in_ = X.shape[1]
+        return pipe, converged, n_iter
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        pipe.fit(X, y)
+        pipe.fit(X, y, clf__sample_weight=sample_weight)
     n_iter = int(np.max(pipe[-1].n_iter_))
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     return pipe, converged, n_iter
@@ -73,13 +125,19 @@ def decision(pipe, X):
 
 
 def _fold(pipe, X, y, tr, va):
-    """Fit one CV fold; return (validation scores, converged, n_iter)."""
-    pipe, conv, n_iter = fit(pipe, X[tr], y[tr])
+    """Fit one CV fold from scratch; (validation scores, converged, n_iter)."""
+    with threadpool_limits(1):
+        pipe, conv, n_iter = fit(pipe, X[tr], y[tr])
     return decision(pipe, X[va]), conv, n_iter
 
 
 def cross_validate(mix, cfg, seed, jobs=1):
-    """Shuffled K-fold CV stratified by source x class; out-of-fold scores and fold AUROCs."""
+    """Shuffled K-fold CV stratified by source x class; out-of-fold scores and fold AUROCs.
+
+    The scaler is fitted inside each fold, and every fold starts from zero weights: warm
+    starting from a model that saw the validation rows stops the solver at once near that
+    model and leaks (measured: CV AUROC 1.000 instead of 0.97).
+    """
     strata = np.char.add(np.char.add(mix.source, ":"), mix.classes)
     # a stratum smaller than the fold count cannot be spread; fold it into its source
     values, counts = np.unique(strata, return_counts=True)
@@ -89,14 +147,16 @@ def cross_validate(mix, cfg, seed, jobs=1):
     skf = StratifiedKFold(n_splits=cfg["cv_folds"], shuffle=True, random_state=seed)
     folds = list(skf.split(np.zeros(len(mix.y)), strata))
     out = joblib.Parallel(n_jobs=jobs)(
-        joblib.delayed(_fold)(make_pipeline(cfg, seed), mix.X, mix.y, tr, va) for tr, va in folds)
+        joblib.delayed(_fold)(make_pipeline(cfg, seed), mix.X, mix.y, tr, va)
+        for tr, va in folds)
     oof = np.empty(len(mix.y), dtype=np.float64)
     aurocs, converged = [], True
     for (tr, va), (scores, conv, _) in zip(folds, out):
         oof[va] = scores
         aurocs.append(float(roc_auc_score(mix.y[va], scores)))
         converged &= conv
-    return {"oof": oof, "fold_auroc": aurocs, "converged": bool(converged)}
+    return {"oof": oof, "fold_auroc": aurocs, "converged": bool(converged),
+            "n_iter": [int(o[2]) for o in out]}
 
 
 def fpr_thresholds(neg_scores, targets=common.FPR_TARGETS):
@@ -199,8 +259,9 @@ def add_confidence_intervals(evaluation, scores, thresholds, cfg):
 def run_step(step, datasets, splits, cfg, seed, jobs=1):
     """Train the step's probe on its mix and evaluate it; return (record, scores, pipe)."""
     mix = common.build_mix(step, datasets, splits)
+    with threadpool_limits(1):
+        pipe, converged, n_iter = fit(make_pipeline(cfg, seed), mix.X, mix.y)
     cv = cross_validate(mix, cfg, seed, jobs)
-    pipe, converged, n_iter = fit(make_pipeline(cfg, seed), mix.X, mix.y)
     thresholds = fpr_thresholds(cv["oof"][mix.y == 0])
     train_pred = decision(pipe, mix.X) >= 0
     scores = {}
@@ -234,6 +295,7 @@ def run_step(step, datasets, splits, cfg, seed, jobs=1):
         "cv_auroc_std": float(np.std(cv["fold_auroc"])),
         "cv_auroc_folds": cv["fold_auroc"],
         "cv_converged": cv["converged"],
+        "cv_n_iter": cv["n_iter"],
         "converged": converged,
         "n_iter": n_iter,
         "n_nonzero_weights": int(np.count_nonzero(coef)),
