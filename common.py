@@ -38,7 +38,7 @@ DEFAULTS = {
     "n_boot": 1000,                         # bootstrap resamples for confidence intervals
     "repeats": 1,                           # independent seeds (split, folds, model)
     "near_dup_threshold": 0.99,             # cosine similarity counted as a near duplicate
-    "jobs": 1,                              # parallel workers (CV folds)
+    "jobs": -1,                             # parallel fits (-1: all cores)
 }
 DEMO_CACHE_DIR = ROOT / "cache" / "demo"
 DEMO_RESULTS_DIR = ROOT / "results" / "demo"
@@ -167,7 +167,7 @@ def build_parser(description):
     p.add_argument("--near-dup-threshold", type=_fraction, default=d["near_dup_threshold"],
                    help="cosine similarity counted as a near duplicate in the leakage audit")
     p.add_argument("--jobs", type=int, default=d["jobs"],
-                   help="parallel workers for CV folds (-1: all cores)")
+                   help="parallel fits (final probe + CV folds); -1: all cores")
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     return p
 
@@ -376,11 +376,8 @@ def read_feature_ids(path, n_features):
     return ids
 
 
-def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print):
-    """Load the named datasets once; validate shapes, labels and feature counts across files.
-
-    Returns (datasets: dict name -> Dataset, feature_ids list or None, n_features_in_cache).
-    """
+def check_present(cache_dir, layer, names):
+    """InputError naming the first missing folder or file the given datasets need."""
     d = layer_dir(cache_dir, layer)
     if not Path(cache_dir).is_dir():
         raise InputError(f"{cache_dir}: cache directory not found\n{layout_help(cache_dir, layer)}")
@@ -394,6 +391,14 @@ def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print):
                          + (f" (and {len(missing) - 1} more: {', '.join(missing[1:])})"
                             if len(missing) > 1 else "")
                          + f"\n{layout_help(cache_dir, layer)}")
+
+
+def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print):
+    """Load the named datasets once; validate shapes, labels and feature counts across files.
+
+    Returns (datasets: dict name -> Dataset, feature_ids list or None, n_features_in_cache).
+    """
+    check_present(cache_dir, layer, names)
     shapes = {name: activation_shape(dataset_files(cache_dir, layer, name)[0]) for name in names}
     n_features = None
     for name, shape in shapes.items():
@@ -628,7 +633,18 @@ def _resumable(paths, config, fingerprints):
 
 
 def run_sweep(args, step_numbers, resume=False):
-    """Run the given steps in one process on data loaded once; return {step: record}."""
+    """Run the given steps in one process on data loaded once; return {step: record}.
+
+    BLAS runs single-threaded: on the vector-sized products here, multi-threaded OpenBLAS
+    was measured 25x slower per call on a 2-core machine; parallelism comes from --jobs.
+    """
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        return _run_sweep(args, step_numbers, resume)
+
+
+def _run_sweep(args, step_numbers, resume):
+    """run_sweep's body."""
     import datetime
     import secrets
     import time
@@ -641,12 +657,12 @@ def run_sweep(args, step_numbers, resume=False):
     steps = [STEP_BY_NUMBER[k] for k in step_numbers]
     needed = list(dict.fromkeys(n for s in steps for n in s.training))
     optional = [n for n in EVAL_SETS if n not in needed]
-    if Path(cache_dir).is_dir() and layer_dir(cache_dir, args.layer).is_dir():
-        absent = [n for n in optional if missing_files(cache_dir, args.layer, [n])]
-        for n in absent:
-            print(f"warning: {missing_files(cache_dir, args.layer, [n])[0]}: missing; eval set "
-                  f"{n} is skipped", file=sys.stderr)
-        optional = [n for n in optional if n not in absent]
+    check_present(cache_dir, args.layer, needed)
+    absent = [n for n in optional if missing_files(cache_dir, args.layer, [n])]
+    for n in absent:
+        print(f"warning: {missing_files(cache_dir, args.layer, [n])[0]}: missing; eval set "
+              f"{n} is skipped", file=sys.stderr)
+    optional = [n for n in optional if n not in absent]
     source = data_source(cache_dir)
     check_results_dir(results_dir, source)
     if source == "demo":
@@ -709,6 +725,20 @@ def _fmt(x):
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def support_candidates(A, B, threshold):
+    """Rows of A that can reach cosine >= threshold with some row of B (exact bound).
+
+    cos(a, b) <= |a restricted to supp(b)| / |a|, and supp(b) lies in the union of B's
+    supports, so rows with less than threshold^2 of their squared mass there are skipped.
+    """
+    sq = A.multiply(A).tocsr()
+    total = np.asarray(sq.sum(axis=1)).ravel()
+    support = np.zeros(A.shape[1], dtype=np.float32)
+    support[np.unique(B.indices)] = 1.0
+    on = np.asarray(sq @ support).ravel()
+    return np.flatnonzero((total == 0) | (on >= threshold ** 2 * total * (1 - 1e-6)))
+
+
 def leakage_audit(datasets, splits, threshold, log=print):
     """Exact / near duplicate counts between every training part and every eval set."""
     import stats
@@ -717,15 +747,15 @@ def leakage_audit(datasets, splits, threshold, log=print):
     pairs = []
     for tn, A in train_parts.items():
         for en, B in evals.items():
-            c = stats.duplicate_counts(A, B, threshold=threshold)
+            rows = support_candidates(A, B, threshold)
+            c = (stats.duplicate_counts(A[rows], B, threshold=threshold) if len(rows)
+                 else {"exact": 0, "near": 0})
             pairs.append({"train": tn, "eval": en, "exact": int(c["exact"]), "near": int(c["near"]),
                           "n_eval": int(B.shape[0])})
-    within = {}
-    for n, ds in datasets.items():
-        if DATASETS[n].role == "train":
-            continue
-        c = stats.duplicate_counts(ds.X, ds.X, threshold=threshold, same=True)
-        within[n] = {"exact": int(c["exact"]), "near": int(c["near"]), "n": int(ds.X.shape[0])}
+    within = {}                         # duplicates inside an eval set shrink its effective n
+    for n, B in evals.items():
+        c = stats.duplicate_counts(B, B, threshold=threshold, same=True)
+        within[n] = {"exact": int(c["exact"]), "near": int(c["near"]), "n": int(B.shape[0])}
     found = [p for p in pairs if p["exact"] or p["near"]]
     for p in found:
         log(f"warning: leakage audit: {p['exact']} exact / {p['near']} near duplicates of "

@@ -251,3 +251,35 @@ def test_compare_shows_missing_steps_as_not_run(tiny_cache, tmp_path):
                         str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "not run" in r.stdout and "2 add_organisms" in r.stdout
+
+
+def test_float32_lbfgs_matches_scikit_learn_lbfgs(loaded):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    splits = common.make_splits(loaded, 0.2, seed=0)
+    mix = common.build_mix(common.STEPS[2], loaded, splits)
+    cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
+    ours, conv, n_iter = probe.fit(probe.make_pipeline(cfg, 0), mix.X, mix.y)
+    Z = StandardScaler(with_mean=False).fit_transform(mix.X.astype(np.float64))
+    ref = LogisticRegression(C=10.0, max_iter=1000).fit(Z, mix.y)
+    assert conv and n_iter >= 1
+    cos = np.dot(ours[-1].coef_.ravel(), ref.coef_.ravel()) / (
+        np.linalg.norm(ours[-1].coef_) * np.linalg.norm(ref.coef_))
+    assert cos > 0.999
+    assert ours[-1].intercept_[0] == pytest.approx(ref.intercept_[0], rel=0.02, abs=0.05)
+
+
+def test_cv_folds_are_fitted_without_their_validation_rows(loaded):
+    """Each out-of-fold score equals a probe fitted from scratch on the other folds."""
+    splits = common.make_splits(loaded, 0.2, seed=0)
+    mix = common.build_mix(common.STEPS[1], loaded, splits)
+    cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
+    _, _, _, cv = probe.fit_with_cv(mix, cfg, seed=5, jobs=1)
+    from sklearn.model_selection import StratifiedKFold
+    strata = np.char.add(np.char.add(mix.source, ":"), mix.classes)
+    vals, cnt = np.unique(strata, return_counts=True)
+    strata = np.where(np.isin(strata, vals[cnt < 3]), mix.source, strata)
+    tr, va = next(StratifiedKFold(3, shuffle=True, random_state=5).split(mix.y, strata))
+    alone, _, _ = probe.fit(probe.make_pipeline(cfg, 5), mix.X[tr], mix.y[tr])
+    assert np.allclose(cv["oof"][va], probe.decision(alone, mix.X[va]))
+    assert not np.allclose(cv["oof"][va][:5], 0)

@@ -1,0 +1,213 @@
+"""The HTML dashboard: self-contained file, CLI, and the DOM headless Chromium renders from it."""
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+import common
+import dashboard
+import probe
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium not found on PATH (chromium / chromium-browser); "
+                             "install it with `apt-get install chromium` to run the DOM tests")
+SUBCELL = "grid/layer_40/C_10/penalty_l2"
+TRANSFER = {
+    "train_mixes": ["train", "train+sycophant"],
+    "eval_sets": ["gold_106", "sycophant"],
+    "cells": {
+        "train": {"gold_106": {"headline": "auroc", "value": 0.95, "auroc": 0.95,
+                               "auroc_vs_reference_negatives": None, "detection_rate": 0.9},
+                  "sycophant": {"headline": "auroc_vs_reference_negatives", "value": 0.55,
+                                "auroc": None, "auroc_vs_reference_negatives": 0.55,
+                                "detection_rate": 0.1}},
+        "train+sycophant": {"gold_106": {"headline": "auroc", "value": None, "auroc": None,
+                                         "auroc_vs_reference_negatives": None,
+                                         "detection_rate": None}}},
+}
+
+
+@pytest.fixture(scope="module")
+def dash(tiny_run, tmp_path_factory):
+    """A copy of the tiny sweep plus a grid cell with an extra step 4 and a transfer matrix,
+    and its dashboard."""
+    root = tmp_path_factory.mktemp("dash") / "results"
+    shutil.copytree(tiny_run, root)
+    sub = root / SUBCELL
+    sub.mkdir(parents=True)
+    for p in root.glob("step_*"):
+        shutil.copy(p, sub / p.name)
+    record = json.loads((sub / "step_3_add_benchmark.json").read_text())
+    record.update(step=4, name="ood_only")
+    del record["evaluation"]["gold_106"]
+    record["files"]["scores"] = "step_4_scores.npz"
+    (sub / "step_4_ood_only.json").write_text(json.dumps(record))
+    shutil.copy(sub / "step_3_scores.npz", sub / "step_4_scores.npz")
+    (root / "transfer_matrix.json").write_text(json.dumps(TRANSFER))
+    return root, dashboard.write_dashboard(root)
+
+
+def expected_points(folder, metric):
+    """{set: {step: value}} of the defined values in a folder's step JSONs."""
+    out = {}
+    for path in folder.glob("step_*_*.json"):
+        k = int(path.name.split("_")[1])
+        for name, entry in json.loads(path.read_text())["evaluation"].items():
+            v = probe.flat_metrics(entry).get(metric)
+            out.setdefault(name, {})
+            if v is not None:
+                out[name][k] = v
+    return out
+
+
+class ChartParser(HTMLParser):
+    """Collects svg.metric-chart elements with their points, and transfer heatmap cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.charts, self.tm_cells, self.banner, self._chart = [], [], False, None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        classes = (a.get("class") or "").split()
+        if tag == "svg" and "metric-chart" in classes:
+            self._chart = {**a, "points": [], "undefined": False}
+            self.charts.append(self._chart)
+        elif tag == "circle" and "point" in classes and self._chart is not None:
+            self._chart["points"].append((int(a["data-step"]), float(a["data-value"])))
+        elif tag == "text" and "undefined-note" in classes and self._chart is not None:
+            self._chart["undefined"] = True
+        elif tag == "rect" and "tm-cell" in classes:
+            self.tm_cells.append(a)
+        elif a.get("id") == "demo-banner":
+            self.banner = True
+
+    def handle_endtag(self, tag):
+        if tag == "svg":
+            self._chart = None
+
+
+def chromium(html, fragment, tmp_path, *extra):
+    """Run headless Chromium on the file with a fragment; return its stdout."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+           "--virtual-time-budget=5000", *extra, f"{html.as_uri()}#{fragment}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def render(html, fragment, tmp_path):
+    p = ChartParser()
+    p.feed(chromium(html, fragment, tmp_path, "--dump-dom"))
+    return p
+
+
+def by_set(charts, cell):
+    return {c["data-set"]: c for c in charts if c["data-cell"] == cell}
+
+
+# ---- no browser -----------------------------------------------------------------------------
+def test_html_is_self_contained_and_embeds_the_data(dash):
+    root, html_path = dash
+    html = html_path.read_text()
+    assert html_path == root / "dashboard.html"
+    assert not re.search(r"""(src|href|action)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert not re.search(r"""<script[^>]*\ssrc\s*=|<link\b|@import|url\(\s*["']?https?:""",
+                         html, re.I)
+    assert "http://" not in html and "https://" not in html
+    m = re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>', html,
+                  re.S)
+    data = json.loads(m.group(1))
+    assert data["cell_order"] == [".", SUBCELL]
+    assert [s["step"] for s in data["cells"][SUBCELL]["steps"]] == [0, 1, 2, 3, 4]
+    assert data["cells"]["."]["data_source"] == "demo"
+    assert data["transfer"]["train_mixes"] == TRANSFER["train_mixes"]
+    want = expected_points(root, "auroc")["benchmark"]
+    rows = data["cells"]["."]["sets"]["benchmark"]["rows"]
+    assert {int(k): r["auroc"]["value"] for k, r in rows.items()} == pytest.approx(want)
+    hist = data["cells"]["."]["sets"]["benchmark"]["hist"]
+    n = json.loads((root / "step_0_base.json").read_text())["evaluation"]["benchmark"]["n_samples"]
+    assert sum(hist["counts"]["0"]["af"]) + sum(hist["counts"]["0"]["neg"]) == n
+    assert len(html) < 400_000   # binned counts, not every score
+
+
+def test_cli_writes_output_and_reports_bad_input(dash, tmp_path, capsys):
+    root, _ = dash
+    out = tmp_path / "d.html"
+    assert dashboard.main(["--results-dir", str(root), "--output", str(out)]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert dashboard.main(["--results-dir", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {empty}: ") and "\n" not in err
+    (tmp_path / "bad").mkdir()
+    shutil.copytree(root, tmp_path / "bad" / "r", ignore=shutil.ignore_patterns("grid"))
+    (tmp_path / "bad" / "r" / "transfer_matrix.json").write_text("{nope")
+    with pytest.raises(common.InputError, match="transfer_matrix.json: not valid JSON"):
+        dashboard.write_dashboard(tmp_path / "bad" / "r")
+
+
+# ---- headless Chromium ----------------------------------------------------------------------
+@needs_chromium
+def test_rendered_charts_match_results_and_follow_the_fragment(dash, tmp_path):
+    root, html = dash
+    sets = list(expected_points(root, "auroc"))
+    for metric in ("auroc", "detection_rate", "recall_at_fpr_5"):
+        page = render(html, f"metric={metric}", tmp_path)
+        charts = by_set(page.charts, ".")
+        assert len(page.charts) == len(charts) == len(sets)
+        assert page.banner
+        want = expected_points(root, metric)
+        for name in sets:
+            chart = charts[name]
+            assert chart["data-metric"] == metric
+            got = dict(chart["points"])
+            assert sorted(got) == sorted(want[name]), (metric, name)
+            for k, v in want[name].items():
+                assert got[k] == pytest.approx(v, abs=1e-3)
+            assert chart["undefined"] == (not want[name])
+            if metric == "auroc" and chart["data-kind"] == "single-class":
+                assert not got and chart["undefined"]
+            if metric == "detection_rate":
+                assert len(got) == 4
+        roles = {c["data-set"]: c["data-role"] for c in page.charts}
+        assert roles["gold_106"] == "in-distribution" and roles["benchmark"] == "OOD"
+        assert {(c["data-mix"], c["data-set"]) for c in page.tm_cells} == {
+            (m, e) for m in TRANSFER["train_mixes"] for e in TRANSFER["eval_sets"]}
+
+
+@needs_chromium
+def test_compare_state_shows_two_cells_side_by_side(dash, tmp_path):
+    root, html = dash
+    page = render(html, f"metric=auroc&cell={SUBCELL}&compare=.", tmp_path)
+    sub, main = by_set(page.charts, SUBCELL), by_set(page.charts, ".")
+    assert set(sub) == set(main)
+    assert sorted(dict(sub["benchmark"]["points"])) == [0, 1, 2, 3, 4]
+    assert sorted(dict(sub["gold_106"]["points"])) == [0, 1, 2, 3]
+    want = expected_points(root / SUBCELL, "auroc")["benchmark"]
+    assert dict(sub["benchmark"]["points"]) == pytest.approx(want, abs=1e-3)
+    # an unknown cell falls back to the main sweep
+    page = render(html, "metric=nonsense&cell=no/such", tmp_path)
+    assert {c["data-cell"] for c in page.charts} == {"."}
+    assert {c["data-metric"] for c in page.charts} == {"auroc"}
+
+
+@needs_chromium
+def test_screenshot_is_a_png(dash, tmp_path):
+    _, html = dash
+    shot = tmp_path / "dash.png"
+    chromium(html, "metric=recall_at_fpr_5", tmp_path, f"--screenshot={shot}",
+             "--window-size=1400,2000")
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1400, 2000)
+    assert 20_000 < len(data) < 20_000_000

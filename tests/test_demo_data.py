@@ -1,0 +1,169 @@
+"""pytest tests/test_demo_data.py -- tiny synthetic caches in temporary folders."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import demo_data  # noqa: E402
+
+SCALE = 0.1
+N_FEATURES = 256
+AF = "alignment_faking"
+
+
+def _expected_count(n):
+    return max(demo_data.MIN_CLASS_COUNT, round(n * SCALE))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One tiny cache (layer 40) shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("demo")
+    summary = demo_data.generate(root, seed=0, scale=SCALE, n_features=N_FEATURES, verbose=False)
+    return root, root / "layer_40", summary
+
+
+def _load_all(layer_dir):
+    """{dataset: (X, fine labels)} for every dataset in a layer folder."""
+    out = {}
+    for stem in ("train", "test"):
+        y = np.load(layer_dir / f"{stem}_labels.npy")
+        out[stem] = (np.load(layer_dir / f"{stem}_activations.npy"),
+                     [AF if v == 1 else "aligned" for v in y])
+    for stem in ("sycophant", "model_organism", "benchmark"):
+        meta = json.loads((layer_dir / f"{stem}_labels.json").read_text())
+        out[stem] = (np.load(layer_dir / f"{stem}_activations.npy"), meta["labels"])
+    return out
+
+
+def test_layout_shapes_dtypes_labels(cache):
+    root, layer_dir, _ = cache
+    data = _load_all(layer_dir)
+    expected_n = {
+        "train": _expected_count(2689 - 1057) + _expected_count(1057),
+        "test": _expected_count(55) + _expected_count(51),
+        "sycophant": _expected_count(319),
+        "model_organism": _expected_count(730),
+        "benchmark": sum(_expected_count(v) for v in demo_data.BENCHMARK_COUNTS.values()),
+    }
+    for stem, (X, labels) in data.items():
+        assert X.dtype == np.float32 and X.ndim == 2, stem
+        assert X.shape == (expected_n[stem], N_FEATURES), stem
+        assert len(labels) == X.shape[0], stem
+        assert np.isfinite(X).all() and (X >= 0).all(), stem
+        assert np.count_nonzero(X, axis=1).min() > 0, stem
+
+    for stem in ("train", "test"):
+        y = np.load(layer_dir / f"{stem}_labels.npy")
+        assert y.dtype == np.int64 and set(np.unique(y)) == {0, 1}
+    assert int(np.load(layer_dir / "train_labels.npy").sum()) == _expected_count(1057)
+    assert int(np.load(layer_dir / "test_labels.npy").sum()) == _expected_count(51)
+
+    assert set(data["sycophant"][1]) == {AF} and set(data["model_organism"][1]) == {AF}
+    bench_labels = data["benchmark"][1]
+    for cls, n in demo_data.BENCHMARK_COUNTS.items():
+        assert bench_labels.count(cls) == _expected_count(n), cls
+    assert bench_labels != sorted(bench_labels)            # shuffled, not grouped by class
+
+    for stem in ("sycophant", "model_organism", "benchmark"):
+        meta = json.loads((layer_dir / f"{stem}_labels.json").read_text())
+        assert meta["unique_labels"] == sorted(set(meta["labels"]))
+        assert meta["layer"] == 40 and "synthetic" in meta["note"]
+
+    marker = json.loads((root / "DEMO_CACHE.json").read_text())
+    assert marker["synthetic"] is True and marker["generator"] == "demo_data.py"
+    assert marker["n_features"] == N_FEATURES and marker["layers"] == [40]
+    assert marker["seed"] == 0 and marker["scale"] == SCALE
+    assert not [p for p in root.rglob("*") if ".tmp" in p.name]     # no temp files left behind
+
+
+def test_summary_matches_files(cache):
+    _, layer_dir, summary = cache
+    stats = summary["layers"][40]
+    X = np.load(layer_dir / "benchmark_activations.npy")
+    d = stats["datasets"]["benchmark"]
+    assert d["n"] == len(X)
+    assert d["active_per_sample"] == pytest.approx(np.count_nonzero(X, axis=1).mean())
+    assert d["mean_nonzero"] == pytest.approx(X[X > 0].mean(dtype=np.float64), rel=1e-4)
+    assert stats["gold_vs_train_corr"] > 0.9
+
+
+def test_active_counts_scale_with_width(cache):
+    _, layer_dir, _ = cache
+    train_active, ood_active = demo_data.LAYER_ACTIVE[40]
+    X = np.load(layer_dir / "train_activations.npy")
+    frac = np.count_nonzero(X, axis=1).mean() / N_FEATURES
+    assert frac == pytest.approx(train_active / demo_data.REF_FEATURES, rel=0.3)
+    B = np.load(layer_dir / "benchmark_activations.npy")
+    frac = np.count_nonzero(B, axis=1).mean() / N_FEATURES
+    assert frac == pytest.approx(ood_active / demo_data.REF_FEATURES, rel=0.4)
+
+
+def test_regimes_differ(cache):
+    _, layer_dir, _ = cache
+    data = _load_all(layer_dir)
+    active = {k: np.count_nonzero(X, axis=1).mean() for k, (X, _) in data.items()}
+    magnitude = {k: X[X > 0].mean() for k, (X, _) in data.items()}
+    for fmt in ("train", "test"):
+        for ood in ("sycophant", "model_organism", "benchmark"):
+            assert active[fmt] > 2.5 * active[ood], (fmt, ood)
+            assert magnitude[fmt] > 5 * magnitude[ood], (fmt, ood)
+    # gold_106 shares the training profile; the benchmark profile does not
+    train_profile = data["train"][0].mean(axis=0)
+    gold_corr = np.corrcoef(train_profile, data["test"][0].mean(axis=0))[0, 1]
+    bench_corr = np.corrcoef(train_profile, data["benchmark"][0].mean(axis=0))[0, 1]
+    assert gold_corr > 0.9 and abs(bench_corr) < 0.5
+
+
+def test_sycophant_near_duplicates(cache):
+    _, layer_dir, summary = cache
+    X = np.load(layer_dir / "sycophant_activations.npy").astype(np.float64)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    cos = Xn @ Xn.T
+    pairs = int(np.count_nonzero(np.triu(cos >= 0.99, k=1)))
+    assert pairs > 0
+    assert pairs == summary["layers"][40]["sycophant_near_duplicate_pairs"]
+    assert pairs < len(X) * (len(X) - 1) // 4              # far from all rows identical
+
+
+def test_deterministic(tmp_path):
+    kw = dict(scale=SCALE, n_features=N_FEATURES, verbose=False)
+    demo_data.generate(tmp_path / "a", seed=3, **kw)
+    demo_data.generate(tmp_path / "b", seed=3, **kw)
+    demo_data.generate(tmp_path / "c", seed=4, **kw)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 11               # 10 layer files + marker
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    for stem in ("train", "test", "sycophant", "model_organism", "benchmark"):
+        a = np.load(tmp_path / "a" / "layer_40" / f"{stem}_activations.npy")
+        c = np.load(tmp_path / "c" / "layer_40" / f"{stem}_activations.npy")
+        assert a.shape == c.shape and not np.array_equal(a, c), stem
+
+
+def test_cli_writes_each_layer(tmp_path):
+    out = tmp_path / "cache"
+    rc = demo_data.main(["--out", str(out), "--scale", str(SCALE), "--n-features", str(N_FEATURES),
+                         "--layers", "40", "53", "--quiet", "--seed", "1"])
+    assert rc == 0
+    for layer in (40, 53):
+        assert (out / f"layer_{layer}" / "benchmark_activations.npy").exists()
+        meta = json.loads((out / f"layer_{layer}" / "benchmark_labels.json").read_text())
+        assert meta["layer"] == layer
+    a40 = np.load(out / "layer_40" / "train_activations.npy")
+    a53 = np.load(out / "layer_53" / "train_activations.npy")
+    assert a40.shape == a53.shape and not np.array_equal(a40, a53)
+    marker = json.loads((out / "DEMO_CACHE.json").read_text())
+    assert marker["layers"] == [40, 53] and marker["seed"] == 1
+
+
+def test_scale_keeps_min_class_count(tmp_path):
+    demo_data.generate(tmp_path, seed=0, scale=0.001, n_features=N_FEATURES, verbose=False)
+    y = np.load(tmp_path / "layer_40" / "test_labels.npy")
+    assert (y == 1).sum() == demo_data.MIN_CLASS_COUNT and (y == 0).sum() == demo_data.MIN_CLASS_COUNT
+    labels = json.loads((tmp_path / "layer_40" / "benchmark_labels.json").read_text())["labels"]
+    assert min(labels.count(c) for c in set(labels)) == demo_data.MIN_CLASS_COUNT
