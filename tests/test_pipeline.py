@@ -111,23 +111,27 @@ def test_float64_decision_matches_pipeline_and_avoids_float32_ties(loaded):
     assert np.allclose(ours, ref, rtol=1e-6, atol=1e-6)
 
 
-def test_sparse_uncentred_scaling_matches_dense_centred_reference(loaded):
-    """Without centring the optimum is the same (only the unpenalized intercept moves)."""
+@pytest.mark.parametrize("step", [0, 3])
+def test_sparse_probe_equals_dense_standardscaler_logistic_regression(loaded, step):
+    """The float32 sparse solver reproduces the dense StandardScaler + lbfgs reference,
+    including the out-of-distribution scores that an uncentred fit gets wrong."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     splits = common.make_splits(loaded, 0.2, seed=0)
-    mix = common.build_mix(common.STEPS[3], loaded, splits)
-    cfg = {"C": 10.0, "penalty": "l2", "max_iter": 20000, "cv_folds": 3}
-    pipe = probe.make_pipeline(cfg, 0)
-    pipe[-1].set_params(tol=1e-10)
-    probe.fit(pipe, mix.X, mix.y)
-    dense = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=20000, tol=1e-10))
+    mix = common.build_mix(common.STEPS[step], loaded, splits)
+    cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
+    pipe, converged, _ = probe.fit(probe.make_pipeline(cfg, 0), mix.X, mix.y)
+    dense = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=1000))
     dense.fit(mix.X.toarray().astype(np.float64), mix.y)
+    assert converged
     for name, ds, idx in common.eval_sets(loaded, splits):
         ours = probe.decision(pipe, ds.X[idx])
         ref = dense.decision_function(ds.X[idx].toarray().astype(np.float64))
-        assert np.allclose(ours, ref, rtol=0.01, atol=0.01 * np.abs(ref).max()), name
+        assert np.allclose(ours, ref, rtol=0.02, atol=0.02 * np.abs(ref).max()), name
+        assert np.mean((ours >= 0) == (ref >= 0)) >= 0.97, name
+        if len(np.unique(ds.y[idx])) == 2:
+            assert abs(roc_auc_score(ds.y[idx], ours) - roc_auc_score(ds.y[idx], ref)) <= 0.005
 
 
 def test_single_class_set_gets_no_auroc():
@@ -251,22 +255,6 @@ def test_compare_shows_missing_steps_as_not_run(tiny_cache, tmp_path):
                         str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "not run" in r.stdout and "2 add_organisms" in r.stdout
-
-
-def test_float32_lbfgs_matches_scikit_learn_lbfgs(loaded):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-    splits = common.make_splits(loaded, 0.2, seed=0)
-    mix = common.build_mix(common.STEPS[2], loaded, splits)
-    cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
-    ours, conv, n_iter = probe.fit(probe.make_pipeline(cfg, 0), mix.X, mix.y)
-    Z = StandardScaler(with_mean=False).fit_transform(mix.X.astype(np.float64))
-    ref = LogisticRegression(C=10.0, max_iter=1000).fit(Z, mix.y)
-    assert conv and n_iter >= 1
-    cos = np.dot(ours[-1].coef_.ravel(), ref.coef_.ravel()) / (
-        np.linalg.norm(ours[-1].coef_) * np.linalg.norm(ref.coef_))
-    assert cos > 0.999
-    assert ours[-1].intercept_[0] == pytest.approx(ref.intercept_[0], rel=0.02, abs=0.05)
 
 
 def test_cv_folds_are_fitted_without_their_validation_rows(loaded):
