@@ -131,10 +131,19 @@ def _positive_int(text):
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors put the problem on the first line (then a usage hint)."""
+
+    def error(self, message):
+        """Print 'error: <flag>: <problem>' first, the usage after; exit 2."""
+        sys.stderr.write(f"error: {message}\n")
+        self.print_usage(sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser(description):
     """The flags shared by every step script and run_all.py, defaults from DEFAULTS."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = DEFAULTS
     p.add_argument("--cache-dir", type=Path, default=d["cache_dir"],
                    help="cache root holding layer_<L>/ folders")
@@ -259,19 +268,28 @@ def layout_help(cache_dir, layer):
 
 
 def _open_npy(path):
-    """Memory-map a .npy without ever unpickling; InputError on anything unreadable."""
+    """Memory-map a .npy after checking its header; never unpickles. InputError if unreadable."""
+    fmt = np.lib.format
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "Object arrays" in str(e):
-            raise InputError(f"{path}: holds an object array; refusing to unpickle it") from None
-        raise InputError(f"{path}: not a readable .npy file (truncated or corrupt: {e})") from None
-    except (EOFError, OSError) as e:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            read_header = (fmt.read_array_header_1_0 if version == (1, 0)
+                           else fmt.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+    except (ValueError, EOFError, OSError) as e:
         raise InputError(f"{path}: not a readable .npy file (empty, truncated or corrupt: "
                          f"{e or type(e).__name__})") from None
-    if not isinstance(arr, np.ndarray):
-        raise InputError(f"{path}: expected a single array, got {type(arr).__name__}")
-    return arr
+    if dtype.hasobject:
+        raise InputError(f"{path}: holds an object array; refusing to unpickle it")
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = Path(path).stat().st_size
+    if size < need:
+        raise InputError(f"{path}: truncated .npy file ({size} bytes, header promises {need})")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise InputError(f"{path}: not a readable .npy file ({e})") from None
 
 
 def activation_shape(path):
@@ -600,12 +618,22 @@ def comparable(config):
 def check_results_dir(results_dir, source):
     """Create the results folder; refuse it when unwritable or holding the other data source."""
     results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise InputError(f"{results_dir}: results path exists and is not a directory")
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{results_dir}: cannot create results directory ({e.strerror})") from None
-    if not os.access(results_dir, os.W_OK | os.X_OK):
-        raise InputError(f"{results_dir}: results directory is not writable")
+    probe_file = results_dir / f".write-test.{os.getpid()}.tmp"
+    try:
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+    except OSError as e:
+        raise InputError(f"{results_dir}: results directory is not writable ({e.strerror})") from None
+    for stale in results_dir.glob(".*.tmp"):          # left by a killed run
+        pid = stale.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
     for path in sorted(results_dir.glob("step_*.json")):
         try:
             other = json.loads(path.read_text()).get("data_source")
@@ -614,6 +642,27 @@ def check_results_dir(results_dir, source):
         if other and other != source:
             raise InputError(f"{path}: results folder holds {other!r} results; refusing to write "
                              f"{source!r} results next to them (use another --results-dir)")
+
+
+def _pid_alive(pid):
+    """True when a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def validate_steps(steps, datasets, splits):
+    """Fail before anything is written: every step's mix must hold both classes."""
+    for step in steps:
+        ys = np.concatenate([datasets[n].y[idx] for n, idx in training_rows(step, splits)])
+        if len(np.unique(ys)) < 2:
+            first = datasets[step.training[0]].files["labels"]
+            raise InputError(f"{first}: training mix of step {step.number} ({', '.join(step.training)})"
+                             f" has one class only; cannot train a probe")
 
 
 def _resumable(paths, config, fingerprints):
@@ -677,6 +726,10 @@ def _run_sweep(args, step_numbers, resume):
         f"({n_cache_features} features{'' if feature_ids is None else f', using {len(feature_ids)}'})"
         f" in {time.perf_counter() - t0:.1f}s")
     splits = make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
+    validate_steps(steps, datasets, splits)
+    for r in range(1, args.repeats):
+        validate_steps(steps, datasets,
+                       make_splits(datasets, args.eval_fraction, args.seed + r, args.dedup_split))
     audit = leakage_audit(datasets, splits, args.near_dup_threshold, log)
     run_id = f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     records, warned = {}, False

@@ -30,8 +30,8 @@ def render_console(a, stream=sys.stdout):
 
 def main(argv=None):
     """CLI entry point."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = common.Parser(description=__doc__.split("\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--results-dir", type=Path, default=common.DEFAULTS["results_dir"],
                    help="folder with the step results")
     p.add_argument("--allow-mixed", action="store_true",

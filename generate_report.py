@@ -314,8 +314,8 @@ def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=
 
 def main(argv=None):
     """CLI entry point."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = common.Parser(description=__doc__.split("\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--results-dir", type=Path, default=common.DEFAULTS["results_dir"],
                    help="folder with the step results")
     p.add_argument("--output", type=Path, default=None,
