@@ -175,6 +175,7 @@ def analyze(results_dir, allow_mixed=False):
     out["per_class"] = {k: records[k]["evaluation"]["benchmark"]["per_class"]
                         for k in steps if "benchmark" in records[k]["evaluation"]}
     out["repeats"] = _repeats(records, steps, sets)
+    out["anatomy"] = anatomy(records, steps)
     out["audit"] = first.get("leakage_audit")
     out["verdict"] = verdict(sets)
     out["findings"] = findings(out)
@@ -227,6 +228,19 @@ def _repeats(records, steps, sets):
                             "sd": float(np.std(vals, ddof=1)), "n": len(vals),
                             "range": float(spread), "ci_width": width,
                             "spread_exceeds_ci": bool(width is not None and spread > width)}
+    return out
+
+
+def anatomy(records, steps):
+    """Per step: non-zero weights, top features, and top-100 overlap with the previous step."""
+    out, prev = {}, None
+    for k in steps:
+        r = records[k]
+        top = set(r.get("top100_ids") or [])
+        jac = (len(top & prev) / len(top | prev)) if (prev is not None and top and prev) else None
+        out[k] = {"n_nonzero": r.get("n_nonzero_weights"), "n_features": r.get("n_features"),
+                  "top": r.get("top_features", []), "jaccard_top100_prev": jac}
+        prev = top
     return out
 
 

@@ -72,7 +72,8 @@ DATASETS = {d.name: d for d in (
     DatasetSpec("train", "train", "train", "scratchpad", title="alignment-faking-training"),
     DatasetSpec("gold_106", "test", "eval", "scratchpad", title="gold_106 (hand-labelled)"),
     DatasetSpec("sycophant", "sycophant", "split", "ood", "benchmark", "sycophant"),
-    DatasetSpec("model_organism", "model_organism", "split", "ood", "benchmark", "model organisms"),
+    DatasetSpec("model_organism", "model_organism", "split", "ood", "benchmark",
+                "model_organism (model organisms)"),
     DatasetSpec("benchmark", "benchmark", "split", "ood", None, "benchmark"),
 )}
 EVAL_SETS = tuple(n for n, d in DATASETS.items() if d.role in ("eval", "split"))

@@ -12,6 +12,7 @@ import csv
 import datetime
 import io
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,23 +88,35 @@ def header_section(a):
     return Section("Run", ["\n".join(lines), inputs])
 
 
+SOURCE_SHORT = {"train": "train", "sycophant": "syco", "model_organism": "organism",
+                "benchmark": "bench"}
+
+
 def progression_section(a):
-    """Training mix per step."""
+    """Training mix per step: rows per source, CV AUROC, convergence."""
+    sources = list(dict.fromkeys(s for p in a["progression"] for s in p["breakdown"]))
     rows = []
     for p in a["progression"]:
-        sources = ", ".join(f"{s} {v['n']}" for s, v in p["breakdown"].items())
-        rows.append([step_label(a, p["step"]), str(p["n"]), str(p["af"]), sources,
-                     f"{p['cv_mean']:.3f} +- {p['cv_std']:.3f}", f"{p['train_accuracy']:.3f}",
-                     "yes" if p["converged"] else "NO"])
+        rows.append([step_label(a, p["step"]), str(p["n"]), str(p["af"])]
+                    + [str(p["breakdown"][s]["n"]) if s in p["breakdown"] else "-" for s in sources]
+                    + [f"{p['cv_mean']:.3f} +- {p['cv_std']:.3f}", f"{p['train_accuracy']:.3f}",
+                       "yes" if p["converged"] else "NO"])
     for k in a["missing"]:
         if k in common.STEP_BY_NUMBER:
-            rows.append([f"{k} {common.STEP_BY_NUMBER[k].slug}", "not run", "", "", "", "", ""])
+            rows.append([f"{k} {common.STEP_BY_NUMBER[k].slug}", "not run"]
+                        + [""] * (len(sources) + 4))
+    n_src = len(sources)
     return Section("Training progression", [Table(
-        ["step", "n", "AF", "sources (n)", "CV AUROC", "train acc", "conv."], rows,
-        right={1, 2, 4, 5})])
+        ["step", "n", "AF"] + [SOURCE_SHORT.get(s, s) for s in sources]
+        + ["CV AUROC", "train acc", "conv."], rows, right=set(range(1, 3 + n_src + 2)))])
 
 
-def set_sections(a):
+SHORT_METRIC = {"auroc": "AUROC", "auroc_vs_reference_negatives": "AUROC vs ref neg",
+                "detection_rate": "detection @0.5", "recall_at_fpr_5": "recall @5% FPR",
+                "recall_at_fpr_1": "recall @1% FPR", "accuracy": "accuracy @0.5"}
+
+
+def set_sections(a, n_metrics=2):
     """One section per eval set: its metrics per step with CIs and paired deltas."""
     out = []
     for name, s in a["sets"].items():
@@ -112,12 +125,12 @@ def set_sections(a):
             blocks.append(f"all-AF set: AUROC undefined. Headline: {analysis.METRIC_LABELS[s['headline']]}"
                           + (f" (this set's AF vs the held-out negatives of {s['reference']})"
                              if s["reference"] else "") + ".")
-        metrics = s["metrics"][:3]
-        headers = ["step", "n"] + [analysis.METRIC_LABELS[m] for m in metrics] + \
-            [f"change in {analysis.METRIC_LABELS[s['headline']].split(' (')[0]}"]
+        metrics = s["metrics"][:n_metrics]
+        headers = ["step", "n"] + [SHORT_METRIC[m] for m in metrics] + \
+            [f"change in {SHORT_METRIC[s['headline']]}"]
         rows = []
         for k, row in sorted(s["rows"].items()):
-            rows.append([step_label(a, k), str(row["n"])]
+            rows.append([str(k), str(row["n"])]
                         + [fmt(row[m]["value"], row[m]["ci"]) if m in row else "n/a"
                            for m in metrics]
                         + [fmt_delta(s["deltas"].get(k, {}).get(s["headline"]))])
@@ -127,7 +140,7 @@ def set_sections(a):
                           "threshold: " + ", ".join(
                               f"step {k}: {fmt(r['eval_fpr_5']['value'], pct=True)}"
                               for k, r in sorted(s["rows"].items()) if "eval_fpr_5" in r))
-        out.append(Section(f"{s['role']}: {name} ({s['title']})", blocks))
+        out.append(Section(f"{s['role']}: {s['title']}", blocks))
     return out
 
 
@@ -216,6 +229,24 @@ def audit_section(a):
     return Section("Leakage audit", blocks)
 
 
+def anatomy_section(a, n_top=5):
+    """Probe anatomy: weights used, strongest features, feature overlap between steps."""
+    an = a.get("anatomy") or {}
+    if not an:
+        return None
+    rows = []
+    for k, v in sorted(an.items()):
+        top = ", ".join(f"{t['id']}:{t['weight']:+.2f}" for t in v["top"][:n_top])
+        jac = "" if v["jaccard_top100_prev"] is None else f"{v['jaccard_top100_prev']:.2f}"
+        rows.append([str(k), f"{v['n_nonzero']}/{v['n_features']}", jac, top])
+    return Section("Probe anatomy", [
+        Table(["step", "non-zero w", "top-100 J", f"top {n_top} features (id:weight)"], rows,
+              right={1, 2}),
+        "top-100 J = Jaccard overlap of the 100 largest |weights| with the previous step: low "
+        "values mean the probe switches to new features as the mix grows. Weights are in "
+        "standardized units; the top 20 per step are in the step JSON (top_features)."])
+
+
 def verdict_section(a):
     """Key findings and the verdict."""
     v = a["verdict"]
@@ -226,12 +257,12 @@ def verdict_section(a):
         "next steps:\n" + "\n".join(f"- {s}" for s in v["next_steps"])])
 
 
-def build_sections(a, header=True):
+def build_sections(a, header=True, n_metrics=2):
     """All sections in report order (None-valued ones dropped)."""
     secs = [header_section(a)] if header else []
-    secs += [progression_section(a)] + set_sections(a) + [
+    secs += [progression_section(a)] + set_sections(a, n_metrics) + [
         per_class_section(a), inflection_section(a), gap_section(a), repeats_section(a),
-        audit_section(a), verdict_section(a)]
+        anatomy_section(a), audit_section(a), verdict_section(a)]
     return [s for s in secs if s is not None]
 
 
@@ -244,13 +275,26 @@ def render_table_text(t):
     return "\n".join([line(t.headers), line(["-" * w for w in widths])] + [line(r) for r in t.rows])
 
 
+WIDTH = 100
+
+
+def wrap(text, width=WIDTH):
+    """Wrap each line of a paragraph; '- ' bullets get a hanging indent."""
+    out = []
+    for line in text.split("\n"):
+        indent = "  " if line.startswith("- ") else ""
+        out.append(textwrap.fill(line, width, subsequent_indent=indent,
+                                 break_on_hyphens=False) if len(line) > width else line)
+    return "\n".join(out)
+
+
 def render_text(sections, title="Distribution sweep"):
-    """Sections as plain text."""
+    """Sections as plain text, paragraphs wrapped at 100 columns."""
     out = [title, "=" * len(title), ""]
     for s in sections:
         out += [s.title, "-" * len(s.title)]
         for b in s.blocks:
-            out += [render_table_text(b) if isinstance(b, Table) else b, ""]
+            out += [render_table_text(b) if isinstance(b, Table) else wrap(b), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -304,12 +348,23 @@ def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=
     if fmt_name == "csv":
         text = render_csv(a)
     elif fmt_name == "md":
-        text = render_markdown(build_sections(a), title_for(a))
+        text = render_markdown(build_sections(a, n_metrics=4), title_for(a))
     else:
         text = render_text(build_sections(a), title_for(a))
     output = Path(output) if output else Path(results_dir) / f"report.{fmt_name}"
     common.atomic_write(output, text.encode())
     return output
+
+
+def write_outputs(results_dir, a, formats=("txt",)):
+    """Report(s), figures and dashboard of an analyzed results folder; return the paths."""
+    import figures
+    written = [write_report(results_dir, fmt_name=f, a=a) for f in formats]
+    pngs = figures.write_figures(results_dir, a=a)
+    if not pngs and not figures.HAVE_MATPLOTLIB:
+        print(figures.MISSING_NOTE, file=sys.stderr)
+    written += pngs
+    return written
 
 
 def main(argv=None):
@@ -323,12 +378,16 @@ def main(argv=None):
     p.add_argument("--format", choices=("txt", "md", "csv"), default="txt", help="report format")
     p.add_argument("--allow-mixed", action="store_true",
                    help="combine steps whose config or inputs differ")
+    p.add_argument("--no-figures", action="store_true", help="write the report only")
     args = p.parse_args(argv)
     try:
-        path = write_report(args.results_dir, args.output, args.format, args.allow_mixed)
+        a = analysis.analyze(args.results_dir, args.allow_mixed)
+        written = [write_report(args.results_dir, args.output, args.format, a=a)]
+        if not args.no_figures:
+            written += write_outputs(args.results_dir, a, formats=())
     except common.InputError as e:
         return common.die(str(e))
-    print(f"wrote {path}")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

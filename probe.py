@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 import common
 
 SCHEMA_VERSION = 1
-TOP_FEATURES = 20
+TOP_FEATURES = 20      # strongest weights listed per step (standardized units)
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,6 +309,7 @@ def run_step(step, datasets, splits, cfg, seed, jobs=1):
         "n_iter": n_iter,
         "n_nonzero_weights": int(np.count_nonzero(coef)),
         "top_features": [{"id": int(ids[i]), "weight": float(coef[i])} for i in order],
+        "top100_ids": [int(ids[i]) for i in np.argsort(-np.abs(coef), kind="stable")[:100]],
         "thresholds": {"source": "out-of-fold CV scores of the training negatives",
                        "log_odds": thresholds},
         "evaluation": evaluation,

@@ -33,9 +33,9 @@ def main(argv=None):
         a = analysis.analyze(results_dir)
         if not args.quiet:
             sys.stdout.write(compare_all_steps.render_console(a))
-        path = generate_report.write_report(results_dir, a=a)
+        written = generate_report.write_outputs(results_dir, a=a)
         if not args.quiet:
-            print(f"\nwrote {path}")
+            print("\nwrote " + ", ".join(str(p) for p in written))
     except common.InputError as e:
         return common.die(str(e))
     return 0

@@ -1,0 +1,88 @@
+"""Report: sections, formats, partial runs, verdict logic, console layout."""
+import csv
+import io
+
+import pytest
+
+import analysis
+import compare_all_steps
+import generate_report as rep
+import run_all
+from conftest import FAST_FLAGS
+
+SECTIONS = ["Run", "Training progression", "in-distribution: gold_106", "OOD: sycophant",
+            "OOD: model_organism", "OOD: benchmark", "Benchmark per class", "Inflection points",
+            "Generalization gap", "Probe anatomy", "Leakage audit", "Findings and verdict"]
+
+
+def test_every_section_present_in_txt_and_md(tiny_run):
+    txt = rep.write_report(tiny_run, fmt_name="txt").read_text()
+    md = rep.write_report(tiny_run, fmt_name="md").read_text()
+    for title in SECTIONS:
+        assert title in txt, title
+        assert f"## {title}" in md, title
+    assert "SYNTHETIC DEMO DATA" in txt.splitlines()[0]
+    assert "VERDICT:" in txt and "data source : SYNTHETIC DEMO DATA" in txt
+
+
+def test_markdown_tables_are_well_formed(tiny_run):
+    md = rep.write_report(tiny_run, fmt_name="md").read_text()
+    lines = md.splitlines()
+    tables = 0
+    for i, line in enumerate(lines):
+        if line.startswith("|---") or line.startswith("|--"):
+            header = lines[i - 1]
+            n = header.count("|")
+            tables += 1
+            j = i + 1
+            while j < len(lines) and lines[j].startswith("|"):
+                assert lines[j].count("|") - lines[j].count("\\|") == n, lines[j]
+                j += 1
+    assert tables >= 8
+
+
+def test_csv_has_one_row_per_step_set_metric(tiny_run):
+    a = analysis.analyze(tiny_run)
+    text = rep.write_report(tiny_run, fmt_name="csv", a=a).read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    expected = sum(len(s["rows"]) * len(s["metrics"]) for s in a["sets"].values())
+    assert len(rows) == expected == 4 * sum(len(s["metrics"]) for s in a["sets"].values())
+    assert set(rows[0]) == set(rep.CSV_FIELDS)
+    gold = [r for r in rows if r["eval_set"] == "gold_106" and r["metric"] == "auroc"]
+    assert [float(r["value"]) for r in gold] == pytest.approx(
+        [a["records"][k]["evaluation"]["gold_106"]["auroc"] for k in range(4)])
+    assert not [r for r in rows if r["eval_set"] == "sycophant" and r["metric"] == "auroc"]
+
+
+def test_report_works_with_only_some_steps(tiny_cache, tmp_path):
+    assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(tmp_path),
+                         "--steps", "0", "2"] + FAST_FLAGS) == 0
+    txt = (tmp_path / "report.txt").read_text()
+    assert "not run" in txt and "1 add_sycophant" in txt and "3 add_benchmark" in txt
+    assert "Findings and verdict" in txt
+
+
+def test_console_fits_in_100_columns_and_is_plain_ascii_off_tty(tiny_run):
+    out = compare_all_steps.render_console(analysis.analyze(tiny_run), stream=io.StringIO())
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert out.isascii() and "\033[" not in out
+
+
+def _sets(ood_verdict, gold_verdict):
+    return {"gold_106": {"role": "in-distribution", "overall": {"verdict": gold_verdict}},
+            "benchmark": {"role": "OOD", "overall": {"verdict": ood_verdict}},
+            "sycophant": {"role": "OOD", "overall": {"verdict": "no clear change"}}}
+
+
+@pytest.mark.parametrize("ood,gold,outcome", [
+    ("improved", "no clear change", "diversity helps without hurting in-distribution"),
+    ("improved", "improved", "diversity helps without hurting in-distribution"),
+    ("improved", "degraded", "trade-off (in-distribution drops)"),
+    ("no clear change", "no clear change", "no improvement"),
+    ("degraded", "degraded", "no improvement"),
+])
+def test_verdict_logic(ood, gold, outcome):
+    v = analysis.verdict(_sets(ood, gold))
+    assert v["outcome"] == outcome
+    assert v["next_steps"] and v["criteria"]
+    assert v["ood_sets_improved"] == (["benchmark"] if ood == "improved" else [])
