@@ -1,7 +1,8 @@
-"""Write the sweep's report: the comparison as a self-contained text, Markdown or CSV file.
+"""Write the sweep's report: the comparison as a self-contained text, Markdown or CSV file,
+or the interactive dashboard (html); figures are written next to it.
 
     python generate_report.py [--results-dir results/distribution_sweep] [--output PATH]
-                              [--format txt|md|csv] [--allow-mixed]
+                              [--format txt|md|csv|html] [--allow-mixed] [--no-figures]
 
 Reads the step files only (no retraining); the numbers are those of compare_all_steps.py.
 """
@@ -345,6 +346,9 @@ def title_for(a):
 def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=None):
     """Analyze a results folder and write the report; return its path."""
     a = a or analysis.analyze(results_dir, allow_mixed)
+    if fmt_name == "html":
+        import dashboard
+        return dashboard.write_dashboard(results_dir, output, a=a, allow_mixed=allow_mixed)
     if fmt_name == "csv":
         text = render_csv(a)
     elif fmt_name == "md":
@@ -356,8 +360,8 @@ def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=
     return output
 
 
-def write_outputs(results_dir, a, formats=("txt",)):
-    """Report(s), figures and dashboard of an analyzed results folder; return the paths."""
+def write_outputs(results_dir, a, formats=("txt", "html")):
+    """Report(s), dashboard and figures of an analyzed results folder; return the paths."""
     import figures
     written = [write_report(results_dir, fmt_name=f, a=a) for f in formats]
     pngs = figures.write_figures(results_dir, a=a)
@@ -375,7 +379,8 @@ def main(argv=None):
                    help="folder with the step results")
     p.add_argument("--output", type=Path, default=None,
                    help="report path (default <results-dir>/report.<format>)")
-    p.add_argument("--format", choices=("txt", "md", "csv"), default="txt", help="report format")
+    p.add_argument("--format", choices=("txt", "md", "csv", "html"), default="txt",
+                   help="report format (html: the interactive dashboard, dashboard.html)")
     p.add_argument("--allow-mixed", action="store_true",
                    help="combine steps whose config or inputs differ")
     p.add_argument("--no-figures", action="store_true", help="write the report only")

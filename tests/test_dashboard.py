@@ -201,6 +201,33 @@ def test_compare_state_shows_two_cells_side_by_side(dash, tmp_path):
 
 
 @needs_chromium
+def test_changing_a_control_updates_the_fragment(dash, tmp_path):
+    _, html = dash
+    driver = """<script>
+    setTimeout(() => {
+      const s = document.getElementById("metric-select");
+      s.value = "recall_at_fpr_1";
+      s.dispatchEvent(new Event("change", {bubbles: true}));
+      setTimeout(() => {
+        const c = document.getElementById("compare-select");
+        c.value = "%s";
+        c.dispatchEvent(new Event("change", {bubbles: true}));
+        setTimeout(() => document.body.setAttribute("data-final-hash", location.hash), 100);
+      }, 100);
+    }, 100);
+    </script></body>""" % SUBCELL
+    driven = tmp_path / "driven.html"
+    driven.write_text(html.read_text().replace("</body>", driver))
+    dom = chromium(driven, "metric=auroc", tmp_path, "--dump-dom")
+    final = re.search(r'data-final-hash="([^"]*)"', dom).group(1).replace("&amp;", "&")
+    assert final == f"#metric=recall_at_fpr_1&cell=.&compare={SUBCELL}"
+    p = ChartParser()
+    p.feed(dom)
+    assert {(c["data-cell"], c["data-metric"]) for c in p.charts} == {
+        (".", "recall_at_fpr_1"), (SUBCELL, "recall_at_fpr_1")}
+
+
+@needs_chromium
 def test_screenshot_is_a_png(dash, tmp_path):
     _, html = dash
     shot = tmp_path / "dash.png"

@@ -1,0 +1,864 @@
+"""Write an offline, interactive results dashboard: one self-contained HTML file.
+
+    python dashboard.py [--results-dir results/distribution_sweep] [--output PATH] [--allow-mixed]
+
+The page embeds its data as JSON and draws everything with plain JavaScript and inline SVG (no
+library, font or network access), so it opens offline in any current browser:
+  - the chosen metric per step for every eval set, 95 % CIs as bands;
+  - per-sample score distributions per step and eval set (binned log-odds, AF vs not AF);
+  - the benchmark's per-class flagged fractions per step;
+  - every results folder below --results-dir holding step files (a "cell": the main sweep,
+    arm_budget/, grid/..., orderings/...), one shown or two compared side by side;
+  - the transfer matrix as a heatmap when <results-dir>/transfer_matrix.json exists.
+The view state lives in the URL fragment, e.g. #metric=recall_at_fpr_5&cell=.&compare=arm_budget.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import analysis
+import common
+import probe
+
+STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
+TRANSFER_FILE = "transfer_matrix.json"
+N_BINS = 40
+# metrics offered by the chooser, in menu order
+METRICS = ("auroc", "auroc_vs_reference_negatives", "recall_at_fpr_1", "recall_at_fpr_5",
+           "detection_rate", "accuracy")
+METRIC_LABELS = {**analysis.METRIC_LABELS,
+                 "recall_at_fpr_1": "recall @ 1% FPR", "recall_at_fpr_5": "recall @ 5% FPR"}
+AF_CLASSES = tuple(c for c, v in common.LABEL_MAP.items() if v == 1)
+CONFIG_KEYS = ("C", "penalty", "seed", "n_boot", "repeats", "eval_fraction", "max_iter")
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def _natural_key(text):
+    """Sort key that orders 'C_2' before 'C_10'."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
+
+
+def find_cells(results_dir):
+    """Every folder under results_dir (itself included) holding step_<k>_<slug>.json files,
+    as (label, folder) with label the relative path ('.' for results_dir itself)."""
+    results_dir = Path(results_dir)
+    folders = set()
+    for path in results_dir.rglob("step_*_*.json"):
+        rel = path.relative_to(results_dir)
+        if STEP_FILE.match(path.name) and not any(p.startswith(".") for p in rel.parts):
+            folders.add(path.parent)
+    cells = [(f.relative_to(results_dir).as_posix(), f) for f in folders]
+    return sorted(cells, key=lambda c: (c[0] != ".", _natural_key(c[0])))
+
+
+def _clean(x):
+    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _clean(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _read_records(folder, warnings):
+    """{step number: (path, record)} of one folder; unreadable files become warnings."""
+    records = {}
+    for path in sorted(folder.glob("step_*_*.json"), key=lambda p: _natural_key(p.name)):
+        m = STEP_FILE.match(path.name)
+        if not m:
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            warnings.append(f"{path.name}: not valid JSON ({e}); skipped")
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("evaluation"), dict):
+            warnings.append(f"{path.name}: not a step record (no 'evaluation'); skipped")
+            continue
+        k = int(m.group(1))
+        if k in records:
+            warnings.append(f"{path.name}: a second file for step {k} "
+                            f"(kept {records[k][0].name}); skipped")
+            continue
+        records[k] = (path, record)
+    return records
+
+
+def _read_scores(folder, k, record, warnings):
+    """Per-set scores of one step, or None (with a warning) when the npz is missing or stale."""
+    name = (record.get("files") or {}).get("scores") or f"step_{k}_scores.npz"
+    path = folder / name
+    if not path.exists():
+        warnings.append(f"{name}: missing; no score distributions for step {k}")
+        return None
+    try:
+        return probe.load_scores(path, record.get("run_id"))
+    except common.InputError as e:
+        warnings.append(f"{e}; no score distributions for step {k}")
+    except (OSError, ValueError, KeyError) as e:
+        warnings.append(f"{name}: unreadable ({e}); no score distributions for step {k}")
+    return None
+
+
+def histograms(per_step, n_bins=N_BINS):
+    """Binned scores of one eval set, bins shared across steps so steps are comparable.
+
+    per_step: {step: (score, label)}. The range spans the pooled 0.5-99.5 % quantiles and the
+    decision boundary (score 0); scores outside it are counted in the end bins (and reported).
+    """
+    finite = {k: (s[np.isfinite(s)], y[np.isfinite(s)]) for k, (s, y) in per_step.items()}
+    pooled = np.concatenate([s for s, _ in finite.values()]) if finite else np.zeros(0)
+    if not len(pooled):
+        return None
+    lo, hi = (float(v) for v in np.quantile(pooled, [0.005, 0.995]))
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 1.0, hi + 1.0
+    edges = np.linspace(lo, hi, n_bins + 1)
+    counts = {}
+    for k, (s, y) in finite.items():
+        entry = {"below": int(np.sum(s < lo)), "above": int(np.sum(s > hi))}
+        for key, mask in (("af", y == 1), ("neg", y != 1)):
+            entry[key] = np.histogram(np.clip(s[mask], lo, hi), edges)[0].tolist()
+        counts[k] = entry
+    return {"edges": [round(float(e), 6) for e in edges], "counts": counts}
+
+
+def _set_order(names):
+    """Known eval sets in the dataset table's order, then any others alphabetically."""
+    known = [n for n in common.EVAL_SETS if n in names]
+    return known + sorted(n for n in names if n not in common.EVAL_SETS)
+
+
+def cell_data(folder, label):
+    """Everything the page shows about one results folder, read from its step files."""
+    warnings = []
+    records = _read_records(folder, warnings)
+    steps = sorted(records)
+    scores = {k: _read_scores(folder, k, records[k][1], warnings) for k in steps}
+    first = records[steps[0]][1] if steps else {}
+    cfg = first.get("config") or {}
+    out = {
+        "label": label,
+        "path": str(folder),
+        "data_source": first.get("data_source"),
+        "layer": first.get("layer"),
+        "config": {k: cfg[k] for k in CONFIG_KEYS if k in cfg},
+        "run_ids": sorted({str(r.get("run_id")) for _, r in records.values()}),
+        "steps": [], "sets": {}, "set_order": [], "warnings": warnings,
+    }
+    names = set()
+    for k in steps:
+        path, r = records[k]
+        names.update(r["evaluation"])
+        out["steps"].append({
+            "step": k, "name": r.get("name") or STEP_FILE.match(path.name).group(2),
+            "question": r.get("question"), "training_data": r.get("training_data"),
+            "n_train": r.get("n_training_samples"), "cv_auroc": r.get("cv_auroc_mean"),
+            "thresholds": (r.get("thresholds") or {}).get("log_odds") or {},
+            "data_source": r.get("data_source")})
+    sources = {r.get("data_source") for _, r in records.values()}
+    if len(out["run_ids"]) > 1:
+        warnings.append(f"steps come from {len(out['run_ids'])} different runs "
+                        f"({', '.join(out['run_ids'])})")
+    if len(sources) > 1:
+        warnings.append(f"steps differ in data source ({', '.join(sorted(map(str, sources)))})")
+    out["set_order"] = _set_order(names)
+    for name in out["set_order"]:
+        present = [k for k in steps if name in records[k][1]["evaluation"]]
+        entries = {k: records[k][1]["evaluation"][name] for k in present}
+        two_class = any(e.get("auroc") is not None for e in entries.values())
+        spec = common.DATASETS.get(name)
+        rows = {}
+        for k, e in entries.items():
+            try:
+                flat = probe.flat_metrics(e)
+            except (KeyError, AttributeError, TypeError):
+                flat = {m: e.get(m) for m in METRICS}
+            ci = e.get("ci") or {}
+            rows[k] = {m: {"value": flat.get(m), "ci": ci.get(m)} for m in METRICS}
+            rows[k]["n"] = e.get("n_samples")
+            rows[k]["af"] = e.get("af_samples")
+        per_step = {k: (np.asarray(scores[k][name]["score"], dtype=np.float64),
+                        np.asarray(scores[k][name]["label"]))
+                    for k in present if scores[k] and name in scores[k]}
+        out["sets"][name] = {
+            "title": spec.title if spec else name,
+            "kind": "two-class" if two_class else "single-class",
+            "role": "in-distribution" if spec and spec.regime == "scratchpad" else "OOD",
+            "reference": next((e.get("reference_negatives") for e in entries.values()
+                               if e.get("reference_negatives")), None),
+            "steps": present, "rows": rows,
+            "per_class": {k: e["per_class"] for k, e in entries.items() if e.get("per_class")},
+            "hist": histograms(per_step) if per_step else None}
+    return out
+
+
+def read_transfer_matrix(path):
+    """The transfer matrix file, checked for the keys the heatmap needs; None when absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        tm = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise common.InputError(f"{path}: not valid JSON ({e})") from None
+    if not (isinstance(tm, dict) and isinstance(tm.get("train_mixes"), list)
+            and isinstance(tm.get("eval_sets"), list) and isinstance(tm.get("cells"), dict)):
+        raise common.InputError(f"{path}: expected an object with 'train_mixes' (list), "
+                                "'eval_sets' (list) and 'cells' (object)")
+    return tm
+
+
+def dashboard_data(results_dir, a=None):
+    """The JSON the page embeds. `a` (analysis.analyze of results_dir) adds the verdict and
+    findings of the main sweep."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise common.InputError(f"{results_dir}: not a folder")
+    cells = find_cells(results_dir)
+    if not cells:
+        raise common.InputError(f"{results_dir}: no step results found (run run_all.py first)")
+    summary = None
+    if a is not None:
+        summary = {"verdict": a.get("verdict"), "findings": a.get("findings"),
+                   "data_source": a.get("data_source")}
+    data = {
+        "title": f"Distribution sweep - {results_dir.resolve().name}",
+        "results_dir": str(results_dir),
+        "generated": datetime.datetime.now().isoformat(timespec="seconds"),
+        "metrics": [{"key": m, "label": METRIC_LABELS[m]} for m in METRICS],
+        "af_classes": list(AF_CLASSES),
+        "summary": summary,
+        "cell_order": [label for label, _ in cells],
+        "cells": {label: cell_data(folder, label) for label, folder in cells},
+        "transfer": read_transfer_matrix(results_dir / TRANSFER_FILE),
+    }
+    return _clean(data)
+
+
+def render_html(data):
+    """The page: template + data embedded as JSON (every '<' escaped, so no tag can close)."""
+    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+    page = PAGE.replace("__TITLE__", _escape(data["title"]))
+    return page.replace("__DATA__", blob)
+
+
+def _escape(text):
+    """Minimal HTML escaping for text content."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def write_dashboard(results_dir, output=None, a=None, allow_mixed=False):
+    """Write <results_dir>/dashboard.html (or output) atomically; return its path.
+
+    a: a precomputed analysis.analyze(results_dir); computed here when results_dir itself holds
+    step files and a is None.
+    """
+    results_dir = Path(results_dir)
+    if a is None and any(STEP_FILE.match(p.name) for p in results_dir.glob("step_*_*.json")):
+        a = analysis.analyze(results_dir, allow_mixed)
+    html = render_html(dashboard_data(results_dir, a))
+    output = Path(output) if output else results_dir / "dashboard.html"
+    if not output.parent.is_dir():
+        raise common.InputError(f"{output}: its folder does not exist")
+    try:
+        common.atomic_write(output, html.encode("utf-8"))
+    except OSError as e:
+        raise common.InputError(f"{output}: cannot write ({e.strerror or e})") from None
+    return output
+
+
+def main(argv=None):
+    """CLI entry point; exit 0 on success, 2 on bad input."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--results-dir", type=Path, default=common.DEFAULTS["results_dir"],
+                   help="folder with the step results (subfolders with step files are cells)")
+    p.add_argument("--output", type=Path, default=None,
+                   help="HTML path (default <results-dir>/dashboard.html)")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="combine main-sweep steps whose config or inputs differ")
+    args = p.parse_args(argv)
+    try:
+        path = write_dashboard(args.results_dir, args.output, allow_mixed=args.allow_mixed)
+    except common.InputError as e:
+        return common.die(str(e).split("\n")[0])
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Page template: CSS + JS, no external resources. __TITLE__ and __DATA__ are filled in.
+# --------------------------------------------------------------------------------------------
+PAGE = r"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>__TITLE__</title>
+<style>
+  :root { --ind: #1f5fbf; --ood: #c2410c; --af: #b91c1c; --neg: #475569; --muted: #64748b;
+          --line: #e2e8f0; --bg: #f8fafc; }
+  * { box-sizing: border-box; }
+  body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+         color: #0f172a; background: var(--bg); }
+  header { padding: 14px 24px 10px; background: #fff; border-bottom: 1px solid var(--line); }
+  h1 { font-size: 20px; margin: 0 0 4px; }
+  h2 { font-size: 17px; margin: 0 0 8px; }
+  h3 { font-size: 14px; margin: 0 0 6px; }
+  main { padding: 12px 24px 40px; }
+  section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
+            padding: 14px 16px; margin: 0 0 16px; }
+  .meta, .note { color: var(--muted); font-size: 12px; }
+  .banner { margin: 0 24px; padding: 10px 14px; border-radius: 0 0 8px 8px; font-weight: 600;
+            background: #fef3c7; color: #78350f; border: 2px solid #d97706; border-top: 0; }
+  .warn { background: #fff7ed; border-left: 4px solid #ea580c; padding: 6px 10px; margin: 6px 0;
+          font-size: 12px; }
+  .controls { display: flex; flex-wrap: wrap; gap: 14px; align-items: center; margin-top: 8px; }
+  .controls label { font-size: 13px; color: #334155; }
+  select { font: inherit; padding: 2px 4px; max-width: 420px; }
+  .pair { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 16px; }
+  .col { min-width: 0; overflow-x: auto; }
+  .col-head { font-weight: 600; margin-bottom: 6px; padding: 3px 8px; background: #f1f5f9;
+              border-radius: 4px; }
+  .charts { display: flex; flex-wrap: wrap; gap: 12px; }
+  .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 8px 2px;
+          border-left-width: 5px; background: #fff; }
+  .card.in-distribution { border-left-color: var(--ind); }
+  .card.OOD { border-left-color: var(--ood); }
+  .tag { display: inline-block; font-size: 11px; padding: 0 6px; border-radius: 9px;
+         color: #fff; margin-left: 6px; vertical-align: 1px; }
+  .tag.in-distribution { background: var(--ind); }
+  .tag.OOD { background: var(--ood); }
+  .tag.kind { background: #94a3b8; }
+  .tag.demo { background: #d97706; }
+  svg text { font: 10px system-ui, sans-serif; fill: #334155; }
+  svg .axis { stroke: #94a3b8; stroke-width: 1; }
+  svg .grid { stroke: #eef2f7; stroke-width: 1; }
+  svg .chance { stroke: #94a3b8; stroke-dasharray: 3 3; }
+  svg .undefined-note { font-size: 12px; fill: var(--muted); font-style: italic; }
+  .hist-row { display: flex; gap: 6px; align-items: flex-start; margin-bottom: 8px; }
+  .hist-label { width: 110px; flex: none; font-size: 12px; padding-top: 14px; }
+  table { border-collapse: collapse; font-size: 12px; }
+  th, td { border: 1px solid var(--line); padding: 3px 7px; text-align: right; }
+  th { background: #f1f5f9; font-weight: 600; }
+  td.name, th.name { text-align: left; }
+  tr.current td { background: #eff6ff; }
+  .cells-table button { font-size: 11px; padding: 0 5px; }
+  .legend { display: inline-flex; gap: 12px; align-items: center; font-size: 12px;
+            color: #334155; }
+  .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px;
+            vertical-align: -2px; margin-right: 4px; }
+  ul { margin: 4px 0; padding-left: 20px; }
+  code { background: #f1f5f9; padding: 0 3px; border-radius: 3px; }
+</style>
+</head>
+<body>
+<header>
+  <h1 id="title"></h1>
+  <div class="meta" id="meta"></div>
+  <div class="controls">
+    <label>metric <select id="metric-select"></select></label>
+    <label>cell <select id="cell-select"></select></label>
+    <label>compare with <select id="compare-select"></select></label>
+    <span class="legend">
+      <span><span class="swatch" style="background:var(--ind)"></span>in-distribution</span>
+      <span><span class="swatch" style="background:var(--ood)"></span>OOD (dashed)</span>
+      <span><span class="swatch" style="background:var(--af)"></span>AF</span>
+      <span><span class="swatch" style="background:var(--neg)"></span>not AF</span>
+    </span>
+  </div>
+</header>
+<div id="banner"></div>
+<main>
+  <div id="notices"></div>
+  <section id="summary-section"></section>
+  <section id="metric-section"></section>
+  <section id="hist-section"></section>
+  <section id="perclass-section"></section>
+  <section id="cells-section"></section>
+  <section id="transfer-section"></section>
+  <p class="note">View state lives in the URL fragment:
+    <code>#metric=&lt;metric&gt;&amp;cell=&lt;cell&gt;&amp;compare=&lt;cell&gt;&amp;tm=&lt;value&gt;</code>.
+    Hover any point, bar, table cell or heatmap cell for exact values and n.</p>
+</main>
+<script type="application/json" id="dashboard-data">__DATA__</script>
+<script>
+"use strict";
+const DATA = JSON.parse(document.getElementById("dashboard-data").textContent);
+const METRIC_KEYS = DATA.metrics.map(m => m.key);
+const METRIC_LABEL = Object.fromEntries(DATA.metrics.map(m => [m.key, m.label]));
+const TM_VALUES = ["value", "auroc", "auroc_vs_reference_negatives", "detection_rate"];
+const TM_LABEL = {value: "headline metric", auroc: "AUROC",
+                  auroc_vs_reference_negatives: "AUROC vs ref. negatives",
+                  detection_rate: "detection rate"};
+const TM_SHORT = {auroc: "AUROC", auroc_vs_reference_negatives: "AUROC vs ref. neg.",
+                  detection_rate: "detection rate"};
+
+// ---- helpers --------------------------------------------------------------------------------
+function esc(s) {
+  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;");
+}
+// tag("circle", {cx: 1}, "<title>..</title>") -> markup; attributes are escaped, inner is not
+function tag(name, attrs, inner) {
+  const a = Object.entries(attrs || {}).filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => ` ${k}="${esc(v)}"`).join("");
+  return `<${name}${a}>${inner || ""}</${name}>`;
+}
+function title(text) { return tag("title", {}, esc(text)); }
+function f3(v) { return v === null || v === undefined ? "n/a" : v.toFixed(3); }
+function pct(v) { return v === null || v === undefined ? "n/a" : (100 * v).toFixed(1) + "%"; }
+function ciText(ci) { return ci && ci[0] !== null ? ` [${f3(ci[0])}, ${f3(ci[1])}]` : ""; }
+function stepLabel(cell, k) {
+  const s = cell.steps.find(x => x.step === k);
+  return s ? `${k} ${s.name}` : String(k);
+}
+function encodeValue(v) { return encodeURIComponent(v).replace(/%2F/g, "/"); }
+
+// ---- state in the URL fragment --------------------------------------------------------------
+function readState() {
+  const p = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const notes = [];
+  const s = {metric: p.get("metric") || "auroc", cell: p.get("cell"),
+             compare: p.get("compare") || "", tm: p.get("tm") || "value"};
+  if (!METRIC_KEYS.includes(s.metric)) {
+    notes.push(`unknown metric '${s.metric}' in the URL; showing AUROC`);
+    s.metric = "auroc";
+  }
+  if (s.cell === null) s.cell = DATA.cell_order[0];
+  if (!(s.cell in DATA.cells)) {
+    notes.push(`cell '${s.cell}' not found; showing '${DATA.cell_order[0]}'`);
+    s.cell = DATA.cell_order[0];
+  }
+  if (s.compare && !(s.compare in DATA.cells)) {
+    notes.push(`compare cell '${s.compare}' not found`);
+    s.compare = "";
+  }
+  if (s.compare === s.cell) s.compare = "";
+  if (!TM_VALUES.includes(s.tm)) s.tm = "value";
+  s.notes = notes;
+  return s;
+}
+function writeState(s) {
+  const parts = [["metric", s.metric], ["cell", s.cell]];
+  if (s.compare) parts.push(["compare", s.compare]);
+  if (s.tm !== "value") parts.push(["tm", s.tm]);
+  location.hash = parts.map(([k, v]) => `${k}=${encodeValue(v)}`).join("&");
+}
+function change(key, value) {
+  const s = readState();
+  s[key] = value;
+  writeState(s);
+}
+
+// ---- view 1: metric per step ----------------------------------------------------------------
+function undefinedReason(set, metric) {
+  if (set.kind === "single-class" && (metric === "auroc"))
+    return "undefined for this set (single class)";
+  if (set.kind === "two-class" && metric === "auroc_vs_reference_negatives")
+    return "undefined for this set (two-class: see AUROC)";
+  if (set.kind === "single-class") return "undefined for this set (single class)";
+  return "undefined for this set (no value at any step)";
+}
+
+function metricChart(cellKey, name, metric) {
+  const cell = DATA.cells[cellKey], set = cell.sets[name];
+  const W = 380, H = 220, L = 40, R = 14, T = 14, B = 44;
+  const steps = cell.steps.map(s => s.step);
+  const x = i => L + (i + 0.5) * (W - L - R) / steps.length;
+  const y = v => T + (1 - Math.max(0, Math.min(1, v))) * (H - T - B);
+  const color = set.role === "OOD" ? "var(--ood)" : "var(--ind)";
+  const dash = set.role === "OOD" ? "6 3" : null;
+  let g = "";
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+    g += tag("line", {class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v)});
+    g += tag("text", {x: L - 5, y: y(v) + 3, "text-anchor": "end"}, v.toFixed(2));
+  }
+  const pts = steps.map((k, i) => {
+    const row = set.rows[k];
+    const cellv = row ? row[metric] : null;
+    return {k, i, row, v: cellv ? cellv.value : null, ci: cellv ? cellv.ci : null};
+  });
+  const defined = pts.filter(p => p.v !== null && p.v !== undefined);
+  if (metric.startsWith("auroc") && defined.length)
+    g += tag("line", {class: "chance", x1: L, x2: W - R, y1: y(0.5), y2: y(0.5)},
+             title("chance (0.5)"));
+  g += tag("line", {class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B});
+  steps.forEach((k, i) => {
+    g += tag("text", {x: x(i), y: H - B + 14, "text-anchor": "middle"}, esc(k));
+    const nm = cell.steps[i].name, room = Math.max(3, Math.floor((W - L - R) / steps.length / 5.6));
+    g += tag("text", {x: x(i), y: H - B + 26, "text-anchor": "middle", class: "step-name"},
+             esc(nm.length > room ? nm.slice(0, room - 1) + "\u2026" : nm) + title(stepLabel(cell, k)));
+  });
+  if (!defined.length) {
+    g += tag("text", {class: "undefined-note", x: (L + W - R) / 2, y: y(0.62),
+                      "text-anchor": "middle"}, esc(undefinedReason(set, metric)));
+  }
+  // CI bands over runs of consecutive steps with a CI; whiskers at every point
+  let run = [];
+  const flush = () => {
+    if (run.length > 1) {
+      const up = run.map(p => `${x(p.i)},${y(p.ci[1])}`);
+      const down = run.slice().reverse().map(p => `${x(p.i)},${y(p.ci[0])}`);
+      g += tag("polygon", {class: "ci-band", points: up.concat(down).join(" "), fill: color,
+                           "fill-opacity": 0.13, stroke: "none"});
+    }
+    run = [];
+  };
+  pts.forEach(p => {
+    const has = p.v !== null && p.v !== undefined && p.ci && p.ci[0] !== null && p.ci[1] !== null;
+    if (has) run.push(p); else flush();
+  });
+  flush();
+  for (const p of defined) {
+    if (p.ci && p.ci[0] !== null)
+      g += tag("line", {class: "ci-whisker", x1: x(p.i), x2: x(p.i), y1: y(p.ci[0]),
+                        y2: y(p.ci[1]), stroke: color, "stroke-opacity": 0.5});
+  }
+  for (let j = 1; j < defined.length; j++) {
+    const a = defined[j - 1], b = defined[j];
+    g += tag("line", {class: "trend", x1: x(a.i), y1: y(a.v), x2: x(b.i), y2: y(b.v),
+                      stroke: color, "stroke-width": 2, "stroke-dasharray": dash});
+  }
+  for (const p of defined) {
+    const tip = `${name} \u00b7 step ${stepLabel(cell, p.k)}\n${METRIC_LABEL[metric]} = ` +
+      `${p.v.toFixed(4)}${ciText(p.ci)}\nn = ${p.row.n} (AF ${p.row.af})`;
+    g += tag("circle", {class: "point", cx: x(p.i), cy: y(p.v), r: 4.5, fill: color,
+                        stroke: "#fff", "stroke-width": 1.5, "data-step": p.k,
+                        "data-value": p.v, "data-n": p.row.n}, title(tip));
+    g += tag("text", {x: x(p.i) + 6, y: y(p.v) - 6, class: "value-label"}, p.v.toFixed(3));
+  }
+  for (const p of pts) {
+    if (defined.length && (p.v === null || p.v === undefined)) {
+      const why = p.row ? "value undefined at this step" : "set not evaluated at this step";
+      g += tag("text", {class: "missing", x: x(p.i), y: H - B - 6, "text-anchor": "middle"},
+               "n/a" + title(`${name} \u00b7 step ${stepLabel(cell, p.k)}: ${why}`));
+    }
+  }
+  const svg = tag("svg", {class: "metric-chart", "data-set": name, "data-metric": metric,
+                          "data-cell": cellKey, "data-role": set.role, "data-kind": set.kind,
+                          width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img",
+                          "aria-label": `${METRIC_LABEL[metric]} per step, ${name}`}, g);
+  const head = tag("h3", {}, esc(set.title) + ` <span class="meta">(${esc(name)})</span>` +
+    tag("span", {class: `tag ${set.role}`}, esc(set.role)) +
+    tag("span", {class: "tag kind"}, esc(set.kind)));
+  const ref = set.reference && metric === "auroc_vs_reference_negatives"
+    ? tag("div", {class: "note"}, `reference negatives: ${esc(set.reference)}`) : "";
+  return tag("div", {class: `card ${set.role}`}, head + svg + ref);
+}
+
+function metricView(cellKey, metric) {
+  const cell = DATA.cells[cellKey];
+  if (!cell.set_order.length) return tag("p", {class: "note"}, "no eval sets in this cell");
+  return tag("div", {class: "charts"}, cell.set_order.map(n => metricChart(cellKey, n, metric))
+    .join(""));
+}
+
+// ---- view 2: score distributions ------------------------------------------------------------
+function histogram(cellKey, name, k) {
+  const cell = DATA.cells[cellKey], set = cell.sets[name], h = set.hist;
+  const c = h.counts[k];
+  const yMax = c ? Math.max(1, ...c.af, ...c.neg) : 1;  // each panel scaled to its tallest bar
+  const W = 170, H = 104, L = 6, R = 6, T = 12, B = 16, mid = T + (H - T - B) / 2;
+  const lo = h.edges[0], hi = h.edges[h.edges.length - 1];
+  const x = v => L + (v - lo) / (hi - lo) * (W - L - R);
+  const half = (H - T - B) / 2;
+  const hgt = n => yMax ? n / yMax * (half - 1) : 0;
+  let g = tag("text", {x: W / 2, y: 9, "text-anchor": "middle"}, `step ${esc(stepLabel(cell, k))}`);
+  if (!c) {
+    g += tag("text", {class: "undefined-note", x: W / 2, y: mid, "text-anchor": "middle"},
+             "no scores");
+  } else {
+    const last = h.edges.length - 2;
+    for (let b = 0; b <= last; b++) {
+      const x0 = x(h.edges[b]), w = Math.max(0.5, x(h.edges[b + 1]) - x0 - 0.5);
+      const range = `${b === 0 && c.below ? "\u2264 " : ""}[${h.edges[b].toFixed(2)}, ` +
+        `${h.edges[b + 1].toFixed(2)}${b === last ? "]" : ")"}${b === last && c.above ? " and above" : ""}`;
+      const tip = `${name} \u00b7 step ${stepLabel(cell, k)}\nscore (log-odds) ${range}\n` +
+        `AF: ${c.af[b]}, not AF: ${c.neg[b]}`;
+      if (c.af[b]) g += tag("rect", {class: "bar af", x: x0, y: mid - hgt(c.af[b]), width: w,
+                                     height: hgt(c.af[b]), fill: "var(--af)"}, title(tip));
+      if (c.neg[b]) g += tag("rect", {class: "bar neg", x: x0, y: mid, width: w,
+                                      height: hgt(c.neg[b]), fill: "var(--neg)"}, title(tip));
+    }
+  }
+  g += tag("line", {class: "axis", x1: L, x2: W - R, y1: mid, y2: mid});
+  const thr = (cell.steps.find(s => s.step === k) || {}).thresholds || {};
+  const marks = [[0, "p = 0.5 (score 0)", "#0f172a", null]];
+  if (thr["5"] !== undefined) marks.push([thr["5"], "5% train-FPR threshold", "#7c3aed", "3 2"]);
+  for (const [v, label, col, dash] of marks) {
+    if (v >= lo && v <= hi)
+      g += tag("line", {class: "threshold", x1: x(v), x2: x(v), y1: T, y2: H - B, stroke: col,
+                        "stroke-dasharray": dash},
+               title(`${label}: log-odds ${v.toFixed(3)}`));
+  }
+  g += tag("text", {x: L, y: H - 4}, lo.toFixed(1));
+  g += tag("text", {x: W - R, y: H - 4, "text-anchor": "end"}, hi.toFixed(1));
+  const n = c ? c.af.reduce((a, b) => a + b, 0) + c.neg.reduce((a, b) => a + b, 0) : 0;
+  return tag("svg", {class: "hist", "data-set": name, "data-step": k, "data-cell": cellKey,
+                     "data-n": n, width: W, height: H, viewBox: `0 0 ${W} ${H}`},
+             title(`${name}, step ${stepLabel(cell, k)}: n = ${n}` +
+                   (c && (c.below || c.above) ? ` (${c.below} below and ${c.above} above ` +
+                    "the range, counted in the end bins)" : "")) + g);
+}
+
+function histView(cellKey) {
+  const cell = DATA.cells[cellKey];
+  let out = "";
+  for (const name of cell.set_order) {
+    const set = cell.sets[name];
+    let body;
+    if (!set.hist) {
+      body = tag("span", {class: "note"}, "no per-sample scores found for this set");
+    } else {
+      body = cell.steps.map(s => histogram(cellKey, name, s.step)).join("");
+    }
+    out += tag("div", {class: "hist-row"},
+               tag("div", {class: "hist-label"}, `<b>${esc(name)}</b><br>` +
+                   tag("span", {class: `tag ${set.role}`}, esc(set.role))) + body);
+  }
+  return out;
+}
+
+// ---- view 3: benchmark per class -----------------------------------------------------------
+function perClassView(cellKey) {
+  const cell = DATA.cells[cellKey], set = cell.sets["benchmark"];
+  if (!set || !Object.keys(set.per_class).length)
+    return tag("p", {class: "note"}, "no benchmark evaluation in this cell");
+  const steps = cell.steps.map(s => s.step).filter(k => k in set.per_class);
+  const classes = [...new Set(steps.flatMap(k => Object.keys(set.per_class[k])))].sort();
+  let head = tag("th", {class: "name", rowspan: 2}, "class");
+  let head2 = "";
+  for (const k of steps) {
+    head += tag("th", {colspan: 2}, `step ${esc(stepLabel(cell, k))}`);
+    head2 += tag("th", {}, "@ 0.5") + tag("th", {}, "@ 5% thr.");
+  }
+  let rows = "";
+  for (const cls of classes) {
+    const isAF = DATA.af_classes.includes(cls);
+    let tds = tag("td", {class: "name"}, esc(cls) + (isAF ? ' <span class="tag" ' +
+      'style="background:var(--af)">AF</span>' : ""));
+    for (const k of steps) {
+      const r = set.per_class[k][cls];
+      for (const key of ["flagged_at_0.5", "flagged_at_fpr_5"]) {
+        if (!r || r[key] === undefined || r[key] === null) { tds += tag("td", {}, "n/a"); continue; }
+        const v = r[key], hue = isAF ? "185,28,28" : "71,85,105";
+        const what = key === "flagged_at_0.5" ? "at probability 0.5" : "at the 5% train-FPR threshold";
+        tds += tag("td", {class: "pc", "data-step": k, "data-class": cls, "data-key": key,
+                          "data-value": v, style: `background: rgba(${hue},${(0.08 + 0.5 * v).toFixed(3)})`,
+                          title: `${cls}, step ${stepLabel(cell, k)}: ${Math.round(v * r.n)} of ` +
+                                 `${r.n} flagged ${what} (${pct(v)})`}, pct(v));
+      }
+    }
+    rows += tag("tr", {}, tds);
+  }
+  return tag("table", {class: "per-class"}, tag("tr", {}, head) + tag("tr", {}, head2) + rows) +
+    tag("p", {class: "note"}, "Share of each fine class flagged as AF. AF classes should be " +
+        "flagged, the others (hard negatives especially) should not.");
+}
+
+// ---- view 4: cells overview -----------------------------------------------------------------
+function lastValue(cell, name, metric) {
+  const set = cell.sets[name];
+  if (!set) return null;
+  const ks = set.steps.filter(k => set.rows[k] && set.rows[k][metric] &&
+                                    set.rows[k][metric].value !== null);
+  return ks.length ? {k: ks[ks.length - 1], v: set.rows[ks[ks.length - 1]][metric].value} : null;
+}
+
+function cellsView(s) {
+  const names = [...new Set(DATA.cell_order.flatMap(c => DATA.cells[c].set_order))];
+  let head = ["cell", "steps", "layer", "config", "data"].map(h => tag("th", {class: "name"}, h))
+    .join("") + names.map(n => tag("th", {}, esc(n))).join("") + tag("th", {}, "");
+  let rows = "";
+  for (const key of DATA.cell_order) {
+    const c = DATA.cells[key];
+    const cfg = Object.entries(c.config).filter(([k]) => ["C", "penalty", "repeats"].includes(k))
+      .map(([k, v]) => `${k}=${v}`).join(" ");
+    let tds = tag("td", {class: "name"}, `<b>${esc(key === "." ? ". (main sweep)" : key)}</b>`) +
+      tag("td", {class: "name"}, esc(c.steps.map(x => x.step).join(" "))) +
+      tag("td", {class: "name"}, esc(c.layer ?? "?")) + tag("td", {class: "name"}, esc(cfg)) +
+      tag("td", {class: "name"}, c.data_source === "demo" ? '<span class="tag demo">demo</span>'
+                                                         : esc(c.data_source ?? "?"));
+    for (const n of names) {
+      const lv = lastValue(c, n, s.metric);
+      tds += tag("td", {title: lv ? `${n}, step ${stepLabel(c, lv.k)}: ${METRIC_LABEL[s.metric]} ` +
+                                    `= ${lv.v.toFixed(4)}` : `${n}: undefined`}, lv ? f3(lv.v) : "\u2014");
+    }
+    tds += tag("td", {}, tag("button", {"data-show": key}, "show") + " " +
+               tag("button", {"data-compare": key}, "compare"));
+    rows += tag("tr", {class: key === s.cell || key === s.compare ? "current" : null,
+                       "data-cell": key}, tds);
+  }
+  return tag("h2", {}, `Cells (${DATA.cell_order.length})`) +
+    tag("p", {class: "note"}, `Every results folder with step files. Values: ` +
+        `${esc(METRIC_LABEL[s.metric])} at the last step that defines it.`) +
+    tag("div", {class: "col"}, tag("table", {class: "cells-table"}, tag("tr", {}, head) + rows));
+}
+
+// ---- view 5: transfer matrix ----------------------------------------------------------------
+function transferView(s) {
+  const tm = DATA.transfer;
+  if (!tm) return "";
+  const cw = 110, ch = 34, L = 170, T = 70;
+  const W = L + cw * tm.eval_sets.length + 10, H = T + ch * tm.train_mixes.length + 10;
+  let g = "";
+  tm.eval_sets.forEach((e, j) => {
+    g += tag("text", {x: L + cw * (j + 0.5), y: T - 8, "text-anchor": "middle",
+                      style: "font-size:11px"}, esc(e));
+  });
+  tm.train_mixes.forEach((mix, i) => {
+    g += tag("text", {x: L - 8, y: T + ch * (i + 0.5) + 4, "text-anchor": "end",
+                      style: "font-size:11px"}, esc(mix));
+    tm.eval_sets.forEach((e, j) => {
+      const c = ((tm.cells || {})[mix] || {})[e] || {};
+      const v = c[s.tm] ?? null;
+      const label = TM_SHORT[c.headline] || c.headline || "headline";
+      const dark = v !== null && v > 0.6;
+      const fill = v === null ? "#e2e8f0" : `hsl(215, 70%, ${Math.round(94 - 56 * v)}%)`;
+      const tip = `train ${mix} \u2192 eval ${e}\n` +
+        `headline (${c.headline ?? "n/a"}): ${f3(c.value ?? null)}\n` +
+        `AUROC: ${f3(c.auroc ?? null)}\nAUROC vs ref. negatives: ` +
+        `${f3(c.auroc_vs_reference_negatives ?? null)}\ndetection rate: ${f3(c.detection_rate ?? null)}` +
+        (c.n !== undefined ? `\nn = ${c.n}` : "");
+      g += tag("rect", {class: "tm-cell", x: L + cw * j + 1, y: T + ch * i + 1, width: cw - 2,
+                        height: ch - 2, fill, "data-mix": mix, "data-set": e,
+                        "data-value": v}, title(tip));
+      g += tag("text", {x: L + cw * (j + 0.5), y: T + ch * (i + 0.5) + 4, "text-anchor": "middle",
+                        style: `font-size:11px; fill:${dark ? "#fff" : "#0f172a"}`},
+               v === null ? "n/a" : f3(v) + title(tip));
+      if (v !== null && s.tm === "value")
+        g += tag("text", {x: L + cw * (j + 0.5), y: T + ch * (i + 1) - 4, "text-anchor": "middle",
+                          style: "font-size:9px; fill:" + (dark ? "#e2e8f0" : "#475569")},
+                 esc(label));
+    });
+  });
+  g += tag("text", {x: L, y: 14, style: "font-size:11px"}, "evaluated on \u2192");
+  g += tag("text", {x: 4, y: T - 8, style: "font-size:11px"}, "trained on \u2193");
+  const opts = TM_VALUES.map(v => tag("option", {value: v, selected: v === s.tm ? "" : null},
+                                      esc(TM_LABEL[v]))).join("");
+  return tag("h2", {}, "Transfer matrix") +
+    tag("div", {class: "controls"}, tag("label", {}, "value " +
+        tag("select", {id: "tm-select"}, opts))) +
+    tag("div", {class: "col"}, tag("svg", {class: "transfer-heatmap", width: W, height: H,
+                                           viewBox: `0 0 ${W} ${H}`}, g));
+}
+
+// ---- page -----------------------------------------------------------------------------------
+function cellHeading(key) {
+  const c = DATA.cells[key];
+  return tag("div", {class: "col-head"}, esc(key === "." ? ". (main sweep)" : key) +
+    (c.data_source === "demo" ? ' <span class="tag demo">demo</span>' : "") +
+    tag("span", {class: "meta"}, ` \u00b7 layer ${esc(c.layer ?? "?")} \u00b7 steps ` +
+        esc(c.steps.map(x => x.step).join(", "))));
+}
+function warnings(key) {
+  return DATA.cells[key].warnings.map(w => tag("div", {class: "warn"}, esc(w))).join("");
+}
+// one cell, or two side by side
+function perCell(s, fn) {
+  if (!s.compare) return cellHeading(s.cell) + warnings(s.cell) + fn(s.cell);
+  return tag("div", {class: "pair"}, [s.cell, s.compare].map(k =>
+    tag("div", {class: "col"}, cellHeading(k) + warnings(k) + fn(k))).join(""));
+}
+
+function summaryView() {
+  const sm = DATA.summary;
+  if (!sm || !sm.verdict) return "";
+  return tag("h2", {}, "Main sweep: verdict") +
+    tag("p", {}, `<b>${esc(sm.verdict.outcome)}</b>`) +
+    tag("p", {class: "note"}, esc(sm.verdict.criteria)) +
+    (sm.findings && sm.findings.length
+      ? tag("ul", {}, sm.findings.map(f => tag("li", {}, esc(f))).join("")) : "");
+}
+
+function setupControls() {
+  document.getElementById("title").textContent = DATA.title;
+  document.getElementById("meta").textContent =
+    `${DATA.results_dir} \u00b7 ${DATA.cell_order.length} cell(s) \u00b7 generated ${DATA.generated}`;
+  document.getElementById("metric-select").innerHTML = DATA.metrics
+    .map(m => tag("option", {value: m.key}, esc(m.label))).join("");
+  const cells = DATA.cell_order.map(c => tag("option", {value: c},
+                                             esc(c === "." ? ". (main sweep)" : c))).join("");
+  document.getElementById("cell-select").innerHTML = cells;
+  document.getElementById("compare-select").innerHTML = tag("option", {value: ""}, "(none)") + cells;
+  document.getElementById("metric-select").addEventListener("change", e => change("metric", e.target.value));
+  document.getElementById("cell-select").addEventListener("change", e => change("cell", e.target.value));
+  document.getElementById("compare-select").addEventListener("change", e => change("compare", e.target.value));
+  document.body.addEventListener("change", e => {
+    if (e.target.id === "tm-select") change("tm", e.target.value);
+  });
+  document.body.addEventListener("click", e => {
+    const t = e.target;
+    if (t.dataset && t.dataset.show !== undefined) change("cell", t.dataset.show);
+    if (t.dataset && t.dataset.compare !== undefined) change("compare", t.dataset.compare);
+  });
+  const demo = DATA.cell_order.filter(c => DATA.cells[c].data_source === "demo");
+  if (demo.length) {
+    document.getElementById("banner").innerHTML = tag("div", {class: "banner", id: "demo-banner"},
+      "SYNTHETIC DEMO DATA: " + (demo.length === DATA.cell_order.length ? "every cell" :
+        `${demo.length} of ${DATA.cell_order.length} cells`) +
+      " came from the generated demo cache (demo_data.py), not real activations. " +
+      "The numbers only exercise the pipeline.");
+  }
+}
+
+function render() {
+  const s = readState();
+  document.getElementById("metric-select").value = s.metric;
+  document.getElementById("cell-select").value = s.cell;
+  document.getElementById("compare-select").value = s.compare;
+  document.body.dataset.metric = s.metric;
+  document.body.dataset.cell = s.cell;
+  document.body.dataset.compare = s.compare;
+  document.getElementById("notices").innerHTML =
+    s.notes.map(n => tag("div", {class: "warn"}, esc(n))).join("");
+  const section = (id, html) => {
+    const el = document.getElementById(id);
+    el.innerHTML = html;
+    el.hidden = !html;
+  };
+  section("summary-section", summaryView());
+  section("metric-section", tag("h2", {}, `${esc(METRIC_LABEL[s.metric])} per step`) +
+    tag("p", {class: "note"}, "Points: value on the eval set; band and whiskers: 95% bootstrap CI. " +
+        "Blue solid: in-distribution; orange dashed: OOD.") + perCell(s, k => metricView(k, s.metric)));
+  section("hist-section", tag("h2", {}, "Score distributions (log-odds)") +
+    tag("p", {class: "note"}, "AF samples above the axis, not-AF below; black line: p = 0.5 " +
+        "(score 0); purple dashed: the 5% train-FPR threshold (when in range). Bins are shared " +
+        "across the steps of a set; each panel is scaled to its tallest bar (hover for counts).") + perCell(s, histView));
+  section("perclass-section", tag("h2", {}, "Benchmark per class: flagged fraction") +
+    perCell(s, perClassView));
+  section("cells-section", DATA.cell_order.length > 1 ? cellsView(s) : "");
+  section("transfer-section", transferView(s));
+}
+
+setupControls();
+window.addEventListener("hashchange", render);
+render();
+</script>
+</body>
+</html>
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
