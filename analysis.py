@@ -6,6 +6,7 @@ bootstrap statistics from the saved per-sample scores (no retraining) and return
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -31,27 +32,38 @@ METRIC_LABELS = {
 GOLD_DROP_TOLERANCE = 0.0   # a significant gold_106 drop (paired CI below 0) counts as a drop
 
 
+STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
+
+
+def step_files(results_dir):
+    """{step number: JSON path} of the step records in a folder."""
+    out = {}
+    for p in sorted(Path(results_dir).glob("step_*_*.json")):
+        m = STEP_FILE.match(p.name)
+        if m:
+            out.setdefault(int(m.group(1)), p)
+    return out
+
+
 def load_results(results_dir, allow_mixed=False):
     """Step records and scores from a results folder; refuse files from mismatched runs."""
     results_dir = Path(results_dir)
-    records, scores, missing = {}, {}, []
-    for step in common.STEPS + getattr(common, "EXTRA_STEPS", ()):
-        paths = probe.output_paths(results_dir, step)
-        if not paths["json"].exists():
-            missing.append(step.number)
-            continue
+    records, scores = {}, {}
+    for k, path in step_files(results_dir).items():
         try:
-            record = json.loads(paths["json"].read_text())
+            record = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise common.InputError(f"{paths['json']}: not valid JSON ({e})") from None
-        if not paths["scores"].exists():
-            raise common.InputError(f"{paths['scores']}: missing (its step JSON exists)")
-        scores[step.number] = probe.load_scores(paths["scores"], record.get("run_id"))
-        records[step.number] = record
+            raise common.InputError(f"{path}: not valid JSON ({e})") from None
+        spath = results_dir / f"step_{k}_scores.npz"
+        if not spath.exists():
+            raise common.InputError(f"{spath}: missing (its step JSON exists)")
+        scores[k] = probe.load_scores(spath, record.get("run_id"))
+        records[k] = record
     if not records:
         raise common.InputError(f"{results_dir}: no step results found (run run_all.py first)")
     if not allow_mixed:
         _check_same_run(records, results_dir)
+    missing = [k for k in common.STEP_BY_NUMBER if k not in records]
     return records, scores, missing
 
 
@@ -105,8 +117,28 @@ def headline_metric(entry):
     return None
 
 
-def analyze(results_dir, allow_mixed=False):
+def set_info(name):
+    """(title, role) of an eval set, also for extra eval sets not in this process's table."""
+    spec = common.DATASETS.get(name)
+    if spec is None:
+        return f"{name} (extra eval set)", "extra"
+    role = {"scratchpad": "in-distribution", "ood": "OOD"}.get(spec.regime, "extra")
+    return spec.title, role
+
+
+def analyze(results_dir, allow_mixed=False, controls=True):
     """Everything the comparison and the report show, as one dict."""
+    out, boots = analyze_folder(results_dir, allow_mixed)
+    if controls:
+        out["arms"] = arm_comparisons(results_dir, out, boots)
+        out["orderings"] = orderings_summary(results_dir)
+        out["transfer"] = transfer_summary(results_dir)
+        out["grid"] = grid_summary(results_dir)
+    return out
+
+
+def analyze_folder(results_dir, allow_mixed=False):
+    """analyze() of one folder, plus the bootstrap arrays {(step, set): (boot, point)}."""
     records, scores, missing = load_results(results_dir, allow_mixed)
     steps = sorted(records)
     main_steps = [k for k in steps if k in common.STEP_BY_NUMBER]
@@ -125,7 +157,9 @@ def analyze(results_dir, allow_mixed=False):
         "n_nonzero": records[k].get("n_nonzero_weights"), "n_iter": records[k].get("n_iter")}
         for k in steps]
     sets = {}
-    set_names = [n for n in common.EVAL_SETS if any(n in records[k]["evaluation"] for k in steps)]
+    seen = list(dict.fromkeys(n for k in steps for n in records[k]["evaluation"]))
+    set_names = [n for n in common.EVAL_SETS if n in seen] + [n for n in seen
+                                                             if n not in common.EVAL_SETS]
     boots = {}
     for name in set_names:
         present = [k for k in steps if name in records[k]["evaluation"]]
@@ -164,9 +198,8 @@ def analyze(results_dir, allow_mixed=False):
             (ba, fa), (bb, fb) = boots[(chain[0], name)], boots[(chain[-1], name)]
             if head in ba and head in bb:
                 overall = stats.paired_delta(ba[head], bb[head], fa[head], fb[head])
-        sets[name] = {"kind": kind, "title": common.DATASETS[name].title,
-                      "role": "in-distribution" if common.DATASETS[name].regime == "scratchpad"
-                      else "OOD", "metrics": metrics, "headline": head, "rows": rows,
+        title, role = set_info(name)
+        sets[name] = {"kind": kind, "title": title, "role": role, "metrics": metrics, "headline": head, "rows": rows,
                       "deltas": deltas, "inflection": inflection, "overall": overall,
                       "reference": entry0.get("reference_negatives"),
                       "auroc_note": entry0.get("auroc_note")}
@@ -179,7 +212,112 @@ def analyze(results_dir, allow_mixed=False):
     out["audit"] = first.get("leakage_audit")
     out["verdict"] = verdict(sets)
     out["findings"] = findings(out)
+    return out, boots
+
+
+# --------------------------------------------------------------------------------------------
+# Controls: arms, orderings, transfer matrix, grid
+# --------------------------------------------------------------------------------------------
+ARMS = {"arm_budget": "fixed budget", "baseline_format": "format-only baseline"}
+
+
+def arm_comparisons(results_dir, main, main_boots):
+    """Main sweep vs each control arm present: headline per step and the last-step paired
+    difference (main - arm) on the same eval resamples."""
+    out = {}
+    for folder, label in ARMS.items():
+        path = Path(results_dir) / folder
+        if not step_files(path):
+            continue
+        arm, arm_boots = analyze_folder(path)
+        per_set = {}
+        for name, s in main["sets"].items():
+            if name not in arm["sets"] or s["headline"] is None:
+                continue
+            m = s["headline"]
+            common_steps = [k for k in main["steps"] if k in arm["sets"][name]["rows"]
+                            and k in s["rows"] and k in common.STEP_BY_NUMBER]
+            rows = {k: {"main": s["rows"][k][m]["value"],
+                        "arm": arm["sets"][name]["rows"][k].get(m, {}).get("value")}
+                    for k in common_steps}
+            diff = None
+            if common_steps:
+                k = common_steps[-1]
+                (bm, fm), (ba, fa) = main_boots[(k, name)], arm_boots[(k, name)]
+                if m in bm and m in ba and fm.get(m) is not None and fa.get(m) is not None:
+                    diff = stats.paired_delta(ba[m], bm[m], fa[m], fm[m])
+                    diff["step"] = k
+            per_set[name] = {"metric": m, "role": s["role"], "rows": rows, "main_minus_arm": diff,
+                             "arm_overall": arm["sets"][name]["overall"]}
+        out[folder] = {"label": label, "sets": per_set, "records": arm["records"],
+                       "budget_n": arm["config"].get("budget_n"),
+                       "conclusion": arm_conclusion(folder, per_set)}
     return out
+
+
+def arm_conclusion(folder, per_set):
+    """Plain-language reading of an arm comparison on the OOD sets."""
+    ood = {n: v for n, v in per_set.items() if v["role"] == "OOD" and v["main_minus_arm"]}
+    if not ood:
+        return "no OOD set to compare"
+    better = [n for n, v in ood.items() if v["main_minus_arm"]["verdict"] == "improved"]
+    if folder == "arm_budget":
+        if not better:
+            return ("the fixed-budget arm matches the growing arm on every OOD set (paired CI of "
+                    "the difference includes 0): the gains come from the mixture (diversity), "
+                    "not from more data")
+        return ("more data adds beyond diversity on " + ", ".join(better) + " (growing arm "
+                "significantly above the fixed-budget arm at the last step)")
+    if not better:
+        return ("format statistics alone match the SAE probe on every OOD set: the OOD gains "
+                "may be format detection, not intent detection")
+    same = [n for n in ood if n not in better]
+    return ("the SAE probe beats format-only on " + ", ".join(better)
+            + (("; format alone matches it on " + ", ".join(same) + " (format detection "
+                "cannot be ruled out there)") if same else ""))
+
+
+def orderings_summary(results_dir):
+    """Per ordering of the OOD sources: where the largest significant gain on each OOD set is."""
+    root = Path(results_dir) / "orderings"
+    if not root.is_dir():
+        return {}
+    out = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and step_files(p)):
+        a, _ = analyze_folder(folder)
+        order = folder.name.split("-")
+        row = {}
+        for name, s in a["sets"].items():
+            k = s["inflection"]
+            row[name] = {"inflection_step": k,
+                         "added_source": order[k - 1] if k and 0 < k <= len(order) else None,
+                         "metric": s["headline"],
+                         "last": s["rows"][max(s["rows"])][s["headline"]]["value"]
+                         if s["headline"] else None}
+        out[folder.name] = {"order": order, "sets": row}
+    return out
+
+
+def transfer_summary(results_dir):
+    """The transfer matrix JSON, if present."""
+    path = Path(results_dir) / "transfer_matrix.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise common.InputError(f"{path}: not valid JSON ({e})") from None
+
+
+def grid_summary(results_dir):
+    """The grid summary JSON, if present."""
+    path = Path(results_dir) / "grid_summary.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise common.InputError(f"{path}: not valid JSON ({e})") from None
 
 
 def _gap(steps, sets, boots):
@@ -276,10 +414,11 @@ def findings(a):
     """Short plain-language findings drawn from the analysis."""
     out = []
     sets, steps = a["sets"], a["steps"]
+    main = [k for k in steps if k in common.STEP_BY_NUMBER] or steps
     for name, s in sets.items():
         if s["kind"] == "single-class":
             rows = s["rows"]
-            first, last = steps[0], max(rows)
+            first, last = main[0], max(k for k in rows if k in main)
             if first in rows and rows[first].get("detection_rate"):
                 d0 = rows[first]["detection_rate"]["value"]
                 d1 = rows[last]["detection_rate"]["value"] if last != first else None
@@ -294,7 +433,7 @@ def findings(a):
         elif len(s["rows"]) > 1:
             out.append(f"{name}: no step changes {METRIC_LABELS.get(s['headline'], '?')} "
                        "significantly")
-    pc = a["per_class"]
+    pc = {k: v for k, v in a["per_class"].items() if k in main}
     if pc:
         k = max(pc)
         hn = [c for c in HARD_NEGATIVE_CLASSES if c in pc[k]]
@@ -302,8 +441,9 @@ def findings(a):
             n = sum(pc[k][c]["n"] for c in hn)
             fp = sum(pc[k][c]["flagged_at_0.5"] * pc[k][c]["n"] for c in hn) / n
             out.append(f"benchmark hard negatives at step {k}: {fp:.1%} flagged at 0.5 (n={n})")
-    if a["gap"]:
-        k0, k1 = min(a["gap"]), max(a["gap"])
+    gap = {k: v for k, v in a["gap"].items() if k in main}
+    if gap:
+        k0, k1 = min(gap), max(gap)
         out.append(f"generalization gap {a['gap'][k0]['gap']:+.3f} at step {k0}"
                    + (f" -> {a['gap'][k1]['gap']:+.3f} at step {k1}" if k1 != k0 else ""))
     audit = a.get("audit")

@@ -79,6 +79,22 @@ DATASETS = {d.name: d for d in (
 EVAL_SETS = tuple(n for n, d in DATASETS.items() if d.role in ("eval", "split"))
 
 
+def eval_set_names():
+    """Every eval set known now: the table's plus any registered with --extra-eval."""
+    return tuple(n for n, d in DATASETS.items() if d.role in ("eval", "split"))
+
+
+def register_extra_eval(name):
+    """Add <name>_activations.npy / <name>_labels.* as an eval-only dataset."""
+    if name in DATASETS:
+        if DATASETS[name].role == "eval" and DATASETS[name].regime == "extra":
+            return
+        raise InputError(f"--extra-eval: {name!r} is already a dataset of the experiment")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise InputError(f"--extra-eval: {name!r} is not a plain file stem")
+    DATASETS[name] = DatasetSpec(name, name, "eval", "extra", None, f"{name} (extra eval set)")
+
+
 @dataclass(frozen=True)
 class StepSpec:
     """One step of the sweep: what it trains on and the question it asks."""
@@ -99,6 +115,34 @@ STEPS = (
              "With OOD negatives in the mix, does the benchmark recover and gold_106 hold?"),
 )
 STEP_BY_NUMBER = {s.number: s for s in STEPS}
+EXTRA_STEPS = (     # controls that appear in the comparison but are not part of the sweep's chain
+    StepSpec(4, "ood_only", ("sycophant", "model_organism", "benchmark"),
+             "Without alignment-faking-training, how far do the OOD sources alone get?"),
+)
+ALL_STEPS = {s.number: s for s in STEPS + EXTRA_STEPS}
+
+
+def step_spec(number):
+    """The StepSpec of a step number (0-3: the sweep; 4: OOD-only control)."""
+    return ALL_STEPS[number]
+
+
+TIMINGS = {}                                # phase -> wall seconds, summed over the process
+
+
+class timed:
+    """Context manager adding the wall time of a block to TIMINGS[phase]."""
+
+    def __init__(self, phase):
+        self.phase = phase
+
+    def __enter__(self):
+        import time
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        import time
+        TIMINGS[self.phase] = TIMINGS.get(self.phase, 0.0) + time.perf_counter() - self.t0
 
 
 class InputError(Exception):
@@ -155,10 +199,12 @@ def build_parser(description):
     p.add_argument("--demo", action="store_true",
                    help=f"use the synthetic demo cache ({DEMO_CACHE_DIR.relative_to(ROOT)}, "
                         "generated when absent) and demo results folder")
-    p.add_argument("-C", dest="C", type=_positive_float, default=d["C"],
-                   help="inverse regularization strength")
-    p.add_argument("--penalty", choices=("l1", "l2"), default=d["penalty"],
-                   help="regularization (l2: lbfgs, l1: saga)")
+    p.add_argument("-C", dest="C", type=_positive_float, nargs="+", default=[d["C"]],
+                   help="inverse regularization strength (several values: a grid, run_all.py)")
+    p.add_argument("--penalty", choices=("l1", "l2"), nargs="+", default=[d["penalty"]],
+                   help="regularization, l2 (lbfgs) or l1 (saga); several: a grid")
+    p.add_argument("--layers", type=int, nargs="+", default=None,
+                   help="grid over these layers (run_all.py; each cell in its own folder)")
     p.add_argument("--max-iter", type=_positive_int, default=d["max_iter"],
                    help="solver iteration cap")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of every random choice")
@@ -176,10 +222,29 @@ def build_parser(description):
                    help="keep exact-duplicate rows on one side of the 80/20 split")
     p.add_argument("--near-dup-threshold", type=_fraction, default=d["near_dup_threshold"],
                    help="cosine similarity counted as a near duplicate in the leakage audit")
+    p.add_argument("--class-weight", choices=("balanced",), default=None,
+                   help="weight AF and not-AF equally in the loss")
+    p.add_argument("--source-weight", choices=("proportional", "equal"), default="proportional",
+                   help="each source's share of the loss: by its size, or equal")
+    p.add_argument("--extra-eval", nargs="+", default=None, metavar="NAME",
+                   help="also evaluate <NAME>_activations.npy + <NAME>_labels.json|.npy whole, "
+                        "at every step (never trained on)")
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="run the fits on an existing dask.distributed cluster (needs dask)")
     p.add_argument("--jobs", type=int, default=d["jobs"],
                    help="parallel fits (final probe + CV folds); -1: all cores")
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     return p
+
+
+def check_single_values(args):
+    """A single step or sweep takes one layer, one C and one penalty (grids: run_all.py)."""
+    if len(args.C) > 1 or len(args.penalty) > 1 or (args.layers and len(args.layers) > 1):
+        raise InputError("-C/--penalty/--layers: several values make a grid; run it with "
+                         "run_all.py")
+    if args.layers:
+        args.layer = args.layers[0]
+        args.layers = None
 
 
 def resolve_paths(args):
@@ -537,6 +602,10 @@ class Mix:
     source: np.ndarray
     classes: np.ndarray
 
+    def subset(self, rows):
+        """The mix restricted to some rows."""
+        return Mix(self.X[rows], self.y[rows], self.source[rows], self.classes[rows])
+
     def breakdown(self):
         """Per source: n, AF count and fine-class counts."""
         out = {}
@@ -568,7 +637,7 @@ def build_mix(step, datasets, splits):
 
 def eval_sets(datasets, splits):
     """(name, Dataset, row indices) of every eval set present."""
-    return [(n, datasets[n], splits[n].eval) for n in EVAL_SETS if n in datasets]
+    return [(n, datasets[n], splits[n].eval) for n in eval_set_names() if n in datasets]
 
 
 def die(message):
@@ -592,23 +661,7 @@ def atomic_write(path, data):
             tmp.unlink()
 
 
-# --------------------------------------------------------------------------------------------
-# Run: config -> load once -> audit -> steps (in process) -> save
-# --------------------------------------------------------------------------------------------
-RUN_ONLY_KEYS = ("jobs", "quiet")       # config keys that never change a number
-
-
-def make_config(args, cache_dir, feature_ids):
-    """The config recorded with every result (and compared across steps)."""
-    return {
-        "cache_dir": str(Path(cache_dir).resolve()), "layer": args.layer, "C": args.C,
-        "penalty": args.penalty, "max_iter": args.max_iter, "seed": args.seed,
-        "eval_fraction": args.eval_fraction, "cv_folds": args.cv_folds,
-        "feature_ids_file": str(args.feature_ids) if args.feature_ids else None,
-        "feature_ids": feature_ids, "n_boot": args.n_boot, "repeats": args.repeats,
-        "dedup_split": args.dedup_split, "near_dup_threshold": args.near_dup_threshold,
-        "jobs": args.jobs, "quiet": args.quiet,
-    }
+RUN_ONLY_KEYS = ("jobs", "quiet", "dask_scheduler")   # config keys that never change a number
 
 
 def comparable(config):
@@ -616,214 +669,7 @@ def comparable(config):
     return {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
 
 
-def check_results_dir(results_dir, source):
-    """Create the results folder; refuse it when unwritable or holding the other data source."""
-    results_dir = Path(results_dir)
-    if results_dir.exists() and not results_dir.is_dir():
-        raise InputError(f"{results_dir}: results path exists and is not a directory")
-    try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{results_dir}: cannot create results directory ({e.strerror})") from None
-    probe_file = results_dir / f".write-test.{os.getpid()}.tmp"
-    try:
-        probe_file.write_bytes(b"")
-        probe_file.unlink()
-    except OSError as e:
-        raise InputError(f"{results_dir}: results directory is not writable ({e.strerror})") from None
-    for stale in results_dir.glob(".*.tmp"):          # left by a killed run
-        pid = stale.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    for path in sorted(results_dir.glob("step_*.json")):
-        try:
-            other = json.loads(path.read_text()).get("data_source")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if other and other != source:
-            raise InputError(f"{path}: results folder holds {other!r} results; refusing to write "
-                             f"{source!r} results next to them (use another --results-dir)")
-
-
-def _pid_alive(pid):
-    """True when a process with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def validate_steps(steps, datasets, splits):
-    """Fail before anything is written: every step's mix must hold both classes."""
-    for step in steps:
-        ys = np.concatenate([datasets[n].y[idx] for n, idx in training_rows(step, splits)])
-        if len(np.unique(ys)) < 2:
-            first = datasets[step.training[0]].files["labels"]
-            raise InputError(f"{first}: training mix of step {step.number} ({', '.join(step.training)})"
-                             f" has one class only; cannot train a probe")
-
-
-def _resumable(paths, config, fingerprints):
-    """True when a step's saved outputs exist, form one unit and match config and inputs."""
-    import probe
-    if not all(p.exists() for p in paths.values()):
-        return False
-    try:
-        record = json.loads(paths["json"].read_text())
-        probe.load_scores(paths["scores"], record["run_id"])
-        digest = hashlib.sha256(paths["probe"].read_bytes()).hexdigest()
-    except (json.JSONDecodeError, KeyError, InputError, OSError, ValueError):
-        return False
-    return (digest == record.get("files", {}).get("probe_sha256")
-            and comparable(record.get("config", {})) == comparable(config)
-            and record.get("inputs") == fingerprints)
-
-
-def run_sweep(args, step_numbers, resume=False):
-    """Run the given steps in one process on data loaded once; return {step: record}.
-
-    BLAS runs single-threaded: on the vector-sized products here, multi-threaded OpenBLAS
-    was measured 25x slower per call on a 2-core machine; parallelism comes from --jobs.
-    """
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):
-        return _run_sweep(args, step_numbers, resume)
-
-
-def _run_sweep(args, step_numbers, resume):
-    """run_sweep's body."""
-    import datetime
-    import secrets
-    import time
-
-    import probe
-    log = (lambda *a, **k: None) if args.quiet else print
-    cache_dir, results_dir = resolve_paths(args)
-    if args.demo:
-        ensure_demo_cache(cache_dir, args.layer, args.quiet)
-    steps = [STEP_BY_NUMBER[k] for k in step_numbers]
-    needed = list(dict.fromkeys(n for s in steps for n in s.training))
-    optional = [n for n in EVAL_SETS if n not in needed]
-    check_present(cache_dir, args.layer, needed)
-    absent = [n for n in optional if missing_files(cache_dir, args.layer, [n])]
-    for n in absent:
-        print(f"warning: {missing_files(cache_dir, args.layer, [n])[0]}: missing; eval set "
-              f"{n} is skipped", file=sys.stderr)
-    optional = [n for n in optional if n not in absent]
-    source = data_source(cache_dir)
-    check_results_dir(results_dir, source)
-    if source == "demo":
-        log("*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***")
-    t0 = time.perf_counter()
-    datasets, feature_ids, n_cache_features = load_cache(
-        cache_dir, args.layer, needed + optional, args.feature_ids,
-        warn=lambda m: print(m, file=sys.stderr))
-    fingerprints = input_fingerprints(datasets, args.feature_ids)
-    config = make_config(args, cache_dir, feature_ids)
-    log(f"loaded {len(datasets)} datasets from {layer_dir(cache_dir, args.layer)} "
-        f"({n_cache_features} features{'' if feature_ids is None else f', using {len(feature_ids)}'})"
-        f" in {time.perf_counter() - t0:.1f}s")
-    splits = make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
-    validate_steps(steps, datasets, splits)
-    for r in range(1, args.repeats):
-        validate_steps(steps, datasets,
-                       make_splits(datasets, args.eval_fraction, args.seed + r, args.dedup_split))
-    audit = leakage_audit(datasets, splits, args.near_dup_threshold, log)
-    run_id = f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-    records, warned = {}, False
-    for step in steps:
-        paths = probe.output_paths(results_dir, step)
-        if resume and _resumable(paths, config, fingerprints):
-            log(f"step {step.number} {step.slug}: up to date, skipped (--resume)")
-            records[step.number] = json.loads(paths["json"].read_text())
-            continue
-        t = time.perf_counter()
-        record, scores, pipe = probe.run_step(step, datasets, splits, config, args.seed, args.jobs)
-        probe.add_confidence_intervals(record["evaluation"], scores,
-                                       record["thresholds"]["log_odds"], config)
-        record["repeats"] = [probe.repeat_summary(record, args.seed)]
-        for r in range(1, args.repeats):
-            seed_r = args.seed + r
-            splits_r = make_splits(datasets, args.eval_fraction, seed_r, args.dedup_split)
-            rec_r, _, _ = probe.run_step(step, datasets, splits_r, config, seed_r, args.jobs)
-            record["repeats"].append(probe.repeat_summary(rec_r, seed_r))
-        if not (record["converged"] and record["cv_converged"]) and not warned:
-            print(f"warning: step {step.number}: solver hit --max-iter {args.max_iter} before "
-                  "converging (recorded as converged: false; raise --max-iter or lower -C)",
-                  file=sys.stderr)
-            warned = True
-        record.update({
-            "schema_version": probe.SCHEMA_VERSION, "run_id": run_id, "config": config,
-            "data_source": source, "synthetic": source == "demo", "layer": args.layer,
-            "inputs": fingerprints, "split_sizes": {
-                n: {"train": int(len(s.train)), "eval": int(len(s.eval))} for n, s in splits.items()},
-            "leakage_audit": audit, "versions": probe.versions(),
-            "timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        })
-        probe.save_step(results_dir, step, record, scores, pipe, run_id)
-        records[step.number] = record
-        ev = record["evaluation"]
-        gold = ev.get("gold_106", {}).get("auroc")
-        bench = ev.get("benchmark", {}).get("auroc")
-        log(f"step {step.number} {step.slug:<14} n={record['n_training_samples']:>5}  "
-            f"cv={record['cv_auroc_mean']:.3f}  gold={_fmt(gold)}  benchmark={_fmt(bench)}  "
-            f"[{time.perf_counter() - t:.1f}s]")
-    return records
-
-
-def _fmt(x):
-    """3-decimal number or 'n/a'."""
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def support_candidates(A, B, threshold):
-    """Rows of A that can reach cosine >= threshold with some row of B (exact bound).
-
-    cos(a, b) <= |a restricted to supp(b)| / |a|, and supp(b) lies in the union of B's
-    supports, so rows with less than threshold^2 of their squared mass there are skipped.
-    """
-    sq = A.multiply(A).tocsr()
-    total = np.asarray(sq.sum(axis=1)).ravel()
-    support = np.zeros(A.shape[1], dtype=np.float32)
-    support[np.unique(B.indices)] = 1.0
-    on = np.asarray(sq @ support).ravel()
-    return np.flatnonzero((total == 0) | (on >= threshold ** 2 * total * (1 - 1e-6)))
-
-
-def leakage_audit(datasets, splits, threshold, log=print):
-    """Exact / near duplicate counts between every training part and every eval set."""
-    import stats
-    train_parts = {n: datasets[n].X[s.train] for n, s in splits.items() if len(s.train)}
-    evals = {n: datasets[n].X[s.eval] for n, s in splits.items() if len(s.eval)}
-    pairs = []
-    for tn, A in train_parts.items():
-        for en, B in evals.items():
-            rows = support_candidates(A, B, threshold)
-            c = (stats.duplicate_counts(A[rows], B, threshold=threshold) if len(rows)
-                 else {"exact": 0, "near": 0})
-            pairs.append({"train": tn, "eval": en, "exact": int(c["exact"]), "near": int(c["near"]),
-                          "n_eval": int(B.shape[0])})
-    within = {}                         # duplicates inside an eval set shrink its effective n
-    for n, B in evals.items():
-        c = stats.duplicate_counts(B, B, threshold=threshold, same=True)
-        within[n] = {"exact": int(c["exact"]), "near": int(c["near"]), "n": int(B.shape[0])}
-    found = [p for p in pairs if p["exact"] or p["near"]]
-    for p in found:
-        log(f"warning: leakage audit: {p['exact']} exact / {p['near']} near duplicates of "
-            f"training part '{p['train']}' in eval set '{p['eval']}' (of {p['n_eval']})")
-    return {"threshold": threshold, "pairs": pairs, "within": within,
-            "n_pairs_with_duplicates": len(found)}
-
-
 def main_step(number, argv=None):
-    """Entry point of a numbered step script: run that step alone."""
-    step = STEP_BY_NUMBER[number]
-    args = build_parser(f"Step {number} ({step.slug}): {step.question}").parse_args(argv)
-    try:
-        run_sweep(args, [number])
-    except InputError as e:
-        return die(str(e))
-    return 0
+    """Entry point of a numbered step script: run that step alone (see sweep.py)."""
+    import sweep
+    return sweep.main_step(number, argv)

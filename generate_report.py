@@ -156,7 +156,7 @@ def per_class_section(a):
     for c in classes:
         n = next(pc[k][c]["n"] for k in steps if c in pc[k])
         rows.append([c, str(n)] + [
-            f"{pc[k][c]['flagged_at_0.5']:.1%} / {pc[k][c].get('flagged_at_fpr_5', 0):.1%}"
+            f"{pc[k][c]['flagged_at_0.5']:.0%} / {pc[k][c].get('flagged_at_fpr_5', 0):.0%}"
             if c in pc[k] else "n/a" for k in steps])
     return Section("Benchmark per class (flagged at 0.5 / at the 5 % train-FPR threshold)", [
         Table(["class", "n"] + [f"step {k}" for k in steps], rows,
@@ -248,6 +248,75 @@ def anatomy_section(a, n_top=5):
         "standardized units; the top 20 per step are in the step JSON (top_features)."])
 
 
+def arm_sections(a):
+    """Main sweep vs the fixed-budget arm and the format-only baseline."""
+    out = []
+    for folder, arm in (a.get("arms") or {}).items():
+        rows = []
+        for name, v in arm["sets"].items():
+            d, first = v["main_minus_arm"], min(v["rows"]) if v["rows"] else None
+            for k, r in sorted(v["rows"].items()):
+                rows.append([name if k == first else "",
+                             SHORT_METRIC.get(v["metric"], v["metric"]) if k == first else "",
+                             str(k), fmt(r["main"]), fmt(r["arm"]),
+                             fmt_delta(d) if d and d["step"] == k else ""])
+        label = arm["label"] + (f" (N = {arm['budget_n']})" if arm.get("budget_n") else "")
+        short = "budget" if folder == "arm_budget" else "format"
+        out.append(Section(f"Control: {label}", [
+            Table(["eval set", "metric", "step", "sweep", short, "sweep - " + short], rows,
+                  right={2, 3, 4}),
+            f"Reading: {arm['conclusion']}."]))
+    return out
+
+
+def orderings_section(a):
+    """Where the largest significant gain falls for each order of adding the OOD sources."""
+    orders = a.get("orderings") or {}
+    if not orders:
+        return None
+    sets = list(dict.fromkeys(n for o in orders.values() for n in o["sets"]))
+    short = lambda src: SOURCE_SHORT.get(src, src)  # noqa: E731
+    rows = [["-".join(short(x) for x in o["order"])]
+            + [(f"{o['sets'][n]['inflection_step']} (+{short(o['sets'][n]['added_source'])})"
+                if o["sets"].get(n, {}).get("added_source") else "none") for n in sets]
+            for o in orders.values()]
+    return Section("Control: orderings of the OOD sources", [
+        Table(["order (steps 1-2-3)"] + sets, rows),
+        "Each cell: the step (and source added there) with the largest significant gain in that "
+        "set's headline metric. If the benchmark's jump always comes with adding the benchmark, "
+        "the finding does not depend on the order."])
+
+
+def transfer_section(a):
+    """Single-source and leave-one-out probes on every eval set."""
+    doc = a.get("transfer")
+    if not doc:
+        return None
+    evals = doc["eval_sets"]
+    rows = []
+    for mix in doc["train_mixes"]:
+        cell = doc["cells"].get(mix, {})
+        rows.append([mix] + (["n/a"] * len(evals) if "note" in cell else
+                             [fmt(cell[e]["value"]) for e in evals]))
+    return Section("Control: transfer matrix", [
+        Table(["training mix"] + evals, rows, right=set(range(1, len(evals) + 1))),
+        "Headline metric per eval set (AUROC; AUROC vs reference negatives for all-AF sets). "
+        "Single all-AF sources cannot train a probe on their own (n/a)."])
+
+
+def grid_section(a):
+    """Summary of grid cells when a grid was run."""
+    doc = a.get("grid")
+    if not doc or not doc.get("cells"):
+        return None
+    rows = [[str(r["layer"]), f"{r['C']:g}", r["penalty"], f"{r['cv_auroc']:.3f}",
+             str(r["n_nonzero_weights"]), r["path"]] for r in doc["cells"]]
+    return Section("Grid", [Table(["layer", "C", "penalty", "CV AUROC", "non-zero w", "folder"],
+                                  rows, right={0, 1, 3, 4}),
+                            "Each cell is a full sweep in its own folder (compare_all_steps.py "
+                            "--results-dir <folder>)."])
+
+
 def verdict_section(a):
     """Key findings and the verdict."""
     v = a["verdict"]
@@ -263,7 +332,8 @@ def build_sections(a, header=True, n_metrics=2):
     secs = [header_section(a)] if header else []
     secs += [progression_section(a)] + set_sections(a, n_metrics) + [
         per_class_section(a), inflection_section(a), gap_section(a), repeats_section(a),
-        anatomy_section(a), audit_section(a), verdict_section(a)]
+        anatomy_section(a)] + arm_sections(a) + [orderings_section(a), transfer_section(a),
+                                                 grid_section(a), audit_section(a), verdict_section(a)]
     return [s for s in secs if s is not None]
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import platform
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
@@ -132,42 +133,121 @@ def decision(pipe, X):
     return np.asarray(X @ w, dtype=np.float64).ravel() + b
 
 
-def _fit_rows(pipe, X, y, rows):
-    """Fit on the given rows with single-threaded BLAS; (pipe, converged, n_iter)."""
-    with threadpool_limits(1):
-        return fit(pipe, X[rows], y[rows])
+# --------------------------------------------------------------------------------------------
+# Plan -> fit (in parallel) -> finish
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """Everything needed to fit and evaluate one step for one seed."""
+    step: object
+    seed: int
+    cfg: dict
+    mix: object                       # common.Mix
+    folds: list                       # [(train rows, validation rows)] within the mix
+    sample_weight: np.ndarray | None
 
 
-def fit_with_cv(mix, cfg, seed, jobs=1):
-    """The full-mix probe and its K-fold CV, all fits in one parallel batch.
+def subsample_stratified(strata, n, seed):
+    """Exactly n rows, each stratum in proportion (largest remainders), seeded; sorted."""
+    values, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    quota = counts * n / counts.sum()
+    take = np.floor(quota).astype(int)
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[: n - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    rows = [rng.choice(np.flatnonzero(inverse == i), size=k, replace=False)
+            for i, k in enumerate(take) if k]
+    return np.sort(np.concatenate(rows))
 
-    Folds are shuffled and stratified by source x class; the scaler is fitted inside each
-    fold, and every fit starts from zero weights: warm starting a fold from a model that saw
-    its validation rows stops the solver at once near that model and leaks (measured: CV
-    AUROC 1.000 instead of 0.97). Returns (pipe, converged, n_iter, cv dict).
+
+def sample_weights(mix, class_weight=None, source_weight="proportional"):
+    """Per-row loss weights (mean 1), or None when every row weighs the same.
+
+    source_weight="equal": every source contributes the same total weight; "proportional":
+    by its size. class_weight="balanced": AF and not-AF contribute equally.
     """
+    n = len(mix.y)
+    w = np.ones(n)
+    if source_weight == "equal":
+        sources = np.unique(mix.source)
+        for s in sources:
+            m = mix.source == s
+            w[m] *= n / (len(sources) * m.sum())
+    if class_weight == "balanced":
+        for c in (0, 1):
+            m = mix.y == c
+            w[m] *= n / (2 * m.sum())
+    return None if np.allclose(w, 1.0) else w / w.mean()
+
+
+def mix_strata(mix, n_folds=None):
+    """source:class labels; strata smaller than n_folds are folded into their source."""
     strata = np.char.add(np.char.add(mix.source, ":"), mix.classes)
-    # a stratum smaller than the fold count cannot be spread; fold it into its source
-    values, counts = np.unique(strata, return_counts=True)
-    small = set(values[counts < cfg["cv_folds"]].tolist())
-    if small:
-        strata = np.where(np.isin(strata, list(small)), mix.source, strata)
+    if n_folds:
+        values, counts = np.unique(strata, return_counts=True)
+        small = values[counts < n_folds]
+        if len(small):
+            strata = np.where(np.isin(strata, small), mix.source, strata)
+    return strata
+
+
+def plan_step(step, datasets, splits, cfg, seed):
+    """Build a step's mix (fixed budget and loss weights from cfg) and its CV folds."""
+    mix = common.build_mix(step, datasets, splits)
+    budget = cfg.get("budget_n")
+    if budget:
+        if budget > len(mix.y):
+            raise common.InputError(f"--budget: {budget} samples requested, but step "
+                                    f"{step.number}'s mix has only {len(mix.y)}")
+        mix = mix.subset(subsample_stratified(mix_strata(mix), budget, seed))
     skf = StratifiedKFold(n_splits=cfg["cv_folds"], shuffle=True, random_state=seed)
-    folds = list(skf.split(np.zeros(len(mix.y)), strata))
-    everything = np.arange(len(mix.y))
+    folds = list(skf.split(np.zeros(len(mix.y)), mix_strata(mix, cfg["cv_folds"])))
+    sw = sample_weights(mix, cfg.get("class_weight"), cfg.get("source_weight", "proportional"))
+    return Plan(step, seed, cfg, mix, folds, sw)
+
+
+def plan_tasks(plan):
+    """The fits of a plan: the full mix first, then one per CV fold (rows within the mix)."""
+    return [np.arange(len(plan.mix.y))] + [tr for tr, _ in plan.folds]
+
+
+def fit_task(cfg, seed, X, y, rows, sample_weight):
+    """One unit of work: fit a fresh probe on some rows (single-threaded BLAS).
+
+    Every fit starts from zero weights: warm starting a fold from a model that saw its
+    validation rows stops the solver at once near that model and leaks (measured: CV AUROC
+    1.000 instead of 0.97).
+    """
+    with threadpool_limits(1):
+        sw = None if sample_weight is None else sample_weight[rows]
+        pipe, converged, n_iter = fit(make_pipeline(cfg, seed), X[rows], y[rows], sw)
+    return pipe, converged, n_iter
+
+
+def execute(plans, jobs=1):
+    """Fit every task of every plan in one joblib batch; returns per plan [(pipe, conv, it)]."""
+    tasks = [(i, rows) for i, plan in enumerate(plans) for rows in plan_tasks(plan)]
     out = joblib.Parallel(n_jobs=jobs)(
-        joblib.delayed(_fit_rows)(make_pipeline(cfg, seed), mix.X, mix.y, rows)
-        for rows in [everything] + [tr for tr, _ in folds])
-    pipe, converged, n_iter = out[0]
+        joblib.delayed(fit_task)(plans[i].cfg, plans[i].seed, plans[i].mix.X, plans[i].mix.y,
+                                 rows, plans[i].sample_weight)
+        for i, rows in tasks)
+    fitted = [[] for _ in plans]
+    for (i, _), res in zip(tasks, out):
+        fitted[i].append(res)
+    return fitted
+
+
+def cv_summary(plan, fitted):
+    """Out-of-fold scores, fold AUROCs and convergence from a plan's fitted folds."""
+    mix = plan.mix
     oof = np.empty(len(mix.y), dtype=np.float64)
-    aurocs, cv_converged = [], True
-    for (_, va), (fold_pipe, conv, _) in zip(folds, out[1:]):
+    aurocs, converged = [], True
+    for (_, va), (fold_pipe, conv, _) in zip(plan.folds, fitted[1:]):
         oof[va] = decision(fold_pipe, mix.X[va])
         aurocs.append(float(roc_auc_score(mix.y[va], oof[va])))
-        cv_converged &= conv
-    cv = {"oof": oof, "fold_auroc": aurocs, "converged": bool(cv_converged),
-          "n_iter": [int(o[2]) for o in out[1:]]}
-    return pipe, converged, n_iter, cv
+        converged &= conv
+    return {"oof": oof, "fold_auroc": aurocs, "converged": bool(converged),
+            "n_iter": [int(f[2]) for f in fitted[1:]]}
 
 
 def fpr_thresholds(neg_scores, targets=common.FPR_TARGETS):
@@ -267,10 +347,22 @@ def add_confidence_intervals(evaluation, scores, thresholds, cfg):
 # --------------------------------------------------------------------------------------------
 # One step
 # --------------------------------------------------------------------------------------------
+def finish_step(plan, fitted, datasets, splits):
+    """Score every eval set with the plan's probe and assemble (record, scores, pipe)."""
+    pipe, converged, n_iter = fitted[0]
+    cv = cv_summary(plan, fitted)
+    return _evaluate_step(plan.step, datasets, splits, plan.cfg, plan.mix, pipe, converged,
+                          n_iter, cv)
+
+
 def run_step(step, datasets, splits, cfg, seed, jobs=1):
-    """Train the step's probe on its mix and evaluate it; return (record, scores, pipe)."""
-    mix = common.build_mix(step, datasets, splits)
-    pipe, converged, n_iter, cv = fit_with_cv(mix, cfg, seed, jobs)
+    """Plan, fit and evaluate one step; return (record, scores, pipe)."""
+    plan = plan_step(step, datasets, splits, cfg, seed)
+    return finish_step(plan, execute([plan], jobs)[0], datasets, splits)
+
+
+def _evaluate_step(step, datasets, splits, cfg, mix, pipe, converged, n_iter, cv):
+    """Score every eval set with a fitted probe and assemble the step record."""
     thresholds = fpr_thresholds(cv["oof"][mix.y == 0])
     train_pred = decision(pipe, mix.X) >= 0
     scores = {}
@@ -297,6 +389,9 @@ def run_step(step, datasets, splits, cfg, seed, jobs=1):
         "training_data": list(step.training),
         "n_training_samples": int(len(mix.y)),
         "n_training_af": int(mix.y.sum()),
+        "sample_weighting": {"class_weight": cfg.get("class_weight"),
+                             "source_weight": cfg.get("source_weight", "proportional"),
+                             "budget_n": cfg.get("budget_n")},
         "training_breakdown": mix.breakdown(),
         "n_features": int(mix.X.shape[1]),
         "train_accuracy": float(np.mean(train_pred == (mix.y == 1))),

@@ -1,41 +1,121 @@
-"""Run the distribution sweep: every step in one process (each dataset loaded once), then the
-comparison and the report.
+"""Run the distribution sweep: every step in one process (each dataset loaded once, all probes
+fitted in one parallel batch), then the comparison, the report, figures and dashboard.
 
     python run_all.py --demo                    # synthetic demo cache -> results/demo/
     python run_all.py --cache-dir DIR           # real cache -> results/distribution_sweep/
     python run_all.py --steps 0 1 --resume      # some steps; skip those already up to date
     python run_all.py --compare-only            # print the comparison of existing results
+
+Controls (each writes into its own subfolder or file of the results folder):
+    --budget N|base        fixed-budget arm: every step trains on exactly N samples (arm_budget/)
+    --baseline format      the sweep with a format-statistics-only probe (baseline_format/)
+    --orderings all        the 6 orders of adding the OOD sources (orderings/<order>/)
+    --transfer             train on each source alone / all-but-one (transfer_matrix.json)
+    --layers 16 31 40 53, -C 0.1 1 10, --penalty l1 l2
+                           a grid: every cell in grid/layer_<L>/C_<C>/penalty_<p>/
 """
 from __future__ import annotations
 
+import json
 import sys
 
 import analysis
 import common
 import compare_all_steps
 import generate_report
+import sweep
+
+
+def grid_table(rows):
+    """Summary of grid cells: CV and each eval set's headline at the last step."""
+    sets = list(dict.fromkeys(n for r in rows for n in r["metrics"]))
+    head = {n: next((m for m in ("auroc", "auroc_vs_reference_negatives", "detection_rate")
+                     if any(r["metrics"].get(n, {}).get(m) is not None for r in rows)), None)
+            for n in sets}
+    t = generate_report.Table(
+        ["layer", "C", "penalty", "CV AUROC", "non-zero w"]
+        + [f"{n[:12]} {generate_report.SHORT_METRIC.get(head[n], '')[:9]}" for n in sets],
+        [[str(r["layer"]), f"{r['C']:g}", r["penalty"], f"{r['cv_auroc']:.3f}",
+          str(r["n_nonzero_weights"])]
+         + [generate_report.fmt(r["metrics"].get(n, {}).get(head[n])) for n in sets]
+         for r in rows], right=set(range(1, 5 + len(sets))))
+    return generate_report.render_table_text(t)
+
+
+def transfer_table(doc):
+    """The transfer matrix as text."""
+    evals = doc["eval_sets"]
+    rows = []
+    for mix in doc["train_mixes"]:
+        cell = doc["cells"].get(mix, {})
+        if "note" in cell:
+            rows.append([mix] + ["n/a"] * len(evals))
+        else:
+            rows.append([mix] + [generate_report.fmt(cell[e]["value"]) for e in evals])
+    return generate_report.render_table_text(generate_report.Table(
+        ["training mix"] + [e[:14] for e in evals], rows, right=set(range(1, len(evals) + 1))))
 
 
 def main(argv=None):
     """CLI entry point; exit 0 on success, 2 on bad input."""
     p = common.build_parser(__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, nargs="+", choices=sorted(common.STEP_BY_NUMBER),
-                   default=sorted(common.STEP_BY_NUMBER), help="steps to run")
+    p.add_argument("--steps", type=int, nargs="+", choices=sorted(common.ALL_STEPS),
+                   default=sorted(common.STEP_BY_NUMBER),
+                   help="steps to run (4 = OOD-only control)")
     p.add_argument("--compare-only", action="store_true",
                    help="only print the comparison of existing results")
     p.add_argument("--resume", action="store_true",
                    help="skip steps whose outputs exist and match the config and inputs")
+    p.add_argument("--budget", metavar="N|base", default=None,
+                   help="also run the fixed-budget arm with N training samples per step "
+                        "('base' = step 0's size)")
+    p.add_argument("--baseline", choices=("format",), default=None,
+                   help="also run the sweep with a format-statistics-only probe")
+    p.add_argument("--orderings", choices=("all",), default=None,
+                   help="also run the 6 orders of adding the OOD sources")
+    p.add_argument("--transfer", action="store_true",
+                   help="also train on each source alone and on all-but-one (transfer matrix)")
     args = p.parse_args(argv)
+    log = sweep.quiet_log(args)
     try:
         _, results_dir = common.resolve_paths(args)
+        grid = len(args.C) > 1 or len(args.penalty) > 1 or bool(args.layers)
+        if grid and args.compare_only:
+            rows = (analysis.grid_summary(results_dir) or {}).get("cells")
+            if not rows:
+                raise common.InputError(f"{results_dir}/grid_summary.json: no grid results")
+            print(grid_table(rows))
+            return 0
+        if grid and not args.compare_only:
+            steps = [common.step_spec(k) for k in sorted(set(args.steps))]
+            with sweep.execution(args):
+                rows = sweep.run_grid(args, steps, results_dir, args.resume)
+            log(grid_table(rows))
+            log(f"\nwrote {results_dir / 'grid_summary.json'} (main sweep untouched)")
+            return 0
         if not args.compare_only:
-            common.run_sweep(args, sorted(set(args.steps)), resume=args.resume)
-        a = analysis.analyze(results_dir)
+            steps = [common.step_spec(k) for k in sorted(set(args.steps))]
+            with sweep.execution(args):
+                ctx = sweep.prepare(args, steps)
+                config = sweep.make_config(args, ctx.cache_dir, ctx.feature_ids)
+                sweep.run_steps(ctx, steps, results_dir, config, args.resume)
+                if args.budget:
+                    sweep.run_budget_arm(ctx, steps, results_dir, config, args.budget,
+                                         args.resume)
+                if args.baseline == "format":
+                    sweep.run_format_baseline(ctx, steps, results_dir, config, args.resume)
+                if args.orderings:
+                    sweep.run_orderings(ctx, results_dir, config, args.resume)
+                if args.transfer:
+                    doc, path = sweep.run_transfer(ctx, results_dir, config)
+                    log(transfer_table(doc) + f"\nwrote {path}")
+        with common.timed("analysis"):
+            a = analysis.analyze(results_dir)
         if not args.quiet:
             sys.stdout.write(compare_all_steps.render_console(a))
-        written = generate_report.write_outputs(results_dir, a=a)
-        if not args.quiet:
-            print("\nwrote " + ", ".join(str(p) for p in written))
+        with common.timed("report, figures, dashboard"):
+            written = generate_report.write_outputs(results_dir, a=a)
+        log("\nwrote " + ", ".join(str(p) for p in written))
     except common.InputError as e:
         return common.die(str(e))
     return 0

@@ -260,14 +260,12 @@ def test_compare_shows_missing_steps_as_not_run(tiny_cache, tmp_path):
 def test_cv_folds_are_fitted_without_their_validation_rows(loaded):
     """Each out-of-fold score equals a probe fitted from scratch on the other folds."""
     splits = common.make_splits(loaded, 0.2, seed=0)
-    mix = common.build_mix(common.STEPS[1], loaded, splits)
     cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
-    _, _, _, cv = probe.fit_with_cv(mix, cfg, seed=5, jobs=1)
-    from sklearn.model_selection import StratifiedKFold
-    strata = np.char.add(np.char.add(mix.source, ":"), mix.classes)
-    vals, cnt = np.unique(strata, return_counts=True)
-    strata = np.where(np.isin(strata, vals[cnt < 3]), mix.source, strata)
-    tr, va = next(StratifiedKFold(3, shuffle=True, random_state=5).split(mix.y, strata))
-    alone, _, _ = probe.fit(probe.make_pipeline(cfg, 5), mix.X[tr], mix.y[tr])
-    assert np.allclose(cv["oof"][va], probe.decision(alone, mix.X[va]))
-    assert not np.allclose(cv["oof"][va][:5], 0)
+    plan = probe.plan_step(common.STEPS[1], loaded, splits, cfg, seed=5)
+    cv = probe.cv_summary(plan, probe.execute([plan], jobs=1)[0])
+    tr, va = plan.folds[0]
+    assert not set(tr) & set(va) and len(tr) + len(va) == len(plan.mix.y)
+    alone, _, _ = probe.fit(probe.make_pipeline(cfg, 5), plan.mix.X[tr], plan.mix.y[tr])
+    assert np.allclose(cv["oof"][va], probe.decision(alone, plan.mix.X[va]))
+    full, _, _ = probe.fit(probe.make_pipeline(cfg, 5), plan.mix.X, plan.mix.y)
+    assert not np.allclose(cv["oof"][va], probe.decision(full, plan.mix.X[va]))

@@ -1,0 +1,504 @@
+"""Run the sweep and its controls on data loaded once, in pipeline order:
+prepare (load, validate, audit) -> plan every step -> fit all probes in one parallel batch ->
+evaluate -> save. run_all.py and the numbered step scripts call into this module.
+
+    python run_all.py --demo                 # the sweep
+    python run_all.py --demo --budget base   # + the fixed-budget arm (see run_all.py)
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import itertools
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+import common
+import probe
+from common import DATASETS, InputError, timed
+
+FORMAT_FEATURES = ("n_active", "mean_active", "max", "l1")
+
+
+# --------------------------------------------------------------------------------------------
+# Config and results folders
+# --------------------------------------------------------------------------------------------
+def make_config(args, cache_dir, feature_ids, layer=None, C=None, penalty=None):
+    """The config recorded with every result (and compared across steps)."""
+    return {
+        "cache_dir": str(Path(cache_dir).resolve()), "layer": layer or args.layer,
+        "C": C if C is not None else args.C[0], "penalty": penalty or args.penalty[0],
+        "max_iter": args.max_iter, "seed": args.seed, "eval_fraction": args.eval_fraction,
+        "cv_folds": args.cv_folds,
+        "feature_ids_file": str(args.feature_ids) if args.feature_ids else None,
+        "feature_ids": feature_ids, "n_boot": args.n_boot, "repeats": args.repeats,
+        "dedup_split": args.dedup_split, "near_dup_threshold": args.near_dup_threshold,
+        "class_weight": getattr(args, "class_weight", None),
+        "source_weight": getattr(args, "source_weight", "proportional"),
+        "extra_eval": list(getattr(args, "extra_eval", None) or []),
+        "budget_n": None, "baseline": None,
+        "jobs": args.jobs, "quiet": args.quiet,
+        "dask_scheduler": getattr(args, "dask_scheduler", None),
+    }
+
+
+def check_results_dir(results_dir, source):
+    """Create the results folder; refuse it when unwritable or holding the other data source."""
+    results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise InputError(f"{results_dir}: results path exists and is not a directory")
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{results_dir}: cannot create results directory ({e.strerror})") from None
+    probe_file = results_dir / f".write-test.{os.getpid()}.tmp"
+    try:
+        probe_file.write_bytes(b"")
+        probe_file.unlink()
+    except OSError as e:
+        raise InputError(f"{results_dir}: results directory is not writable ({e.strerror})") from None
+    for stale in results_dir.glob(".*.tmp"):          # left by a killed run
+        pid = stale.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    for path in sorted(results_dir.glob("step_*.json")):
+        try:
+            other = json.loads(path.read_text()).get("data_source")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if other and other != source:
+            raise InputError(f"{path}: results folder holds {other!r} results; refusing to write "
+                             f"{source!r} results next to them (use another --results-dir)")
+
+
+def _pid_alive(pid):
+    """True when a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def validate_steps(steps, datasets, splits):
+    """Fail before anything is written: every step's mix must hold both classes."""
+    for step in steps:
+        ys = np.concatenate([datasets[n].y[idx] for n, idx in common.training_rows(step, splits)])
+        if len(np.unique(ys)) < 2:
+            first = datasets[step.training[0]].files["labels"]
+            raise InputError(f"{first}: training mix of step {step.number} "
+                             f"({', '.join(step.training)}) has one class only; cannot train a probe")
+
+
+def _resumable(paths, config, fingerprints):
+    """True when a step's saved outputs exist, form one unit and match config and inputs."""
+    if not all(p.exists() for p in paths.values()):
+        return False
+    try:
+        record = json.loads(paths["json"].read_text())
+        probe.load_scores(paths["scores"], record["run_id"])
+        digest = hashlib.sha256(paths["probe"].read_bytes()).hexdigest()
+    except (json.JSONDecodeError, KeyError, InputError, OSError, ValueError):
+        return False
+    return (digest == record.get("files", {}).get("probe_sha256")
+            and common.comparable(record.get("config", {})) == common.comparable(config)
+            and record.get("inputs") == fingerprints)
+
+
+# --------------------------------------------------------------------------------------------
+# Prepare: load once, validate, audit
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """Data loaded once and what every run on it records."""
+    args: object
+    cache_dir: Path
+    layer: int
+    source: str
+    datasets: dict
+    feature_ids: list | None
+    fingerprints: dict
+    audit: dict | None
+    log: object
+
+
+def quiet_log(args):
+    """print, or a no-op under --quiet."""
+    return (lambda *a, **k: None) if args.quiet else print
+
+
+def prepare(args, steps, layer=None, audit=True):
+    """Load the datasets the steps need (and every eval set present) once; audit leakage."""
+    log = quiet_log(args)
+    layer = layer or args.layer
+    cache_dir, _ = common.resolve_paths(args)
+    if args.demo:
+        common.ensure_demo_cache(cache_dir, layer, args.quiet)
+    for name in getattr(args, "extra_eval", None) or []:
+        common.register_extra_eval(name)
+    needed = list(dict.fromkeys(n for s in steps for n in s.training))
+    optional = [n for n in common.eval_set_names() if n not in needed]
+    common.check_present(cache_dir, layer, needed + [n for n in optional
+                                                     if DATASETS[n].regime == "extra"])
+    absent = [n for n in optional if common.missing_files(cache_dir, layer, [n])]
+    for n in absent:
+        print(f"warning: {common.missing_files(cache_dir, layer, [n])[0]}: missing; eval set "
+              f"{n} is skipped", file=sys.stderr)
+    optional = [n for n in optional if n not in absent]
+    source = common.data_source(cache_dir)
+    if source == "demo":
+        log("*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***")
+    t0 = time.perf_counter()
+    with timed("load"):
+        datasets, feature_ids, n_cache_features = common.load_cache(
+            cache_dir, layer, needed + optional, args.feature_ids,
+            warn=lambda m: print(m, file=sys.stderr))
+        fingerprints = common.input_fingerprints(datasets, args.feature_ids)
+    log(f"loaded {len(datasets)} datasets from {common.layer_dir(cache_dir, layer)} "
+        f"({n_cache_features} features"
+        f"{'' if feature_ids is None else f', using {len(feature_ids)}'}) "
+        f"in {time.perf_counter() - t0:.1f}s")
+    ctx = Context(args, Path(cache_dir), layer, source, datasets, feature_ids, fingerprints,
+                  None, log)
+    if audit:
+        splits = common.make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
+        with timed("leakage audit"):
+            ctx.audit = leakage_audit(datasets, splits, args.near_dup_threshold, log)
+    return ctx
+
+
+# --------------------------------------------------------------------------------------------
+# Run steps
+# --------------------------------------------------------------------------------------------
+def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, label=""):
+    """Plan, fit (one parallel batch) and save the given steps into results_dir."""
+    datasets = datasets or ctx.datasets
+    args, log = ctx.args, ctx.log
+    check_results_dir(results_dir, ctx.source)
+    seeds = [args.seed + r for r in range(args.repeats)]
+    splits = {s: common.make_splits(datasets, args.eval_fraction, s, args.dedup_split)
+              for s in seeds}
+    for s in seeds:
+        validate_steps(steps, datasets, splits[s])
+    records, todo = {}, []
+    for step in steps:
+        paths = probe.output_paths(results_dir, step)
+        if resume and _resumable(paths, config, ctx.fingerprints):
+            log(f"{label}step {step.number} {step.slug}: up to date, skipped (--resume)")
+            records[step.number] = json.loads(paths["json"].read_text())
+        else:
+            todo.append(step)
+    if not todo:
+        return records
+    plans = [probe.plan_step(step, datasets, splits[s], config, s) for step in todo for s in seeds]
+    t = time.perf_counter()
+    with timed("fit + CV"):
+        fitted = probe.execute(plans, args.jobs)
+    log(f"{label}fitted {len(plans) * (config['cv_folds'] + 1)} probes for step(s) "
+        f"{', '.join(str(s.number) for s in todo)} in {time.perf_counter() - t:.1f}s")
+    run_id = f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    warned = False
+    for i, step in enumerate(todo):
+        group = list(zip(plans[i * len(seeds):(i + 1) * len(seeds)],
+                         fitted[i * len(seeds):(i + 1) * len(seeds)]))
+        with timed("evaluate"):
+            record, scores, pipe = probe.finish_step(group[0][0], group[0][1], datasets,
+                                                     splits[seeds[0]])
+            reps = [probe.repeat_summary(record, seeds[0])]
+            for (plan, fit), s in zip(group[1:], seeds[1:]):
+                rec_r, _, _ = probe.finish_step(plan, fit, datasets, splits[s])
+                reps.append(probe.repeat_summary(rec_r, s))
+        with timed("statistics"):
+            probe.add_confidence_intervals(record["evaluation"], scores,
+                                           record["thresholds"]["log_odds"], config)
+        record["repeats"] = reps
+        if not (record["converged"] and record["cv_converged"]) and not warned:
+            print(f"warning: {label}step {step.number}: solver hit --max-iter "
+                  f"{config['max_iter']} before converging (recorded as converged: false; "
+                  "raise --max-iter or lower -C)", file=sys.stderr)
+            warned = True
+        record.update({
+            "schema_version": probe.SCHEMA_VERSION, "run_id": run_id, "config": config,
+            "data_source": ctx.source, "synthetic": ctx.source == "demo", "layer": ctx.layer,
+            "inputs": ctx.fingerprints, "split_sizes": {
+                n: {"train": int(len(v.train)), "eval": int(len(v.eval))}
+                for n, v in splits[seeds[0]].items()},
+            "leakage_audit": ctx.audit, "versions": probe.versions(),
+            "timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        })
+        with timed("write"):
+            probe.save_step(results_dir, step, record, scores, pipe, run_id)
+        records[step.number] = record
+        ev = record["evaluation"]
+        log(f"{label}step {step.number} {step.slug:<14} n={record['n_training_samples']:>5}  "
+            f"cv={record['cv_auroc_mean']:.3f}  gold={_fmt(ev.get('gold_106', {}).get('auroc'))}"
+            f"  benchmark={_fmt(ev.get('benchmark', {}).get('auroc'))}")
+    return records
+
+
+def _fmt(x):
+    """3-decimal number or 'n/a'."""
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+@contextlib.contextmanager
+def execution(args):
+    """Single-threaded BLAS (multi-threaded OpenBLAS was measured 25x slower per call on the
+    vector-sized products here; parallelism comes from --jobs) and, with --dask-scheduler,
+    joblib's dask backend on an existing cluster."""
+    from threadpoolctl import threadpool_limits
+    address = getattr(args, "dask_scheduler", None)
+    with threadpool_limits(1):
+        if not address:
+            yield
+            return
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise InputError("--dask-scheduler: dask.distributed is not installed "
+                             "(pip install 'dask[distributed]')") from None
+        import joblib
+        try:
+            client = Client(address, timeout=10)
+        except (OSError, TimeoutError) as e:
+            raise InputError(f"--dask-scheduler: cannot reach {address} ({e})") from None
+        try:
+            with joblib.parallel_config(backend="dask"):
+                yield
+        finally:
+            client.close()
+
+
+def run_sweep(args, step_numbers, resume=False):
+    """The main sweep: load once, run the given steps; return {step: record}."""
+    steps = [common.step_spec(k) for k in step_numbers]
+    _, results_dir = common.resolve_paths(args)
+    with execution(args):
+        ctx = prepare(args, steps)
+        config = make_config(args, ctx.cache_dir, ctx.feature_ids)
+        return run_steps(ctx, steps, results_dir, config, resume)
+
+
+# --------------------------------------------------------------------------------------------
+# Controls
+# --------------------------------------------------------------------------------------------
+def budget_size(spec, ctx, main_steps):
+    """Resolve --budget N|base to a sample count."""
+    if spec == "base":
+        splits = common.make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
+                                    ctx.args.dedup_split)
+        return int(sum(len(idx) for _, idx in common.training_rows(common.STEPS[0], splits)))
+    try:
+        n = int(spec)
+    except ValueError:
+        raise InputError(f"--budget: expected a sample count or 'base', got {spec!r}") from None
+    if n < 2 * ctx.args.cv_folds:
+        raise InputError(f"--budget: {n} samples is too few for {ctx.args.cv_folds}-fold CV")
+    return n
+
+
+def run_budget_arm(ctx, steps, results_dir, config, spec, resume=False):
+    """Every step trained on exactly N samples drawn from its mix: only the mixture changes."""
+    n = budget_size(spec, ctx, steps)
+    cfg = dict(config, budget_n=n)
+    return run_steps(ctx, steps, Path(results_dir) / "arm_budget", cfg, resume,
+                     label="[budget] ")
+
+
+def format_features(X):
+    """Per-row format statistics: active features, mean active value, max, L1."""
+    X = sp.csr_matrix(X)
+    n_active = np.diff(X.indptr).astype(np.float64)
+    l1 = np.asarray(abs(X).sum(axis=1)).ravel()
+    mx = np.asarray(X.max(axis=1).todense()).ravel()
+    mean = np.divide(l1, n_active, out=np.zeros_like(l1), where=n_active > 0)
+    return sp.csr_matrix(np.column_stack([n_active, mean, mx, l1]).astype(np.float32))
+
+
+def format_datasets(datasets):
+    """The datasets with their activations replaced by format statistics only."""
+    return {n: replace(d, X=format_features(d.X)) for n, d in datasets.items()}
+
+
+def run_format_baseline(ctx, steps, results_dir, config, resume=False):
+    """The same sweep with a probe that sees only format statistics of each sample."""
+    cfg = dict(config, baseline="format", feature_ids=None)
+    return run_steps(ctx, steps, Path(results_dir) / "baseline_format", cfg, resume,
+                     datasets=format_datasets(ctx.datasets), label="[format] ")
+
+
+def ordering_steps(order):
+    """Steps 0..3 adding the three OOD sources in the given order."""
+    steps = [common.STEPS[0]]
+    for k, src in enumerate(order, start=1):
+        steps.append(common.StepSpec(k, f"add_{src}", steps[-1].training + (src,),
+                                     f"Does adding {src} (position {k}) move OOD performance?"))
+    return steps
+
+
+OOD_SOURCES = ("sycophant", "model_organism", "benchmark")
+
+
+def run_orderings(ctx, results_dir, config, resume=False):
+    """The 6 orders of adding the OOD sources, each in orderings/<a>-<b>-<c>/."""
+    out = {}
+    for order in itertools.permutations(OOD_SOURCES):
+        name = "-".join(order)
+        out[name] = run_steps(ctx, ordering_steps(order), Path(results_dir) / "orderings" / name,
+                              config, resume, label=f"[{name}] ")
+    return out
+
+
+def transfer_mixes(datasets):
+    """Single sources and leave-one-distribution-out mixes present in the data."""
+    sources = [n for n in ("train",) + OOD_SOURCES if n in datasets]
+    mixes = [(f"only_{s}", (s,)) for s in sources]
+    mixes += [(f"all_but_{s}", tuple(x for x in sources if x != s)) for s in sources]
+    return mixes
+
+
+def run_transfer(ctx, results_dir, config):
+    """Train on each source alone and on all-but-one; evaluate every probe on every set."""
+    args = ctx.args
+    splits = common.make_splits(ctx.datasets, args.eval_fraction, args.seed, args.dedup_split)
+    mixes = transfer_mixes(ctx.datasets)
+    plans, names, cells = [], [], {}
+    for i, (name, training) in enumerate(mixes):
+        step = common.StepSpec(100 + i, name, training, f"transfer: train on {name}")
+        ys = np.concatenate([ctx.datasets[n].y[splits[n].train] for n in training])
+        if len(np.unique(ys)) < 2:
+            cells[name] = {"note": "one class in the training data (all AF): no probe"}
+            continue
+        plans.append(probe.plan_step(step, ctx.datasets, splits, config, args.seed))
+        names.append(name)
+    with timed("fit + CV"):
+        fitted = probe.execute(plans, args.jobs)
+    evals = [n for n in common.eval_set_names() if n in ctx.datasets]
+    for plan, fit, name in zip(plans, fitted, names):
+        record, _, _ = probe.finish_step(plan, fit, ctx.datasets, splits)
+        row = {}
+        for ev in evals:
+            e = record["evaluation"][ev]
+            head = next((m for m in ("auroc", "auroc_vs_reference_negatives", "detection_rate")
+                         if e.get(m) is not None), None)
+            row[ev] = {"headline": head, "value": e.get(head) if head else None,
+                       "auroc": e.get("auroc"),
+                       "auroc_vs_reference_negatives": e.get("auroc_vs_reference_negatives"),
+                       "detection_rate": e.get("detection_rate"), "n": e["n_samples"]}
+        cells[name] = row
+    doc = {"train_mixes": [m for m, _ in mixes], "eval_sets": evals,
+           "training": {m: list(t) for m, t in mixes}, "cells": cells, "config": config,
+           "data_source": ctx.source, "layer": ctx.layer, "inputs": ctx.fingerprints}
+    path = Path(results_dir) / "transfer_matrix.json"
+    check_results_dir(results_dir, ctx.source)
+    common.atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
+    return doc, path
+
+
+def grid_cells(args):
+    """(layer, C, penalty) of every grid cell asked for."""
+    layers = args.layers or [args.layer]
+    return [(layer, C, pen) for layer in layers for C in args.C for pen in args.penalty]
+
+
+def cell_dir(results_dir, layer, C, penalty):
+    """Folder of one grid cell: never the main sweep's folder."""
+    return Path(results_dir) / "grid" / f"layer_{layer}" / f"C_{C:g}" / f"penalty_{penalty}"
+
+
+def run_grid(args, steps, results_dir, resume=False):
+    """Every (layer, C, penalty) cell in its own folder; returns the summary rows."""
+    log = quiet_log(args)
+    cache_dir, _ = common.resolve_paths(args)
+    rows = []
+    layers = args.layers or [args.layer]
+    for layer in layers:
+        if not common.layer_dir(cache_dir, layer).is_dir():
+            print(f"warning: {common.layer_dir(cache_dir, layer)}: layer not in the cache; "
+                  "skipped", file=sys.stderr)
+            continue
+        ctx = prepare(args, steps, layer=layer)
+        for C in args.C:
+            for pen in args.penalty:
+                cfg = make_config(args, ctx.cache_dir, ctx.feature_ids, layer, C, pen)
+                label = f"[layer {layer} C {C:g} {pen}] "
+                recs = run_steps(ctx, steps, cell_dir(results_dir, layer, C, pen), cfg, resume,
+                                 label=label)
+                last = recs[max(recs)]
+                rows.append({"layer": layer, "C": C, "penalty": pen,
+                             "path": str(cell_dir(results_dir, layer, C, pen).relative_to(results_dir)),
+                             "last_step": max(recs), "cv_auroc": last["cv_auroc_mean"],
+                             "n_nonzero_weights": last["n_nonzero_weights"],
+                             "metrics": {n: probe.flat_metrics(e)
+                                         for n, e in last["evaluation"].items()}})
+        log(f"layer {layer}: {len(args.C) * len(args.penalty)} cell(s) done")
+    if not rows:
+        raise InputError(f"{cache_dir}: none of the layers {layers} is in the cache")
+    common.atomic_write(Path(results_dir) / "grid_summary.json",
+                        (json.dumps({"cells": rows}, indent=2) + "\n").encode())
+    return rows
+
+
+def main_step(number, argv=None):
+    """Entry point of a numbered step script: run that step alone."""
+    step = common.step_spec(number)
+    args = common.build_parser(f"Step {number} ({step.slug}): {step.question}").parse_args(argv)
+    try:
+        common.check_single_values(args)
+        run_sweep(args, [number])
+    except InputError as e:
+        return common.die(str(e))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Leakage audit
+# --------------------------------------------------------------------------------------------
+def support_candidates(A, B, threshold):
+    """Rows of A that can reach cosine >= threshold with some row of B (exact bound).
+
+    cos(a, b) <= |a restricted to supp(b)| / |a|, and supp(b) lies in the union of B's
+    supports, so rows with less than threshold^2 of their squared mass there are skipped.
+    """
+    sq = A.multiply(A).tocsr()
+    total = np.asarray(sq.sum(axis=1)).ravel()
+    support = np.zeros(A.shape[1], dtype=np.float32)
+    support[np.unique(B.indices)] = 1.0
+    on = np.asarray(sq @ support).ravel()
+    return np.flatnonzero((total == 0) | (on >= threshold ** 2 * total * (1 - 1e-6)))
+
+
+def leakage_audit(datasets, splits, threshold, log=print):
+    """Exact / near duplicate counts between every training part and every eval set."""
+    import stats
+    train_parts = {n: datasets[n].X[s.train] for n, s in splits.items() if len(s.train)}
+    evals = {n: datasets[n].X[s.eval] for n, s in splits.items() if len(s.eval)}
+    pairs = []
+    for tn, A in train_parts.items():
+        for en, B in evals.items():
+            rows = support_candidates(A, B, threshold)
+            c = (stats.duplicate_counts(A[rows], B, threshold=threshold) if len(rows)
+                 else {"exact": 0, "near": 0})
+            pairs.append({"train": tn, "eval": en, "exact": int(c["exact"]), "near": int(c["near"]),
+                          "n_eval": int(B.shape[0])})
+    within = {}                         # duplicates inside an eval set shrink its effective n
+    for n, B in evals.items():
+        c = stats.duplicate_counts(B, B, threshold=threshold, same=True)
+        within[n] = {"exact": int(c["exact"]), "near": int(c["near"]), "n": int(B.shape[0])}
+    found = [p for p in pairs if p["exact"] or p["near"]]
+    for p in found:
+        log(f"warning: leakage audit: {p['exact']} exact / {p['near']} near duplicates of "
+            f"training part '{p['train']}' in eval set '{p['eval']}' (of {p['n_eval']})")
+    return {"threshold": threshold, "pairs": pairs, "within": within,
+            "n_pairs_with_duplicates": len(found)}
