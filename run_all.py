@@ -58,7 +58,7 @@ def transfer_table(doc):
 
 def main(argv=None):
     """CLI entry point; exit 0 on success, 2 on bad input."""
-    p = common.build_parser(__doc__.split("\n")[0])
+    p = common.build_parser(__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--steps", type=int, nargs="+", choices=sorted(common.ALL_STEPS),
                    default=sorted(common.STEP_BY_NUMBER),
                    help="steps to run (4 = OOD-only control)")
