@@ -369,6 +369,13 @@ def activation_shape(path):
     return arr.shape
 
 
+def _dense_to_csr_parts(block):
+    """(data, column indices, per-row counts) of a dense float32 block's non-zeros."""
+    flat = block.ravel()
+    lin = np.flatnonzero(flat)
+    return flat[lin], (lin % block.shape[1]).astype(np.int32), np.count_nonzero(block, axis=1)
+
+
 def load_activations(path, feature_ids=None):
     """Read a dense activations file chunk-wise into CSR float32 (optionally a column subset)."""
     arr = _open_npy(path)
@@ -376,21 +383,29 @@ def load_activations(path, feature_ids=None):
     if arr.shape[0] == 0:
         raise InputError(f"{path}: activations file has no rows")
     cols = None if feature_ids is None else np.asarray(feature_ids, dtype=np.intp)
-    blocks, n_neg = [], 0
+    data, indices, counts, n_neg = [], [], [], 0
     for start in range(0, arr.shape[0], LOAD_CHUNK_ROWS):
         block = np.asarray(arr[start:start + LOAD_CHUNK_ROWS])
         if cols is not None:
             block = block[:, cols]
-        block = block.astype(np.float32, copy=False)
-        finite = np.isfinite(block)
-        if not finite.all():
-            r, c = np.argwhere(~finite)[0]
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        if not np.isfinite(block.sum(dtype=np.float64)) and not np.isfinite(block).all():
+            r, c = np.argwhere(~np.isfinite(block))[0]
             raise InputError(f"{path}: non-finite value {block[r, c]} at row {start + r}, "
                              f"feature {c if cols is None else cols[c]}")
         n_neg += int(np.count_nonzero(block < 0))
-        blocks.append(sp.csr_matrix(block))
-    X = sp.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0]
-    return X.astype(np.float32, copy=False), n_neg
+        d, i, k = _dense_to_csr_parts(block)
+        data.append(d)
+        indices.append(i)
+        counts.append(k)
+    indptr = np.zeros(arr.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(counts), out=indptr[1:])
+    if indptr[-1] < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    n_cols = arr.shape[1] if cols is None else len(cols)
+    X = sp.csr_matrix((np.concatenate(data), np.concatenate(indices), indptr),
+                      shape=(arr.shape[0], n_cols))
+    return X, n_neg
 
 
 def load_labels(path, name):
