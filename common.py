@@ -9,6 +9,7 @@ result files live in `probe.py`, the statistics in `stats.py`, the shared analys
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -82,6 +83,19 @@ EVAL_SETS = tuple(n for n, d in DATASETS.items() if d.role in ("eval", "split"))
 def eval_set_names():
     """Every eval set known now: the table's plus any registered with --extra-eval."""
     return tuple(n for n, d in DATASETS.items() if d.role in ("eval", "split"))
+
+
+@contextlib.contextmanager
+def extra_evals(names):
+    """Register --extra-eval sets for the duration of one run, then forget them."""
+    added = [n for n in (names or []) if n not in DATASETS]
+    try:
+        for name in names or []:
+            register_extra_eval(name)
+        yield
+    finally:
+        for name in added:
+            DATASETS.pop(name, None)
 
 
 def register_extra_eval(name):
@@ -327,7 +341,7 @@ def layout_help(cache_dir, layer):
     """Multi-line description of the expected cache layout (printed after a missing-file error)."""
     lines = [f"expected layout under {layer_dir(cache_dir, layer)}/:"]
     for name, d in DATASETS.items():
-        lab = "npy" if d.role != "split" else "json"
+        lab = "json" if d.role == "split" else ("json|.npy" if d.regime == "extra" else "npy")
         lines.append(f"  {d.stem}_activations.npy  {d.stem}_labels.{lab}   ({name})")
     lines.append("no real cache? run: python run_all.py --demo")
     return "\n".join(lines)

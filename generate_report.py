@@ -79,7 +79,7 @@ def header_section(a):
         f"run id(s)   : {', '.join(a['run_ids'])}",
         f"steps       : {', '.join(map(str, a['steps']))}"
         + (f"  (not run: {', '.join(map(str, a['missing']))})" if a["missing"] else ""),
-        f"versions    : " + ", ".join(f"{k} {v}" for k, v in a["versions"].items()),
+        "versions    : " + ", ".join(f"{k} {v}" for k, v in a["versions"].items()),
         f"written     : {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
     ]
     inputs = Table(["input file", "bytes", "fingerprint"], [

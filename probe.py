@@ -15,11 +15,9 @@ from pathlib import Path
 import joblib
 import numpy as np
 import scipy
-import scipy.sparse as sp
 import sklearn
 from scipy.optimize import minimize
 from scipy.special import expit
-from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score

@@ -16,7 +16,6 @@ Controls (each writes into its own subfolder or file of the results folder):
 """
 from __future__ import annotations
 
-import json
 import sys
 
 import analysis
@@ -76,48 +75,56 @@ def main(argv=None):
     p.add_argument("--transfer", action="store_true",
                    help="also train on each source alone and on all-but-one (transfer matrix)")
     args = p.parse_args(argv)
-    log = sweep.quiet_log(args)
     try:
-        _, results_dir = common.resolve_paths(args)
-        grid = len(args.C) > 1 or len(args.penalty) > 1 or bool(args.layers)
-        if grid and args.compare_only:
-            rows = (analysis.grid_summary(results_dir) or {}).get("cells")
-            if not rows:
-                raise common.InputError(f"{results_dir}/grid_summary.json: no grid results")
-            print(grid_table(rows))
-            return 0
-        if grid and not args.compare_only:
-            steps = [common.step_spec(k) for k in sorted(set(args.steps))]
-            with sweep.execution(args):
-                rows = sweep.run_grid(args, steps, results_dir, args.resume)
-            log(grid_table(rows))
-            log(f"\nwrote {results_dir / 'grid_summary.json'} (main sweep untouched)")
-            return 0
-        if not args.compare_only:
-            steps = [common.step_spec(k) for k in sorted(set(args.steps))]
-            with sweep.execution(args):
-                ctx = sweep.prepare(args, steps)
-                config = sweep.make_config(args, ctx.cache_dir, ctx.feature_ids)
-                sweep.run_steps(ctx, steps, results_dir, config, args.resume)
-                if args.budget:
-                    sweep.run_budget_arm(ctx, steps, results_dir, config, args.budget,
-                                         args.resume)
-                if args.baseline == "format":
-                    sweep.run_format_baseline(ctx, steps, results_dir, config, args.resume)
-                if args.orderings:
-                    sweep.run_orderings(ctx, results_dir, config, args.resume)
-                if args.transfer:
-                    doc, path = sweep.run_transfer(ctx, results_dir, config)
-                    log(transfer_table(doc) + f"\nwrote {path}")
-        with common.timed("analysis"):
-            a = analysis.analyze(results_dir)
-        if not args.quiet:
-            sys.stdout.write(compare_all_steps.render_console(a))
-        with common.timed("report, figures, dashboard"):
-            written = generate_report.write_outputs(results_dir, a=a)
-        log("\nwrote " + ", ".join(str(p) for p in written))
+        with common.extra_evals(args.extra_eval):
+            return _main(args)
     except common.InputError as e:
         return common.die(str(e))
+
+
+def _main(args):
+    """Run what the flags ask for; InputError on bad input."""
+    log = sweep.quiet_log(args)
+    _, results_dir = common.resolve_paths(args)
+    grid = len(args.C) > 1 or len(args.penalty) > 1 or bool(args.layers)
+    if grid and args.compare_only:
+        rows = (analysis.grid_summary(results_dir) or {}).get("cells")
+        if not rows:
+            raise common.InputError(f"{results_dir}/grid_summary.json: no grid results")
+        print(grid_table(rows))
+        return 0
+    if grid and not args.compare_only:
+        steps = [common.step_spec(k) for k in sorted(set(args.steps))]
+        with sweep.execution(args):
+            rows = sweep.run_grid(args, steps, results_dir, args.resume)
+        log(grid_table(rows))
+        log(f"\nwrote {results_dir / 'grid_summary.json'} (main sweep untouched)")
+        return 0
+    if not args.compare_only:
+        steps = [common.step_spec(k) for k in sorted(set(args.steps))]
+        with sweep.execution(args):
+            ctx = sweep.prepare(args, steps)
+            config = sweep.make_config(args, ctx.cache_dir, ctx.feature_ids)
+            if args.budget:
+                sweep.check_budget(ctx, steps, args.budget)
+            sweep.run_steps(ctx, steps, results_dir, config, args.resume)
+            if args.budget:
+                sweep.run_budget_arm(ctx, steps, results_dir, config, args.budget,
+                                     args.resume)
+            if args.baseline == "format":
+                sweep.run_format_baseline(ctx, steps, results_dir, config, args.resume)
+            if args.orderings:
+                sweep.run_orderings(ctx, results_dir, config, args.resume)
+            if args.transfer:
+                doc, path = sweep.run_transfer(ctx, results_dir, config)
+                log(transfer_table(doc) + f"\nwrote {path}")
+    with common.timed("analysis"):
+        a = analysis.analyze(results_dir)
+    if not args.quiet:
+        sys.stdout.write(compare_all_steps.render_console(a))
+    with common.timed("report, figures, dashboard"):
+        written = generate_report.write_outputs(results_dir, a=a)
+    log("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
 

@@ -145,8 +145,6 @@ def prepare(args, steps, layer=None, audit=True):
     cache_dir, _ = common.resolve_paths(args)
     if args.demo:
         common.ensure_demo_cache(cache_dir, layer, args.quiet)
-    for name in getattr(args, "extra_eval", None) or []:
-        common.register_extra_eval(name)
     needed = list(dict.fromkeys(n for s in steps for n in s.training))
     optional = [n for n in common.eval_set_names() if n not in needed]
     common.check_present(cache_dir, layer, needed + [n for n in optional
@@ -308,9 +306,22 @@ def budget_size(spec, ctx, main_steps):
     return n
 
 
+def check_budget(ctx, steps, spec):
+    """Resolve --budget and check every step's mix is large enough, before anything runs."""
+    n = budget_size(spec, ctx, steps)
+    splits = common.make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
+                                ctx.args.dedup_split)
+    for step in steps:
+        size = sum(len(idx) for _, idx in common.training_rows(step, splits))
+        if n > size:
+            raise InputError(f"--budget: {n} samples requested, but step {step.number}'s mix "
+                             f"has only {size}")
+    return n
+
+
 def run_budget_arm(ctx, steps, results_dir, config, spec, resume=False):
     """Every step trained on exactly N samples drawn from its mix: only the mixture changes."""
-    n = budget_size(spec, ctx, steps)
+    n = check_budget(ctx, steps, spec)
     cfg = dict(config, budget_n=n)
     return run_steps(ctx, steps, Path(results_dir) / "arm_budget", cfg, resume,
                      label="[budget] ")
@@ -340,9 +351,12 @@ def run_format_baseline(ctx, steps, results_dir, config, resume=False):
 
 def ordering_steps(order):
     """Steps 0..3 adding the three OOD sources in the given order."""
-    steps = [common.STEPS[0]]
+    steps, added = [common.STEPS[0]], {"train"}
+    full = common.STEPS[-1].training
     for k, src in enumerate(order, start=1):
-        steps.append(common.StepSpec(k, f"add_{src}", steps[-1].training + (src,),
+        added.add(src)
+        # rows stay in the table's source order, so the last step equals the sweep's step 3
+        steps.append(common.StepSpec(k, f"add_{src}", tuple(s for s in full if s in added),
                                      f"Does adding {src} (position {k}) move OOD performance?"))
     return steps
 
@@ -456,7 +470,8 @@ def main_step(number, argv=None):
     args = common.build_parser(f"Step {number} ({step.slug}): {step.question}").parse_args(argv)
     try:
         common.check_single_values(args)
-        run_sweep(args, [number])
+        with common.extra_evals(args.extra_eval):
+            run_sweep(args, [number])
     except InputError as e:
         return common.die(str(e))
     return 0

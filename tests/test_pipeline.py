@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
 import analysis
