@@ -347,15 +347,15 @@ def layout_help(cache_dir, layer):
     return "\n".join(lines)
 
 
-def _open_npy(path):
-    """Memory-map a .npy after checking its header; never unpickles. InputError if unreadable."""
+def _npy_header(path):
+    """(shape, fortran_order, dtype, data offset) of a .npy, validated; never unpickles."""
     fmt = np.lib.format
     try:
         with open(path, "rb") as f:
             version = fmt.read_magic(f)
             read_header = (fmt.read_array_header_1_0 if version == (1, 0)
                            else fmt.read_array_header_2_0)
-            shape, _, dtype = read_header(f)
+            shape, fortran, dtype = read_header(f)
             offset = f.tell()
     except (ValueError, EOFError, OSError) as e:
         raise InputError(f"{path}: not a readable .npy file (empty, truncated or corrupt: "
@@ -366,6 +366,12 @@ def _open_npy(path):
     size = Path(path).stat().st_size
     if size < need:
         raise InputError(f"{path}: truncated .npy file ({size} bytes, header promises {need})")
+    return shape, fortran, dtype, offset
+
+
+def _open_npy(path):
+    """Memory-map a .npy after checking its header; never unpickles. InputError if unreadable."""
+    _npy_header(path)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:
@@ -390,16 +396,34 @@ def _dense_to_csr_parts(block):
     return flat[lin], (lin % block.shape[1]).astype(np.int32), np.count_nonzero(block, axis=1)
 
 
+def _row_chunks(path, rows=LOAD_CHUNK_ROWS):
+    """(first row, dense block) of a 2-D .npy, read with plain reads: no memory map, so the
+    file's pages never count against the process's memory (Fortran order: via a map)."""
+    shape, fortran, dtype, offset = _npy_header(path)
+    if fortran:
+        arr = _open_npy(path)
+        for start in range(0, shape[0], rows):
+            yield start, np.asarray(arr[start:start + rows])
+        return
+    row_bytes = shape[1] * dtype.itemsize
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for start in range(0, shape[0], rows):
+            k = min(rows, shape[0] - start)
+            buf = f.read(k * row_bytes)
+            if len(buf) != k * row_bytes:
+                raise InputError(f"{path}: truncated .npy file (ends inside row {start})")
+            yield start, np.frombuffer(buf, dtype=dtype).reshape(k, shape[1])
+
+
 def load_activations(path, feature_ids=None):
     """Read a dense activations file chunk-wise into CSR float32 (optionally a column subset)."""
-    arr = _open_npy(path)
-    activation_shape(path)
-    if arr.shape[0] == 0:
+    n_rows, n_features = activation_shape(path)
+    if n_rows == 0:
         raise InputError(f"{path}: activations file has no rows")
     cols = None if feature_ids is None else np.asarray(feature_ids, dtype=np.intp)
     data, indices, counts, n_neg = [], [], [], 0
-    for start in range(0, arr.shape[0], LOAD_CHUNK_ROWS):
-        block = np.asarray(arr[start:start + LOAD_CHUNK_ROWS])
+    for start, block in _row_chunks(path):
         if cols is not None:
             block = block[:, cols]
         block = np.ascontiguousarray(block, dtype=np.float32)
@@ -412,13 +436,13 @@ def load_activations(path, feature_ids=None):
         data.append(d)
         indices.append(i)
         counts.append(k)
-    indptr = np.zeros(arr.shape[0] + 1, dtype=np.int64)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.concatenate(counts), out=indptr[1:])
     if indptr[-1] < np.iinfo(np.int32).max:
         indptr = indptr.astype(np.int32)
-    n_cols = arr.shape[1] if cols is None else len(cols)
+    n_cols = n_features if cols is None else len(cols)
     X = sp.csr_matrix((np.concatenate(data), np.concatenate(indices), indptr),
-                      shape=(arr.shape[0], n_cols))
+                      shape=(n_rows, n_cols))
     return X, n_neg
 
 
@@ -625,15 +649,29 @@ def make_splits(datasets, eval_fraction, seed, dedup=False):
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Mix:
-    """The training matrix of a step and where each row came from."""
-    X: sp.csr_matrix
+    """A step's training rows: labels and origins, with the matrix built only on demand
+    (a sweep plans every step up front; holding every mix's matrix at once would cost memory)."""
+    parts: list                 # [(CSR matrix of a dataset, row indices)], source by source
     y: np.ndarray
     source: np.ndarray
     classes: np.ndarray
+    rows: np.ndarray | None = None    # a subset of the concatenated rows (fixed budget)
+
+    @property
+    def X(self):
+        """The training matrix (CSR float32), built now."""
+        X = sp.vstack([A[idx] for A, idx in self.parts], format="csr")
+        return X if self.rows is None else X[self.rows]
+
+    @property
+    def n_features(self):
+        """Number of feature columns."""
+        return self.parts[0][0].shape[1]
 
     def subset(self, rows):
         """The mix restricted to some rows."""
-        return Mix(self.X[rows], self.y[rows], self.source[rows], self.classes[rows])
+        keep = rows if self.rows is None else self.rows[rows]
+        return Mix(self.parts, self.y[rows], self.source[rows], self.classes[rows], keep)
 
     def breakdown(self):
         """Per source: n, AF count and fine-class counts."""
@@ -654,14 +692,13 @@ def training_rows(step, splits):
 def build_mix(step, datasets, splits):
     """Concatenate the training rows of the step's sources, source by source."""
     parts = training_rows(step, splits)
-    X = sp.vstack([datasets[n].X[idx] for n, idx in parts], format="csr")
     y = np.concatenate([datasets[n].y[idx] for n, idx in parts])
     source = np.concatenate([np.full(len(idx), n) for n, idx in parts]).astype(str)
     classes = np.concatenate([datasets[n].classes[idx] for n, idx in parts])
     if len(np.unique(y)) < 2:
         raise InputError(f"{datasets[parts[0][0]].files['labels']}: training mix of step "
                          f"{step.number} has one class only ({int(y[0])}); cannot train a probe")
-    return Mix(X, y, source, classes)
+    return Mix([(datasets[n].X, idx) for n, idx in parts], y, source, classes)
 
 
 def eval_sets(datasets, splits):

@@ -204,13 +204,9 @@ def plan_step(step, datasets, splits, cfg, seed):
     return Plan(step, seed, cfg, mix, folds, sw)
 
 
-def plan_tasks(plan):
-    """The fits of a plan: the full mix first, then one per CV fold (rows within the mix)."""
-    return [np.arange(len(plan.mix.y))] + [tr for tr, _ in plan.folds]
-
-
-def fit_task(cfg, seed, X, y, rows, sample_weight):
-    """One unit of work: fit a fresh probe on some rows (single-threaded BLAS).
+def fit_task(cfg, seed, X, y, rows, score_rows, sample_weight):
+    """One unit of work: fit a fresh probe on some rows (single-threaded BLAS) and score
+    `score_rows` with it; returns (pipe, converged, n_iter, float64 scores).
 
     Every fit starts from zero weights: warm starting a fold from a model that saw its
     validation rows stops the solver at once near that model and leaks (measured: CV AUROC
@@ -219,18 +215,29 @@ def fit_task(cfg, seed, X, y, rows, sample_weight):
     with threadpool_limits(1):
         sw = None if sample_weight is None else sample_weight[rows]
         pipe, converged, n_iter = fit(make_pipeline(cfg, seed), X[rows], y[rows], sw)
-    return pipe, converged, n_iter
+        scores = decision(pipe, X[score_rows])
+    return pipe, converged, n_iter, scores
+
+
+def _tasks(plans):
+    """Lazily yield (plan index, joblib task); each plan's matrix is built when reached and
+    released once its tasks are dispatched, so only a few mixes are in memory at once."""
+    for i, plan in enumerate(plans):
+        X = plan.mix.X
+        everything = np.arange(len(plan.mix.y))
+        for rows, score_rows in [(everything, everything)] + list(plan.folds):
+            yield i, joblib.delayed(fit_task)(plan.cfg, plan.seed, X, plan.mix.y, rows,
+                                              score_rows, plan.sample_weight)
+        del X
 
 
 def execute(plans, jobs=1):
-    """Fit every task of every plan in one joblib batch; returns per plan [(pipe, conv, it)]."""
-    tasks = [(i, rows) for i, plan in enumerate(plans) for rows in plan_tasks(plan)]
-    out = joblib.Parallel(n_jobs=jobs)(
-        joblib.delayed(fit_task)(plans[i].cfg, plans[i].seed, plans[i].mix.X, plans[i].mix.y,
-                                 rows, plans[i].sample_weight)
-        for i, rows in tasks)
+    """Fit every task of every plan in one joblib batch; returns per plan
+    [(pipe, converged, n_iter, scores)], the full-mix fit first, then the folds."""
+    owners = [i for i, plan in enumerate(plans) for _ in range(len(plan.folds) + 1)]
+    out = joblib.Parallel(n_jobs=jobs)(task for _, task in _tasks(plans))
     fitted = [[] for _ in plans]
-    for (i, _), res in zip(tasks, out):
+    for i, res in zip(owners, out):
         fitted[i].append(res)
     return fitted
 
@@ -240,9 +247,9 @@ def cv_summary(plan, fitted):
     mix = plan.mix
     oof = np.empty(len(mix.y), dtype=np.float64)
     aurocs, converged = [], True
-    for (_, va), (fold_pipe, conv, _) in zip(plan.folds, fitted[1:]):
-        oof[va] = decision(fold_pipe, mix.X[va])
-        aurocs.append(float(roc_auc_score(mix.y[va], oof[va])))
+    for (_, va), (_, conv, _, scores) in zip(plan.folds, fitted[1:]):
+        oof[va] = scores
+        aurocs.append(float(roc_auc_score(mix.y[va], scores)))
         converged &= conv
     return {"oof": oof, "fold_auroc": aurocs, "converged": bool(converged),
             "n_iter": [int(f[2]) for f in fitted[1:]]}
@@ -347,10 +354,10 @@ def add_confidence_intervals(evaluation, scores, thresholds, cfg):
 # --------------------------------------------------------------------------------------------
 def finish_step(plan, fitted, datasets, splits):
     """Score every eval set with the plan's probe and assemble (record, scores, pipe)."""
-    pipe, converged, n_iter = fitted[0]
+    pipe, converged, n_iter, train_scores = fitted[0]
     cv = cv_summary(plan, fitted)
     return _evaluate_step(plan.step, datasets, splits, plan.cfg, plan.mix, pipe, converged,
-                          n_iter, cv)
+                          n_iter, cv, train_scores)
 
 
 def run_step(step, datasets, splits, cfg, seed, jobs=1):
@@ -359,10 +366,10 @@ def run_step(step, datasets, splits, cfg, seed, jobs=1):
     return finish_step(plan, execute([plan], jobs)[0], datasets, splits)
 
 
-def _evaluate_step(step, datasets, splits, cfg, mix, pipe, converged, n_iter, cv):
+def _evaluate_step(step, datasets, splits, cfg, mix, pipe, converged, n_iter, cv, train_scores):
     """Score every eval set with a fitted probe and assemble the step record."""
     thresholds = fpr_thresholds(cv["oof"][mix.y == 0])
-    train_pred = decision(pipe, mix.X) >= 0
+    train_pred = train_scores >= 0
     scores = {}
     for name, ds, idx in common.eval_sets(datasets, splits):
         scores[name] = {"score": decision(pipe, ds.X[idx]), "label": ds.y[idx],
@@ -391,7 +398,7 @@ def _evaluate_step(step, datasets, splits, cfg, mix, pipe, converged, n_iter, cv
                              "source_weight": cfg.get("source_weight", "proportional"),
                              "budget_n": cfg.get("budget_n")},
         "training_breakdown": mix.breakdown(),
-        "n_features": int(mix.X.shape[1]),
+        "n_features": int(mix.n_features),
         "train_accuracy": float(np.mean(train_pred == (mix.y == 1))),
         "cv_auroc_mean": float(np.mean(cv["fold_auroc"])),
         "cv_auroc_std": float(np.std(cv["fold_auroc"])),

@@ -259,7 +259,12 @@ def execution(args):
     address = getattr(args, "dask_scheduler", None)
     with threadpool_limits(1):
         if not address:
-            yield
+            warm = _warm_workers(args.jobs)
+            try:
+                yield
+            finally:
+                if warm is not None:
+                    warm.join()
             return
         try:
             from dask.distributed import Client
@@ -276,6 +281,27 @@ def execution(args):
                 yield
         finally:
             client.close()
+
+
+def _import_probe():
+    """Worker warm-up: import the fitting code."""
+    import probe  # noqa: F401
+    return os.getpid()
+
+
+def _warm_workers(jobs):
+    """Start the local worker processes in the background while data loads (they take
+    seconds to spawn and import scikit-learn); None when fits run in this process."""
+    import threading
+
+    import joblib
+    n = joblib.effective_n_jobs(jobs)
+    if n <= 1:
+        return None
+    thread = threading.Thread(target=lambda: joblib.Parallel(n_jobs=jobs)(
+        joblib.delayed(_import_probe)() for _ in range(n)), daemon=True)
+    thread.start()
+    return thread
 
 
 def run_sweep(args, step_numbers, resume=False):
