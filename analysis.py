@@ -298,26 +298,24 @@ def orderings_summary(results_dir):
     return out
 
 
-def transfer_summary(results_dir):
-    """The transfer matrix JSON, if present."""
-    path = Path(results_dir) / "transfer_matrix.json"
+def _json_if_present(path):
+    """A JSON document, None when the file does not exist, InputError when it is invalid."""
     if not path.exists():
         return None
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise common.InputError(f"{path}: not valid JSON ({e})") from None
+
+
+def transfer_summary(results_dir):
+    """The transfer matrix JSON, if present."""
+    return _json_if_present(Path(results_dir) / "transfer_matrix.json")
 
 
 def grid_summary(results_dir):
     """The grid summary JSON, if present."""
-    path = Path(results_dir) / "grid_summary.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise common.InputError(f"{path}: not valid JSON ({e})") from None
+    return _json_if_present(Path(results_dir) / "grid_summary.json")
 
 
 def _gap(steps, sets, boots):

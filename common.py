@@ -200,6 +200,17 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def results_parser(doc):
+    """Parser of the scripts that read a results folder: --results-dir, --allow-mixed."""
+    p = Parser(description=doc.split("\n\n")[0].replace("\n", " "),
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--results-dir", type=Path, default=DEFAULTS["results_dir"],
+                   help="folder with the step results")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="combine steps whose config or inputs differ")
+    return p
+
+
 def build_parser(description):
     """The flags shared by every step script and run_all.py, defaults from DEFAULTS."""
     p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)

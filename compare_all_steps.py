@@ -7,9 +7,7 @@ Same analysis as generate_report.py (analysis.py); steps without results show as
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 import analysis
 import common
@@ -30,12 +28,7 @@ def render_console(a, stream=sys.stdout):
 
 def main(argv=None):
     """CLI entry point."""
-    p = common.Parser(description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--results-dir", type=Path, default=common.DEFAULTS["results_dir"],
-                   help="folder with the step results")
-    p.add_argument("--allow-mixed", action="store_true",
-                   help="combine steps whose config or inputs differ")
+    p = common.results_parser(__doc__)
     args = p.parse_args(argv)
     try:
         a = analysis.analyze(args.results_dir, args.allow_mixed)

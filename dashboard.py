@@ -14,7 +14,6 @@ The view state lives in the URL fragment, e.g. #metric=recall_at_fpr_5&cell=.&co
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -288,14 +287,9 @@ def write_dashboard(results_dir, output=None, a=None, allow_mixed=False):
 
 def main(argv=None):
     """CLI entry point; exit 0 on success, 2 on bad input."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--results-dir", type=Path, default=common.DEFAULTS["results_dir"],
-                   help="folder with the step results (subfolders with step files are cells)")
+    p = common.results_parser(__doc__)
     p.add_argument("--output", type=Path, default=None,
                    help="HTML path (default <results-dir>/dashboard.html)")
-    p.add_argument("--allow-mixed", action="store_true",
-                   help="combine main-sweep steps whose config or inputs differ")
     args = p.parse_args(argv)
     try:
         path = write_dashboard(args.results_dir, args.output, allow_mixed=args.allow_mixed)

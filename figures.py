@@ -14,7 +14,6 @@ Without matplotlib nothing is drawn: write_figures returns [] and HAVE_MATPLOTLI
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -407,12 +406,7 @@ def write_figures(results_dir, a=None, allow_mixed=False):
 
 def main(argv=None):
     """CLI entry point; exit 0 on success (also without matplotlib), 2 on bad input."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--results-dir", type=Path, default=common.DEFAULTS["results_dir"],
-                   help="folder with the step results")
-    p.add_argument("--allow-mixed", action="store_true",
-                   help="combine steps whose config or inputs differ")
+    p = common.results_parser(__doc__)
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     args = p.parse_args(argv)
     if not HAVE_MATPLOTLIB:

@@ -8,7 +8,6 @@ Reads the step files only (no retraining); the numbers are those of compare_all_
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 import io
@@ -443,16 +442,11 @@ def write_outputs(results_dir, a, formats=("txt", "html")):
 
 def main(argv=None):
     """CLI entry point."""
-    p = common.Parser(description=__doc__.split("\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--results-dir", type=Path, default=common.DEFAULTS["results_dir"],
-                   help="folder with the step results")
+    p = common.results_parser(__doc__)
     p.add_argument("--output", type=Path, default=None,
                    help="report path (default <results-dir>/report.<format>)")
     p.add_argument("--format", choices=("txt", "md", "csv", "html"), default="txt",
                    help="report format (html: the interactive dashboard, dashboard.html)")
-    p.add_argument("--allow-mixed", action="store_true",
-                   help="combine steps whose config or inputs differ")
     p.add_argument("--no-figures", action="store_true", help="write the report only")
     args = p.parse_args(argv)
     try:

@@ -155,6 +155,8 @@ def prepare(args, steps, layer=None, audit=True):
               f"{n} is skipped", file=sys.stderr)
     optional = [n for n in optional if n not in absent]
     source = common.data_source(cache_dir)
+    if not getattr(args, "dask_scheduler", None):
+        _warm_workers(args.jobs)        # spawn while the data loads
     if source == "demo":
         log("*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***")
     t0 = time.perf_counter()
@@ -259,12 +261,7 @@ def execution(args):
     address = getattr(args, "dask_scheduler", None)
     with threadpool_limits(1):
         if not address:
-            warm = _warm_workers(args.jobs)
-            try:
-                yield
-            finally:
-                if warm is not None:
-                    warm.join()
+            yield
             return
         try:
             from dask.distributed import Client
@@ -284,8 +281,7 @@ def execution(args):
 
 
 def _import_probe():
-    """Worker warm-up: import the fitting code."""
-    import probe  # noqa: F401
+    """Worker warm-up: unpickling this function imports sweep.py, hence the fitting code."""
     return os.getpid()
 
 

@@ -287,7 +287,7 @@ def test_killed_runs_leave_only_complete_files_of_one_run_each(tiny_cache, tmp_p
     out = tmp_path / "r"
     cmd = [sys.executable, str(ROOT / "run_all.py"), "--cache-dir", str(tiny_cache),
            "--results-dir", str(out)] + FAST_FLAGS
-    for delay in (1.0, 2.0, 3.0, 4.0, 5.5):
+    for delay in (1.0, 2.2, 3.5, 5.0):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
