@@ -67,6 +67,12 @@ def load_results(results_dir, allow_mixed=False):
     return records, scores, missing
 
 
+def _short(value, width=40):
+    """repr of a value, cut to width characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _check_same_run(records, results_dir):
     """Raise when steps differ in config, inputs or data source."""
     items = sorted(records.items())
@@ -81,8 +87,8 @@ def _check_same_run(records, results_dir):
         for key in sorted(set(c0) | set(c)):
             if c0.get(key) != c.get(key):
                 raise common.InputError(f"{results_dir}: step {k} and step {k0} differ in config "
-                                        f"'{key}' ({c.get(key)!r} vs {c0.get(key)!r}); rerun or "
-                                        "pass --allow-mixed")
+                                        f"'{key}' ({_short(c.get(key))} vs {_short(c0.get(key))});"
+                                        " rerun or pass --allow-mixed")
         ins0, ins = r0.get("inputs", {}), r.get("inputs", {})
         changed = sorted(p for p in set(ins0) | set(ins) if ins0.get(p) != ins.get(p))
         if changed:
