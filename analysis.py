@@ -267,20 +267,25 @@ def arm_conclusion(folder, per_set):
     if not ood:
         return "no OOD set to compare"
     better = [n for n, v in ood.items() if v["main_minus_arm"]["verdict"] == "improved"]
+    worse = [n for n, v in ood.items() if v["main_minus_arm"]["verdict"] == "degraded"]
     if folder == "arm_budget":
         if not better:
-            return ("the fixed-budget arm matches the growing arm on every OOD set (paired CI of "
-                    "the difference includes 0): the gains come from the mixture (diversity), "
-                    "not from more data")
-        return ("more data adds beyond diversity on " + ", ".join(better) + " (growing arm "
-                "significantly above the fixed-budget arm at the last step)")
+            text = ("the growing arm is nowhere significantly above the fixed-budget arm on the "
+                    "OOD sets: the gains come from the mixture (diversity), not from more data")
+        else:
+            text = ("more data adds beyond diversity on " + ", ".join(better) + " (growing arm "
+                    "significantly above the fixed-budget arm at the last step)")
+        if worse:
+            text += ("; the fixed-budget arm is significantly higher on " + ", ".join(worse)
+                     + " (more of the same sources does not help there)")
+        return text
     if not better:
-        return ("format statistics alone match the SAE probe on every OOD set: the OOD gains "
-                "may be format detection, not intent detection")
+        return ("format statistics alone match or beat the SAE probe on every OOD set: the OOD "
+                "gains may be format detection, not intent detection")
     same = [n for n in ood if n not in better]
     return ("the SAE probe beats format-only on " + ", ".join(better)
-            + (("; format alone matches it on " + ", ".join(same) + " (format detection "
-                "cannot be ruled out there)") if same else ""))
+            + (("; format alone matches or beats it on " + ", ".join(same) + " (format "
+                "detection cannot be ruled out there)") if same else ""))
 
 
 def orderings_summary(results_dir):

@@ -53,6 +53,14 @@ def fmt_delta(d):
     return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {d['verdict']}"
 
 
+def fmt_difference(d, other):
+    """'+0.123 [+0.080, +0.160] sweep higher' for a sweep-minus-arm paired difference."""
+    word = {"improved": "sweep higher", "degraded": f"{other} higher"}.get(d["verdict"],
+                                                                          "no clear difference")
+    lo, hi = d["ci"]
+    return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {word}"
+
+
 def step_label(a, k):
     """'0 base' etc."""
     return f"{k} {a['records'][k]['name']}"
@@ -251,6 +259,7 @@ def arm_sections(a):
     """Main sweep vs the fixed-budget arm and the format-only baseline."""
     out = []
     for folder, arm in (a.get("arms") or {}).items():
+        short = "budget" if folder == "arm_budget" else "format"
         rows = []
         for name, v in arm["sets"].items():
             d, first = v["main_minus_arm"], min(v["rows"]) if v["rows"] else None
@@ -258,9 +267,8 @@ def arm_sections(a):
                 rows.append([name if k == first else "",
                              SHORT_METRIC.get(v["metric"], v["metric"]) if k == first else "",
                              str(k), fmt(r["main"]), fmt(r["arm"]),
-                             fmt_delta(d) if d and d["step"] == k else ""])
+                             fmt_difference(d, short) if d and d["step"] == k else ""])
         label = arm["label"] + (f" (N = {arm['budget_n']})" if arm.get("budget_n") else "")
-        short = "budget" if folder == "arm_budget" else "format"
         out.append(Section(f"Control: {label}", [
             Table(["eval set", "metric", "step", "sweep", short, "sweep - " + short], rows,
                   right={2, 3, 4}),

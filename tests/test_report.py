@@ -86,3 +86,18 @@ def test_verdict_logic(ood, gold, outcome):
     assert v["outcome"] == outcome
     assert v["next_steps"] and v["criteria"]
     assert v["ood_sets_improved"] == (["benchmark"] if ood == "improved" else [])
+
+
+def _arm(verdicts):
+    return {n: {"role": "OOD", "main_minus_arm": {"verdict": v}} for n, v in verdicts.items()}
+
+
+def test_arm_conclusions():
+    budget = analysis.arm_conclusion
+    assert "diversity" in budget("arm_budget", _arm({"a": "no clear change", "b": "no clear change"}))
+    text = budget("arm_budget", _arm({"a": "improved", "b": "degraded"}))
+    assert "more data adds beyond diversity on a" in text and "significantly higher on b" in text
+    assert "may be format detection" in budget("baseline_format", _arm({"a": "degraded"}))
+    text = budget("baseline_format", _arm({"a": "improved", "b": "no clear change"}))
+    assert "beats format-only on a" in text and "matches or beats it on b" in text
+    assert budget("arm_budget", {}) == "no OOD set to compare"
