@@ -717,6 +717,17 @@ def eval_sets(datasets, splits):
     return [(n, datasets[n], splits[n].eval) for n in eval_set_names() if n in datasets]
 
 
+def pid_alive(pid):
+    """True when a process with this pid exists (stale temp files name their writer)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def die(message):
     """Print an error (first line names the file and the problem) and return exit code 2."""
     print(f"error: {message}", file=sys.stderr)

@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import platform
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +18,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import scipy
+import scipy.sparse as sp
 import sklearn
 from scipy.optimize import minimize
 from scipy.special import expit
@@ -199,14 +203,73 @@ def plan_step(step, datasets, splits, cfg, seed):
                                     f"{step.number}'s mix has only {len(mix.y)}")
         mix = mix.subset(subsample_stratified(mix_strata(mix), budget, seed))
     skf = StratifiedKFold(n_splits=cfg["cv_folds"], shuffle=True, random_state=seed)
-    folds = list(skf.split(np.zeros(len(mix.y)), mix_strata(mix, cfg["cv_folds"])))
+    folds = [(np.sort(tr), np.sort(va))
+             for tr, va in skf.split(np.zeros(len(mix.y)), mix_strata(mix, cfg["cv_folds"]))]
     sw = sample_weights(mix, cfg.get("class_weight"), cfg.get("source_weight", "proportional"))
     return Plan(step, seed, cfg, mix, folds, sw)
 
 
-def fit_task(cfg, seed, X, y, rows, score_rows, sample_weight):
-    """One unit of work: fit a fresh probe on some rows (single-threaded BLAS) and score
-    `score_rows` with it; returns (pipe, converged, n_iter, float64 scores).
+class SharedMatrices:
+    """The datasets' CSR arrays written once as .npy files that worker processes map, so a
+    task carries file names and row indices instead of a pickled (and hashed) matrix."""
+
+    def __init__(self, matrices):
+        shm = Path("/dev/shm")
+        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+        for stale in base.glob("sweep-*-*"):      # left by a killed run (RAM, on /dev/shm)
+            pid = stale.name.split("-")[1]
+            if pid.isdigit() and not common.pid_alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.folder = tempfile.mkdtemp(prefix=f"sweep-{os.getpid()}-", dir=base)
+        self.refs = {}
+        for k, A in enumerate(matrices):
+            for name in ("data", "indices", "indptr"):
+                np.save(os.path.join(self.folder, f"{k}_{name}.npy"), getattr(A, name))
+            self.refs[id(A)] = (self.folder, k, A.shape)
+
+    def parts(self, mix):
+        """The mix's (matrix reference, row indices) parts."""
+        return [(self.refs[id(A)], idx) for A, idx in mix.parts]
+
+    def close(self):
+        """Remove the files (mapped copies stay valid until their tasks finish)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_MAPPED = {}
+
+
+def _matrix(ref):
+    """A matrix given in-process, or mapped from a SharedMatrices reference (cached)."""
+    if sp.issparse(ref):
+        return ref
+    folder, k, shape = ref
+    if (folder, k) not in _MAPPED:
+        for key in [key for key in _MAPPED if key[0] != folder]:
+            del _MAPPED[key]                      # files of an earlier batch
+        arrays = [np.load(os.path.join(folder, f"{k}_{n}.npy"), mmap_mode="r")
+                  for n in ("data", "indices", "indptr")]
+        _MAPPED[(folder, k)] = sp.csr_matrix(tuple(arrays), shape=shape, copy=False)
+    return _MAPPED[(folder, k)]
+
+
+def rows_matrix(parts, subset, rows):
+    """Rows `rows` (ascending) of the mix formed by parts (and a fixed-budget subset), built
+    with one copy straight from the datasets."""
+    lengths = [len(idx) for _, idx in parts]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    global_rows = rows if subset is None else subset[rows]
+    blocks = []
+    for (ref, idx), lo, hi in zip(parts, offsets[:-1], offsets[1:]):
+        sel = global_rows[(global_rows >= lo) & (global_rows < hi)] - lo
+        if len(sel):
+            blocks.append(_matrix(ref)[idx[sel]])
+    return sp.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0].tocsr()
+
+
+def fit_task(cfg, seed, parts, subset, y, rows, score_rows, sample_weight):
+    """One unit of work: fit a fresh probe on some rows of a mix (single-threaded BLAS) and
+    score `score_rows` with it; returns (pipe, converged, n_iter, float64 scores).
 
     Every fit starts from zero weights: warm starting a fold from a model that saw its
     validation rows stops the solver at once near that model and leaks (measured: CV AUROC
@@ -214,28 +277,41 @@ def fit_task(cfg, seed, X, y, rows, score_rows, sample_weight):
     """
     with threadpool_limits(1):
         sw = None if sample_weight is None else sample_weight[rows]
-        pipe, converged, n_iter = fit(make_pipeline(cfg, seed), X[rows], y[rows], sw)
-        scores = decision(pipe, X[score_rows])
+        pipe, converged, n_iter = fit(make_pipeline(cfg, seed), rows_matrix(parts, subset, rows),
+                                      y[rows], sw)
+        scores = decision(pipe, rows_matrix(parts, subset, score_rows))
     return pipe, converged, n_iter, scores
 
 
-def _tasks(plans):
-    """Lazily yield (plan index, joblib task); each plan's matrix is built when reached and
-    released once its tasks are dispatched, so only a few mixes are in memory at once."""
-    for i, plan in enumerate(plans):
-        X = plan.mix.X
+def _tasks(plans, shared=None):
+    """Every fit of every plan as a joblib task: the full mix first, then the folds."""
+    for plan in plans:
+        parts = shared.parts(plan.mix) if shared else plan.mix.parts
         everything = np.arange(len(plan.mix.y))
         for rows, score_rows in [(everything, everything)] + list(plan.folds):
-            yield i, joblib.delayed(fit_task)(plan.cfg, plan.seed, X, plan.mix.y, rows,
-                                              score_rows, plan.sample_weight)
-        del X
+            yield joblib.delayed(fit_task)(plan.cfg, plan.seed, parts, plan.mix.rows,
+                                           plan.mix.y, rows, score_rows, plan.sample_weight)
 
 
 def execute(plans, jobs=1):
     """Fit every task of every plan in one joblib batch; returns per plan
-    [(pipe, converged, n_iter, scores)], the full-mix fit first, then the folds."""
+    [(pipe, converged, n_iter, scores)], the full-mix fit first, then the folds.
+
+    Local worker processes map the matrices from files written once per batch; in-process
+    and remote (dask) tasks get the matrices themselves."""
     owners = [i for i, plan in enumerate(plans) for _ in range(len(plan.folds) + 1)]
-    out = joblib.Parallel(n_jobs=jobs)(task for _, task in _tasks(plans))
+    backend = joblib.parallel.get_active_backend()[0].__class__.__name__
+    local_workers = (backend in ("LokyBackend", "MultiprocessingBackend")
+                     and joblib.effective_n_jobs(jobs) > 1)
+    shared = None
+    if local_workers:
+        unique = {id(A): A for plan in plans for A, _ in plan.mix.parts}
+        shared = SharedMatrices(list(unique.values()))
+    try:
+        out = joblib.Parallel(n_jobs=jobs)(_tasks(plans, shared))
+    finally:
+        if shared:
+            shared.close()
     fitted = [[] for _ in plans]
     for i, res in zip(owners, out):
         fitted[i].append(res)

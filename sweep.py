@@ -68,7 +68,7 @@ def check_results_dir(results_dir, source):
         raise InputError(f"{results_dir}: results directory is not writable ({e.strerror})") from None
     for stale in results_dir.glob(".*.tmp"):          # left by a killed run
         pid = stale.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not common.pid_alive(int(pid)):
             stale.unlink(missing_ok=True)
     for path in sorted(results_dir.glob("step_*.json")):
         try:
@@ -78,17 +78,6 @@ def check_results_dir(results_dir, source):
         if other and other != source:
             raise InputError(f"{path}: results folder holds {other!r} results; refusing to write "
                              f"{source!r} results next to them (use another --results-dir)")
-
-
-def _pid_alive(pid):
-    """True when a process with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def validate_steps(steps, datasets, splits):
