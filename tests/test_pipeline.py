@@ -268,3 +268,17 @@ def test_cv_folds_are_fitted_without_their_validation_rows(loaded):
     assert np.allclose(cv["oof"][va], probe.decision(alone, plan.mix.X[va]))
     full, _, _ = probe.fit(probe.make_pipeline(cfg, 5), plan.mix.X, plan.mix.y)
     assert not np.allclose(cv["oof"][va], probe.decision(full, plan.mix.X[va]))
+
+
+def test_parallel_workers_give_the_same_numbers_and_leave_no_files(tiny_cache, tiny_run, tmp_path):
+    from pathlib import Path
+    flags = [f for f in FAST_FLAGS if f not in ("--jobs", "1")]
+    assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(tmp_path),
+                         "--jobs", "2"] + flags) == 0
+    for step in common.STEPS:
+        a = json.loads(probe.output_paths(tiny_run, step)["json"].read_text())
+        b = json.loads(probe.output_paths(tmp_path, step)["json"].read_text())
+        assert a["evaluation"] == b["evaluation"] and a["cv_auroc_folds"] == b["cv_auroc_folds"]
+    import os
+    mine = [p for p in Path("/dev/shm").glob(f"sweep-{os.getpid()}-*")] if Path("/dev/shm").is_dir() else []
+    assert not mine
