@@ -97,32 +97,6 @@ def _check_same_run(records, results_dir):
                                     "--allow-mixed")
 
 
-def _boot_arrays(record, scores, name, cfg):
-    """Bootstrap samples of every flat metric of one eval set, on the set's shared resamples."""
-    s, y = scores[name]["score"], scores[name]["label"]
-    idx = stats.stratified_bootstrap_indices(y, cfg["n_boot"], probe.boot_seed(cfg["seed"], name))
-    entry = record["evaluation"][name]
-    kwargs = {}
-    ref = entry.get("reference_negatives")
-    if ref and ref in scores:
-        neg = scores[ref]["score"][scores[ref]["label"] == 0]
-        kwargs = {"reference_neg_scores": neg,
-                  "ref_idx": stats.stratified_bootstrap_indices(
-                      np.zeros(len(neg), dtype=int), cfg["n_boot"],
-                      probe.boot_seed(cfg["seed"], ref + ":neg"))}
-    return stats.bootstrap_metrics(s, y, threshold_05=0.0,
-                                   thresholds=record["thresholds"]["log_odds"], idx=idx, **kwargs)
-
-
-def headline_metric(entry):
-    """The metric a set is judged by: AUROC where defined, else AUROC vs reference negatives,
-    else detection rate."""
-    for m in ("auroc", "auroc_vs_reference_negatives", "detection_rate"):
-        if entry.get(m) is not None:
-            return m
-    return None
-
-
 def set_info(name):
     """(title, role) of an eval set, also for extra eval sets not in this process's table."""
     spec = common.DATASETS.get(name)
@@ -151,7 +125,7 @@ def analyze_folder(results_dir, allow_mixed=False):
     first = records[steps[0]]
     cfg = first["config"]
     out = {"results_dir": str(results_dir), "steps": steps, "missing": missing,
-           "records": records, "config": cfg, "data_source": first.get("data_source"),
+           "records": records, "scores": scores, "config": cfg, "data_source": first.get("data_source"),
            "layer": first.get("layer"), "inputs": first.get("inputs", {}),
            "versions": first.get("versions", {}), "run_ids": sorted({r.get("run_id") for r in
                                                                      records.values()})}
@@ -179,7 +153,8 @@ def analyze_folder(results_dir, allow_mixed=False):
         for k in present:
             entry = records[k]["evaluation"][name]
             flat = probe.flat_metrics(entry)
-            b = _boot_arrays(records[k], scores[k], name, cfg)
+            b = probe.bootstrap_set(scores[k], name, entry.get("reference_negatives"),
+                                    records[k]["thresholds"]["log_odds"], cfg)
             boots[(k, name)] = (b, flat)
             ci = stats.summarize(b)
             rows[k] = {m: {"value": flat.get(m), "ci": list(ci[m]) if m in ci else None}
@@ -255,7 +230,7 @@ def arm_comparisons(results_dir, main, main_boots):
                     diff["step"] = k
             per_set[name] = {"metric": m, "role": s["role"], "rows": rows, "main_minus_arm": diff,
                              "arm_overall": arm["sets"][name]["overall"]}
-        out[folder] = {"label": label, "sets": per_set, "records": arm["records"],
+        out[folder] = {"label": label, "sets": per_set, "records": arm["records"], "analysis": arm,
                        "budget_n": arm["config"].get("budget_n"),
                        "conclusion": arm_conclusion(folder, per_set)}
     return out

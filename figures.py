@@ -19,7 +19,6 @@ import json
 import math
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -112,20 +111,14 @@ def _layout(fig, nrows, ncols, left, right, top, bottom, wgap, hgap):
                         wspace=wgap / aw, hspace=hgap / ah)
 
 
-def _step_spec(k, record):
-    """The StepSpec of a step number (or a stand-in carrying number and slug)."""
-    for s in tuple(common.STEPS) + tuple(getattr(common, "EXTRA_STEPS", ())):
-        if s.number == k:
-            return s
-    return SimpleNamespace(number=k, slug=record.get("name", str(k)))
-
-
 def _load_step_scores(results_dir, a):
-    """{step: {set: {score, label, class}}} from the saved npz files."""
+    """{step: {set: {score, label, class}}}: those the analysis loaded, else the npz files."""
+    if "scores" in a:
+        return {k: a["scores"].get(k, {}) for k in a["steps"]}
     out = {}
     for k in a["steps"]:
         rec = a["records"][k]
-        path = probe.output_paths(results_dir, _step_spec(k, rec))["scores"]
+        path = Path(results_dir) / f"step_{k}_scores.npz"
         out[k] = probe.load_scores(path, rec.get("run_id")) if path.exists() else {}
     return out
 
@@ -138,8 +131,12 @@ def _ci_pair(cell):
     return float(ci[0]), float(ci[1])
 
 
-def _analyze_arm(results_dir, allow_mixed=False):
-    """analysis of <results_dir>/arm_budget/, or None when absent (a warning when unreadable)."""
+def _analyze_arm(results_dir, allow_mixed=False, a=None):
+    """analysis of <results_dir>/arm_budget/ (the main analysis's, when it has it), or None
+    when absent (a warning when unreadable)."""
+    done = ((a or {}).get("arms") or {}).get(ARM_DIR)
+    if done:
+        return done["analysis"]
     arm = Path(results_dir) / ARM_DIR
     if not arm.is_dir() or not any(arm.glob("step_*.json")):
         return None
@@ -391,7 +388,7 @@ def write_figures(results_dir, a=None, allow_mixed=False):
         return []
     results_dir = Path(results_dir)
     a = a or analysis.analyze(results_dir, allow_mixed)
-    arm = _analyze_arm(results_dir, allow_mixed)
+    arm = _analyze_arm(results_dir, allow_mixed, a)
     scores = _load_step_scores(results_dir, a)
     tpath = results_dir / TRANSFER_JSON
     transfer = load_transfer(tpath) if tpath.exists() else None     # bad input fails up front

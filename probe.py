@@ -388,6 +388,15 @@ def evaluate_set(score, y, classes, thresholds, reference_neg=None, reference_na
     return out
 
 
+HEADLINE_ORDER = ("auroc", "auroc_vs_reference_negatives", "detection_rate")
+
+
+def headline_metric(metrics):
+    """The metric a set is judged by: AUROC where defined, else AUROC vs reference negatives,
+    else detection rate (None when none is defined)."""
+    return next((m for m in HEADLINE_ORDER if metrics.get(m) is not None), None)
+
+
 def flat_metrics(entry):
     """The headline metrics of an evaluation entry as one flat dict (None where undefined)."""
     out = {k: entry.get(k) for k in ("auroc", "auroc_vs_reference_negatives", "detection_rate",
@@ -403,24 +412,28 @@ def boot_seed(seed, name):
     return int(np.random.SeedSequence(common.split_seed(seed, name)).generate_state(1)[0])
 
 
+def bootstrap_set(scores, name, reference, thresholds, cfg):
+    """Bootstrap samples of every flat metric of one eval set from its scores. The resamples
+    depend on the seed and the set's name only, so every step uses the same ones (paired)."""
+    import stats
+    s, y = scores[name]["score"], scores[name]["label"]
+    idx = stats.stratified_bootstrap_indices(y, cfg["n_boot"], boot_seed(cfg["seed"], name))
+    kwargs = {}
+    if reference and reference in scores:
+        neg = scores[reference]["score"][scores[reference]["label"] == 0]
+        kwargs = {"reference_neg_scores": neg,
+                  "ref_idx": stats.stratified_bootstrap_indices(
+                      np.zeros(len(neg), dtype=int), cfg["n_boot"],
+                      boot_seed(cfg["seed"], reference + ":neg"))}
+    return stats.bootstrap_metrics(s, y, threshold_05=0.0, thresholds=thresholds, idx=idx,
+                                   **kwargs)
+
+
 def add_confidence_intervals(evaluation, scores, thresholds, cfg):
     """Attach a stratified-bootstrap 95 % CI to every flat metric of every eval set."""
     import stats
-    ref_cache = {}
     for name, entry in evaluation.items():
-        s, y = scores[name]["score"], scores[name]["label"]
-        idx = stats.stratified_bootstrap_indices(y, cfg["n_boot"], boot_seed(cfg["seed"], name))
-        kwargs = {}
-        ref = entry.get("reference_negatives")
-        if ref:
-            rs, ry = scores[ref]["score"], scores[ref]["label"]
-            neg = rs[ry == 0]
-            if ref not in ref_cache:
-                ref_cache[ref] = stats.stratified_bootstrap_indices(
-                    np.zeros(len(neg), dtype=int), cfg["n_boot"], boot_seed(cfg["seed"], ref + ":neg"))
-            kwargs = {"reference_neg_scores": neg, "ref_idx": ref_cache[ref]}
-        boot = stats.bootstrap_metrics(s, y, threshold_05=0.0, thresholds=thresholds, idx=idx,
-                                       **kwargs)
+        boot = bootstrap_set(scores, name, entry.get("reference_negatives"), thresholds, cfg)
         entry["ci"] = {k: [float(v[0]), float(v[1])] for k, v in stats.summarize(boot).items()}
     return evaluation
 

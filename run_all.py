@@ -22,14 +22,14 @@ import analysis
 import common
 import compare_all_steps
 import generate_report
+import probe
 import sweep
 
 
 def grid_table(rows):
     """Summary of grid cells: CV and each eval set's headline at the last step."""
     sets = list(dict.fromkeys(n for r in rows for n in r["metrics"]))
-    head = {n: next((m for m in ("auroc", "auroc_vs_reference_negatives", "detection_rate")
-                     if any(r["metrics"].get(n, {}).get(m) is not None for r in rows)), None)
+    head = {n: probe.headline_metric(next(r["metrics"][n] for r in rows if n in r["metrics"]))
             for n in sets}
     t = generate_report.Table(
         ["layer", "C", "penalty", "CV AUROC", "non-zero w"]
