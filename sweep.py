@@ -16,7 +16,7 @@ import os
 import secrets
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +120,7 @@ class Context:
     fingerprints: dict
     audit: dict | None
     log: object
+    fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
 
 
 def quiet_log(args):
@@ -192,10 +193,11 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
         return records
     plans = [probe.plan_step(step, datasets, splits[s], config, s) for step in todo for s in seeds]
     t = time.perf_counter()
-    with timed("fit + CV"):
-        fitted = probe.execute(plans, args.jobs)
-    log(f"{label}fitted {len(plans) * (config['cv_folds'] + 1)} probes for step(s) "
-        f"{', '.join(str(s.number) for s in todo)} in {time.perf_counter() - t:.1f}s")
+    fitted, n_new = fit_plans(ctx, plans, datasets)
+    log(f"{label}fitted {n_new * (config['cv_folds'] + 1)} probes for step(s) "
+        f"{', '.join(str(s.number) for s in todo)} in {time.perf_counter() - t:.1f}s"
+        + (f" ({len(plans) - n_new} mix(es) already fitted in this run)" if n_new < len(plans)
+           else ""))
     run_id = f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     warned = False
     for i, step in enumerate(todo):
@@ -234,6 +236,27 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
             f"cv={record['cv_auroc_mean']:.3f}  gold={_fmt(ev.get('gold_106', {}).get('auroc'))}"
             f"  benchmark={_fmt(ev.get('benchmark', {}).get('auroc'))}")
     return records
+
+
+def fit_plans(ctx, plans, datasets):
+    """Fit the plans; return (fits per plan, number of plans fitted now). Fits of the same
+    mix, seed and config on the loaded data are made once per run (orderings and the transfer
+    matrix repeat mixes of the sweep); plans on other data (format baseline) always fit."""
+    if datasets is not ctx.datasets:
+        with timed("fit + CV"):
+            return probe.execute(plans, ctx.args.jobs), len(plans)
+    keys = [(plan.step.training, plan.seed,
+             json.dumps(common.comparable(plan.cfg), sort_keys=True, default=str))
+            for plan in plans]
+    first = {}                                   # a mix planned twice in one call fits once
+    for i, key in enumerate(keys):
+        if key not in ctx.fits:
+            first.setdefault(key, i)
+    new = list(first.values())
+    with timed("fit + CV"):
+        for i, fitted in zip(new, probe.execute([plans[i] for i in new], ctx.args.jobs)):
+            ctx.fits[keys[i]] = fitted
+    return [ctx.fits[key] for key in keys], len(new)
 
 
 def _fmt(x):
@@ -407,16 +430,14 @@ def run_transfer(ctx, results_dir, config):
             continue
         plans.append(probe.plan_step(step, ctx.datasets, splits, config, args.seed))
         names.append(name)
-    with timed("fit + CV"):
-        fitted = probe.execute(plans, args.jobs)
+    fitted, _ = fit_plans(ctx, plans, ctx.datasets)
     evals = [n for n in common.eval_set_names() if n in ctx.datasets]
     for plan, fit, name in zip(plans, fitted, names):
         record, _, _ = probe.finish_step(plan, fit, ctx.datasets, splits)
         row = {}
         for ev in evals:
             e = record["evaluation"][ev]
-            head = next((m for m in ("auroc", "auroc_vs_reference_negatives", "detection_rate")
-                         if e.get(m) is not None), None)
+            head = probe.headline_metric(e)
             row[ev] = {"headline": head, "value": e.get(head) if head else None,
                        "auroc": e.get("auroc"),
                        "auroc_vs_reference_negatives": e.get("auroc_vs_reference_negatives"),
