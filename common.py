@@ -390,14 +390,14 @@ def _open_npy(path):
 
 
 def activation_shape(path):
-    """(rows, features) of an activations file, validated as 2-D numeric."""
-    arr = _open_npy(path)
-    if arr.ndim != 2:
+    """(rows, features) of an activations file, validated as 2-D numeric (header only)."""
+    shape, _, dtype, _ = _npy_header(path)
+    if len(shape) != 2:
         raise InputError(f"{path}: activations must be 2-D (samples x features), got shape "
-                         f"{arr.shape}")
-    if arr.dtype.kind not in "fiub":
-        raise InputError(f"{path}: activations must be numeric, got dtype {arr.dtype}")
-    return arr.shape
+                         f"{shape}")
+    if dtype.kind not in "fiub":
+        raise InputError(f"{path}: activations must be numeric, got dtype {dtype}")
+    return shape
 
 
 def _dense_to_csr_parts(block):

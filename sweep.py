@@ -325,7 +325,7 @@ def run_sweep(args, step_numbers, resume=False):
 # --------------------------------------------------------------------------------------------
 # Controls
 # --------------------------------------------------------------------------------------------
-def budget_size(spec, ctx, main_steps):
+def budget_size(spec, ctx):
     """Resolve --budget N|base to a sample count."""
     if spec == "base":
         splits = common.make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
@@ -342,7 +342,7 @@ def budget_size(spec, ctx, main_steps):
 
 def check_budget(ctx, steps, spec):
     """Resolve --budget and check every step's mix is large enough, before anything runs."""
-    n = budget_size(spec, ctx, steps)
+    n = budget_size(spec, ctx)
     splits = common.make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
                                 ctx.args.dedup_split)
     for step in steps:
