@@ -1,4 +1,5 @@
 """python demo_data.py --out cache/demo [--seed 0] [--scale 1.0] [--n-features 16384] [--layers 40 ...]
+       python demo_data.py --out cache/null_source --null source    # negative control
 
 Write a SYNTHETIC SAE-activation cache in the layout of the real (private) cache, so the
 distribution sweep can be demoed and tested end to end.
@@ -14,6 +15,11 @@ SAE. Its published statistics (see REAL_DATA.md) fix the shape of this generator
   not fix the benchmark; benchmark hard negatives share "vocabulary" features with AF samples but
   not the intent features. Sycophant samples are short and contain near-duplicates.
 * gold_106 is drawn from the training distribution with a slightly weaker signal.
+* Negative controls (--null): the OOD sets carry no AF signal at all (no OOD latent depends on
+  the label), while train and gold_106 keep theirs. "clean": every OOD set comes from one
+  shared distribution; "source": each OOD source keeps its own features, in all of its rows, so
+  all-AF sources differ from the benchmark's negatives by source alone (the real situation's
+  confound). A sweep on them must not claim an OOD improvement.
 
 Every sample is built from a few per-sample latent variables (verbosity, gain, intent, vocabulary,
 ...). Each block of features has a base activation probability and magnitude that these latents
@@ -114,6 +120,7 @@ NEAR_DUP_COSINE = 0.99               # threshold for counting near-duplicate syc
 CHUNK_ROWS = 256                     # rows generated at once (bounds memory)
 AF = "alignment_faking"
 OOD_DATASETS = ("sycophant", "model_organism", "benchmark")
+NULL_MODES = (None, "clean", "source")   # negative controls: no AF signal in the OOD sets
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,8 +154,9 @@ def _block(rng, feats, p_mean, magnitude, loads, kappa=None):
             "logmag": logmag, "loads": coefs}
 
 
-def _layout(seed: int, layer: int, n_features: int) -> dict:
-    """Assign features to blocks for one layer; returns {format or dataset: [blocks]}."""
+def _layout(seed: int, layer: int, n_features: int, null=None) -> dict:
+    """Assign features to blocks for one layer; returns {format or dataset: [blocks]}.
+    null="clean": the OOD sets share one layout with no source-specific blocks."""
     rng = _rng(seed, layer, 0)
     train_active, ood_active = LAYER_ACTIVE.get(layer, LAYER_ACTIVE[DEFAULT_LAYER])
     perm = rng.permutation(n_features)
@@ -195,6 +203,8 @@ def _layout(seed: int, layer: int, n_features: int) -> dict:
         style = _block(rng, take(sizes["style"]), p0, OOD_MAGNITUDE,
                        {"verbosity": (logit_c, mag_c, 0.0), "gain": (0.0, 1.0, 0.0)}, kappa=POOL_KAPPA)
         layout[name] = ood_common + [style]
+    if null == "clean":                   # one distribution for every OOD set
+        return {"train": train_blocks, **{n: layout["benchmark"] for n in OOD_DATASETS}}
     layout["sycophant"].append(sig("own_intent", "own"))
     layout["model_organism"].append(sig("own_intent", "own"))
     layout["benchmark"] += [sig("bench_intent", "intent"), sig("bench_vocab", "vocab"),
@@ -247,8 +257,11 @@ def _latent(rng, member: np.ndarray, d: float) -> np.ndarray:
     return d * member + rng.standard_normal(len(member))
 
 
-def _make_dataset(name: str, layout: dict, seed: int, layer: int, scale: float, n_features: int):
-    """Return (X, fine_labels) for one dataset."""
+def _make_dataset(name: str, layout: dict, seed: int, layer: int, scale: float, n_features: int,
+                  null=None):
+    """Return (X, fine_labels) for one dataset. With null set, no OOD latent depends on the
+    label: "clean" draws every OOD set from one distribution, "source" keeps each source's own
+    features (active in all its rows, AF or not)."""
     stream = {"train": 1, "gold": 2, "sycophant": 3, "model_organism": 4, "benchmark": 5}[name]
     rng = _rng(seed, layer, stream)
     if name in ("train", "gold"):
@@ -264,17 +277,21 @@ def _make_dataset(name: str, layout: dict, seed: int, layer: int, scale: float, 
         n = max(MIN_CLASS_COUNT, int(round((SYCOPHANT_COUNT if name == "sycophant" else ORGANISM_COUNT) * scale)))
         labels = [AF] * n
         ones = np.ones(n)
-        lat = _base_latents(rng, n, SYC_VERBOSITY if name == "sycophant" else 0.0)
+        syco = name == "sycophant" and null != "clean"
+        lat = _base_latents(rng, n, SYC_VERBOSITY if syco else 0.0)
         boost = SYC_SHARED_BOOST.get(layer, 1.0) if name == "sycophant" else 1.0
-        lat["shared"] = _latent(rng, ones, D_SHARED[name] * boost)
+        lat["shared"] = _latent(rng, ones * (null is None), D_SHARED[name] * boost)
         lat["own"] = _latent(rng, ones, D_OWN)
         X = _sample(rng, n, n_features, layout[name], lat)
-        if name == "sycophant":
+        if syco:
             _add_near_duplicates(rng, X)
         return X, labels
     labels = _shuffled_labels(rng, _counts(BENCHMARK_COUNTS, scale))
     y = np.array([lab == AF for lab in labels], dtype=float)
     member = np.array([BENCH_CLASS_LATENTS[lab] for lab in labels])
+    if null is not None:                  # label-free: the source's own features in every row
+        y = np.zeros_like(y) if null == "clean" else np.ones_like(y)
+        member = np.broadcast_to(y[:, None], member.shape)
     lat = _base_latents(rng, len(y))
     lat["shared"] = _latent(rng, y, D_SHARED["benchmark"])
     lat["intent"] = _latent(rng, y, D_BENCH)
@@ -350,13 +367,14 @@ FILE_STEMS = {"train": "train", "gold": "test", "sycophant": "sycophant",
               "model_organism": "model_organism", "benchmark": "benchmark"}
 
 
-def _generate_layer(out_dir: Path, seed: int, layer: int, scale: float, n_features: int) -> dict:
+def _generate_layer(out_dir: Path, seed: int, layer: int, scale: float, n_features: int,
+                    null=None) -> dict:
     """Write one layer folder and return its statistics."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    layout = _layout(seed, layer, n_features)
+    layout = _layout(seed, layer, n_features, null)
     stats, profiles = {}, {}
     for name in ("train", "gold", "sycophant", "model_organism", "benchmark"):
-        X, labels = _make_dataset(name, layout, seed, layer, scale, n_features)
+        X, labels = _make_dataset(name, layout, seed, layer, scale, n_features, null)
         y = np.array([lab == AF for lab in labels])
         stem = FILE_STEMS[name]
         _save_npy(out_dir / f"{stem}_activations.npy", X)
@@ -397,10 +415,12 @@ def _print_layer(layer: int, s: dict) -> None:
 
 
 def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES, layers=(DEFAULT_LAYER,),
-             verbose=True) -> dict:
+             verbose=True, null=None) -> dict:
     """Write a synthetic cache under out_root; return a summary dict of the printed statistics."""
     if scale <= 0:
         raise ValueError(f"scale must be > 0, got {scale}")
+    if null not in NULL_MODES:
+        raise ValueError(f"null must be one of {NULL_MODES}, got {null!r}")
     layers = [int(layer) for layer in layers]
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -411,15 +431,18 @@ def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
     summary = {"out": str(out_root), "seed": int(seed), "scale": float(scale),
                "n_features": int(n_features), "layers": {}}
     for layer in layers:
-        s = _generate_layer(out_root / f"layer_{layer}", int(seed), layer, float(scale), int(n_features))
+        s = _generate_layer(out_root / f"layer_{layer}", int(seed), layer, float(scale), int(n_features),
+                            null)
         summary["layers"][layer] = s
         if verbose:
             _print_layer(layer, s)
     summary["seconds"] = time.perf_counter() - t0
     _save_json(marker, {"synthetic": True, "generator": "demo_data.py", "seed": int(seed),
-                        "scale": float(scale), "n_features": int(n_features), "layers": layers})
+                        "scale": float(scale), "n_features": int(n_features), "layers": layers,
+                        "null": null})
     if verbose:
-        print(f"wrote synthetic cache to {out_root} in {summary['seconds']:.1f} s")
+        kind = f" (negative control: null={null}, OOD sets carry no AF signal)" if null else ""
+        print(f"wrote synthetic cache to {out_root}{kind} in {summary['seconds']:.1f} s")
     return summary
 
 
@@ -432,10 +455,13 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiplier for every per-class count")
     p.add_argument("--n-features", type=int, default=REF_FEATURES, help="SAE width")
     p.add_argument("--layers", type=int, nargs="+", default=[DEFAULT_LAYER], help="layers to write")
+    p.add_argument("--null", choices=NULL_MODES[1:], default=None,
+                   help="negative control: OOD sets carry no AF signal ('clean': one shared OOD "
+                        "distribution; 'source': each OOD source keeps its own features)")
     p.add_argument("--quiet", action="store_true", help="do not print the statistics table")
     a = p.parse_args(argv)
     generate(a.out, seed=a.seed, scale=a.scale, n_features=a.n_features, layers=a.layers,
-             verbose=not a.quiet)
+             verbose=not a.quiet, null=a.null)
     return 0
 
 
