@@ -1,7 +1,9 @@
 """Compute once, format twice: the analysis behind compare_all_steps.py and generate_report.py.
 
-`analyze(results_dir)` reads the step files, checks they belong together, recomputes paired
-bootstrap statistics from the saved per-sample scores (no retraining) and returns one dict.
+`analyze(results_dir)` reads the step files, checks they belong together, recomputes every
+metric, interval and paired step-to-step change from the saved per-sample scores (no
+retraining; intervals.py), adjusts the step-to-step calls for multiplicity (Holm) and adds the
+verdict (verdict.py). It returns one dict.
 """
 from __future__ import annotations
 
@@ -12,24 +14,16 @@ from pathlib import Path
 import numpy as np
 
 import common
+import intervals
 import probe
-import stats
+import verdict
 
-HARD_NEGATIVE_CLASSES = ("hard_negative", "compliant_hard_negative")
 # metrics compared across steps; the first defined one is a set's headline
 TWO_CLASS_METRICS = ("auroc", "recall_at_fpr_5", "recall_at_fpr_1", "accuracy")
 ONE_CLASS_METRICS = ("auroc_vs_reference_negatives", "detection_rate", "recall_at_fpr_5",
                      "recall_at_fpr_1")
-METRIC_LABELS = {
-    "auroc": "AUROC",
-    "auroc_vs_reference_negatives": "AUROC vs ref. negatives",
-    "detection_rate": "detection rate (AF scored >= 0.5)",
-    "recall_at_fpr_5": "recall @ 5% train-FPR",
-    "recall_at_fpr_1": "recall @ 1% train-FPR",
-    "accuracy": "accuracy @ 0.5",
-    "eval_fpr_5": "FPR on own negatives @ 5% threshold",
-}
-GOLD_DROP_TOLERANCE = 0.0   # a significant gold_106 drop (paired CI below 0) counts as a drop
+METRIC_LABELS = common.METRIC_LABELS
+ALPHA = 1 - intervals.LEVEL  # two-sided level of every call (improved / degraded)
 
 
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
@@ -106,29 +100,70 @@ def set_info(name):
     return spec.title, role
 
 
-def analyze(results_dir, allow_mixed=False, controls=True):
+def analyze(results_dir, allow_mixed=False, controls=True, criteria=None):
     """Everything the comparison and the report show, as one dict."""
-    out, boots = analyze_folder(results_dir, allow_mixed)
+    out, estimates = analyze_folder(results_dir, allow_mixed, criteria)
     if controls:
-        out["arms"] = arm_comparisons(results_dir, out, boots)
+        out["arms"] = arm_comparisons(results_dir, out, estimates)
         out["orderings"] = orderings_summary(results_dir)
         out["transfer"] = transfer_summary(results_dir)
         out["grid"] = grid_summary(results_dir)
     return out
 
 
-def analyze_folder(results_dir, allow_mixed=False):
-    """analyze() of one folder, plus the bootstrap arrays {(step, set): (boot, point)}."""
+def _call(delta, p, alpha):
+    """'improved' / 'degraded' when p < alpha (in the direction of delta), else no clear change."""
+    if p is None or not np.isfinite(p) or p >= alpha or delta == 0:
+        return "no clear change"
+    return "improved" if delta > 0 else "degraded"
+
+
+def confounded_from(name, steps, records):
+    """First step whose training mix holds the source of an all-AF set or of its reference
+    negatives (from there on its AUROC vs reference negatives measures source identity, not
+    intent); None for sets with both classes or never confounded."""
+    spec = common.DATASETS.get(name)
+    sources = {name} | ({spec.reference} if spec and spec.reference else set())
+    for k in steps:
+        if sources & set(records[k].get("training_data", [])):
+            return k
+    return None
+
+
+def _set_rows(name, present, records, scores, metrics):
+    """Per step: value and interval of each metric, from the saved scores; and the estimates."""
+    rows, ests = {}, {}
+    for k in present:
+        entry = records[k]["evaluation"][name]
+        est = probe.set_estimates(scores[k], name, entry.get("reference_negatives"),
+                                  records[k]["thresholds"]["log_odds"])
+        ests[k] = est
+        rows[k] = {m: {"value": est[m].value, "ci": intervals.interval(est[m])}
+                   for m in list(metrics) + ["eval_fpr_5", "eval_fpr_1"] if m in est}
+        rows[k]["n"] = entry["n_samples"]
+        rows[k]["af"] = entry["af_samples"]
+    return rows, ests
+
+
+def _paired(scores, k1, k2, name):
+    """True when an eval set holds the same rows at two steps (then changes are paired)."""
+    r1, r2 = scores[k1][name].get("row"), scores[k2][name].get("row")
+    return r1 is not None and r2 is not None and np.array_equal(r1, r2)
+
+
+def analyze_folder(results_dir, allow_mixed=False, criteria=None):
+    """analyze() of one folder, plus the estimates {(step, set): {metric: Estimate}}."""
     records, scores, missing = load_results(results_dir, allow_mixed)
     steps = sorted(records)
     main_steps = [k for k in steps if k in common.STEP_BY_NUMBER]
     first = records[steps[0]]
     cfg = first["config"]
     out = {"results_dir": str(results_dir), "steps": steps, "missing": missing,
-           "records": records, "scores": scores, "config": cfg, "data_source": first.get("data_source"),
+           "records": records, "scores": scores, "config": cfg,
+           "data_source": first.get("data_source"), "demo": first.get("demo"),
            "layer": first.get("layer"), "inputs": first.get("inputs", {}),
-           "versions": first.get("versions", {}), "run_ids": sorted({r.get("run_id") for r in
-                                                                     records.values()})}
+           "versions": first.get("versions", {}),
+           "run_ids": sorted({r.get("run_id") for r in records.values()})}
     out["progression"] = [{
         "step": k, "name": records[k]["name"], "n": records[k]["n_training_samples"],
         "af": records[k].get("n_training_af"), "breakdown": records[k]["training_breakdown"],
@@ -136,64 +171,74 @@ def analyze_folder(results_dir, allow_mixed=False):
         "train_accuracy": records[k]["train_accuracy"], "converged": records[k]["converged"],
         "n_nonzero": records[k].get("n_nonzero_weights"), "n_iter": records[k].get("n_iter")}
         for k in steps]
-    sets = {}
     seen = list(dict.fromkeys(n for k in steps for n in records[k]["evaluation"]))
     set_names = [n for n in common.EVAL_SETS if n in seen] + [n for n in seen
                                                              if n not in common.EVAL_SETS]
-    boots = {}
+    sets, estimates = {}, {}
     for name in set_names:
         present = [k for k in steps if name in records[k]["evaluation"]]
         entry0 = records[present[0]]["evaluation"][name]
         kind = "two-class" if entry0.get("auroc") is not None else "single-class"
         metrics = TWO_CLASS_METRICS if kind == "two-class" else ONE_CLASS_METRICS
-        metrics = [m for m in metrics
-                   if any(probe.flat_metrics(records[k]["evaluation"][name]).get(m) is not None
-                          for k in present)]
-        rows = {}
+        rows, ests = _set_rows(name, present, records, scores, metrics)
+        metrics = [m for m in metrics if any(m in ests[k] for k in present)]
         for k in present:
-            entry = records[k]["evaluation"][name]
-            flat = probe.flat_metrics(entry)
-            b = probe.bootstrap_set(scores[k], name, entry.get("reference_negatives"),
-                                    records[k]["thresholds"]["log_odds"], cfg)
-            boots[(k, name)] = (b, flat)
-            ci = stats.summarize(b)
-            rows[k] = {m: {"value": flat.get(m), "ci": list(ci[m]) if m in ci else None}
-                       for m in metrics + ["eval_fpr_5", "eval_fpr_1"] if m in flat}
-            rows[k]["n"] = entry["n_samples"]
-            rows[k]["af"] = entry["af_samples"]
-        deltas = {}
+            estimates[(k, name)] = ests[k]
         chain = [k for k in present if k in main_steps]
+        deltas = {}
         for a, b in zip(chain, chain[1:]):
-            deltas[b] = {}
-            for m in metrics:
-                ba, fa = boots[(a, name)]
-                bb, fb = boots[(b, name)]
-                if m in ba and m in bb and fa.get(m) is not None and fb.get(m) is not None:
-                    deltas[b][m] = stats.paired_delta(ba[m], bb[m], fa[m], fb[m])
+            deltas[b] = {m: dict(intervals.change(ests[a][m], ests[b][m],
+                                                  paired=_paired(scores, a, b, name)),
+                                 step_from=a)
+                         for m in metrics if m in ests[a] and m in ests[b]}
+            for m, d in deltas[b].items():
+                d["verdict"] = _call(d["delta"], d["p_value"], ALPHA)
+                d["calls"] = "per comparison"
         head = metrics[0] if metrics else None
-        inflection = None
-        if head and len(chain) > 1:
-            inflection = stats.inflection_step([deltas[b].get(head) for b in chain[1:]], chain)
         overall = None
-        if head and len(chain) > 1:
-            (ba, fa), (bb, fb) = boots[(chain[0], name)], boots[(chain[-1], name)]
-            if head in ba and head in bb:
-                overall = stats.paired_delta(ba[head], bb[head], fa[head], fb[head])
+        if head and len(chain) > 1 and head in ests[chain[0]] and head in ests[chain[-1]]:
+            overall = dict(intervals.change(ests[chain[0]][head], ests[chain[-1]][head],
+                                            paired=_paired(scores, chain[0], chain[-1], name)),
+                           step_from=chain[0], step_to=chain[-1])
+            overall["verdict"] = _call(overall["delta"], overall["p_value"], ALPHA)
         title, role = set_info(name)
-        sets[name] = {"kind": kind, "title": title, "role": role, "metrics": metrics, "headline": head, "rows": rows,
-                      "deltas": deltas, "inflection": inflection, "overall": overall,
-                      "reference": entry0.get("reference_negatives"),
-                      "auroc_note": entry0.get("auroc_note")}
+        sets[name] = {"kind": kind, "title": title, "role": role, "metrics": metrics,
+                      "headline": head, "rows": rows, "deltas": deltas, "inflection": None,
+                      "overall": overall, "reference": entry0.get("reference_negatives"),
+                      "auroc_note": entry0.get("auroc_note"),
+                      "confounded_from": (confounded_from(name, main_steps, records)
+                                          if kind == "single-class" else None)}
+    out["n_step_comparisons"] = _adjust_step_calls(sets)
     out["sets"] = sets
-    out["gap"] = _gap(steps, sets, boots)
+    out["estimates"] = estimates
+    out["gap"] = _gap(steps, sets, estimates)
     out["per_class"] = {k: records[k]["evaluation"]["benchmark"]["per_class"]
                         for k in steps if "benchmark" in records[k]["evaluation"]}
     out["repeats"] = _repeats(records, steps, sets)
     out["anatomy"] = anatomy(records, steps)
     out["audit"] = first.get("leakage_audit")
-    out["verdict"] = verdict(sets)
-    out["findings"] = findings(out)
-    return out, boots
+    out["verdict"] = verdict.decide(out, criteria or verdict.Criteria())
+    out["findings"] = verdict.findings(out)
+    return out, estimates
+
+
+def _adjust_step_calls(sets):
+    """Holm-adjust the step-to-step calls on every set's headline metric as one family; the
+    inflection of a set is its largest adjusted-significant gain. Returns the family size."""
+    family = [(name, b) for name, s in sets.items() if s["headline"]
+              for b, d in s["deltas"].items() if s["headline"] in d]
+    adjusted = intervals.holm([sets[n]["deltas"][b][sets[n]["headline"]]["p_value"]
+                               for n, b in family])
+    for (name, b), p in zip(family, adjusted):
+        d = sets[name]["deltas"][b][sets[name]["headline"]]
+        d["p_adjusted"] = float(p)
+        d["verdict"] = _call(d["delta"], p, ALPHA)
+        d["calls"] = f"Holm over {len(family)}"
+    for s in sets.values():
+        gains = [(d[s["headline"]]["delta"], b) for b, d in s["deltas"].items()
+                 if s["headline"] in d and d[s["headline"]]["verdict"] == "improved"]
+        s["inflection"] = max(gains)[1] if gains else None
+    return len(family)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,15 +247,15 @@ def analyze_folder(results_dir, allow_mixed=False):
 ARMS = {"arm_budget": "fixed budget", "baseline_format": "format-only baseline"}
 
 
-def arm_comparisons(results_dir, main, main_boots):
+def arm_comparisons(results_dir, main, main_estimates):
     """Main sweep vs each control arm present: headline per step and the last-step paired
-    difference (main - arm) on the same eval resamples."""
+    difference (main - arm) on the same eval rows (per comparison, not multiplicity-adjusted)."""
     out = {}
     for folder, label in ARMS.items():
         path = Path(results_dir) / folder
         if not step_files(path):
             continue
-        arm, arm_boots = analyze_folder(path)
+        arm, arm_estimates = analyze_folder(path)
         per_set = {}
         for name, s in main["sets"].items():
             if name not in arm["sets"] or s["headline"] is None:
@@ -218,18 +263,21 @@ def arm_comparisons(results_dir, main, main_boots):
             m = s["headline"]
             common_steps = [k for k in main["steps"] if k in arm["sets"][name]["rows"]
                             and k in s["rows"] and k in common.STEP_BY_NUMBER]
-            rows = {k: {"main": s["rows"][k][m]["value"],
+            rows = {k: {"main": s["rows"][k].get(m, {}).get("value"),
                         "arm": arm["sets"][name]["rows"][k].get(m, {}).get("value")}
                     for k in common_steps}
             diff = None
             if common_steps:
                 k = common_steps[-1]
-                (bm, fm), (ba, fa) = main_boots[(k, name)], arm_boots[(k, name)]
-                if m in bm and m in ba and fm.get(m) is not None and fa.get(m) is not None:
-                    diff = stats.paired_delta(ba[m], bm[m], fa[m], fm[m])
+                em, ea = main_estimates[(k, name)].get(m), arm_estimates[(k, name)].get(m)
+                if em is not None and ea is not None:
+                    r1, r2 = main["scores"][k][name].get("row"), arm["scores"][k][name].get("row")
+                    diff = intervals.change(ea, em, paired=r1 is not None and r2 is not None
+                                            and np.array_equal(r1, r2))
+                    diff["verdict"] = _call(diff["delta"], diff["p_value"], ALPHA)
                     diff["step"] = k
-            per_set[name] = {"metric": m, "role": s["role"], "rows": rows, "main_minus_arm": diff,
-                             "arm_overall": arm["sets"][name]["overall"]}
+            per_set[name] = {"metric": m, "role": s["role"], "kind": s["kind"], "rows": rows,
+                             "main_minus_arm": diff, "arm_overall": arm["sets"][name]["overall"]}
         out[folder] = {"label": label, "sets": per_set, "records": arm["records"], "analysis": arm,
                        "budget_n": arm["config"].get("budget_n"),
                        "conclusion": arm_conclusion(folder, per_set)}
@@ -237,30 +285,33 @@ def arm_comparisons(results_dir, main, main_boots):
 
 
 def arm_conclusion(folder, per_set):
-    """Plain-language reading of an arm comparison on the OOD sets."""
-    ood = {n: v for n, v in per_set.items() if v["role"] == "OOD" and v["main_minus_arm"]}
+    """Plain-language reading of an arm comparison on the OOD sets that measure intent (both
+    classes from one source); per-comparison calls, absence of a difference is not proof."""
+    ood = {n: v for n, v in per_set.items()
+           if v["role"] in ("OOD", "extra") and v["kind"] == "two-class" and v["main_minus_arm"]}
     if not ood:
-        return "no OOD set to compare"
+        return "no OOD set with both classes to compare"
     better = [n for n, v in ood.items() if v["main_minus_arm"]["verdict"] == "improved"]
     worse = [n for n, v in ood.items() if v["main_minus_arm"]["verdict"] == "degraded"]
     if folder == "arm_budget":
         if not better:
-            text = ("the growing arm is nowhere significantly above the fixed-budget arm on the "
-                    "OOD sets: the gains come from the mixture (diversity), not from more data")
+            text = ("on " + ", ".join(ood) + " the growing arm is not significantly above the "
+                    "fixed-budget arm at the last step: the data do not show that more data adds "
+                    "beyond the mixture (see the interval for how large a size effect remains "
+                    "possible)")
         else:
             text = ("more data adds beyond diversity on " + ", ".join(better) + " (growing arm "
                     "significantly above the fixed-budget arm at the last step)")
         if worse:
-            text += ("; the fixed-budget arm is significantly higher on " + ", ".join(worse)
-                     + " (more of the same sources does not help there)")
+            text += ("; the fixed-budget arm is significantly higher on " + ", ".join(worse))
         return text
     if not better:
-        return ("format statistics alone match or beat the SAE probe on every OOD set: the OOD "
-                "gains may be format detection, not intent detection")
+        return ("the SAE probe is not significantly above the format-only probe on "
+                + ", ".join(ood) + ": the OOD gains may be format detection, not intent detection")
     same = [n for n in ood if n not in better]
     return ("the SAE probe beats format-only on " + ", ".join(better)
-            + (("; format alone matches or beats it on " + ", ".join(same) + " (format "
-                "detection cannot be ruled out there)") if same else ""))
+            + (("; not significantly on " + ", ".join(same) + " (format detection cannot be "
+                "ruled out there)") if same else ""))
 
 
 def orderings_summary(results_dir):
@@ -304,28 +355,23 @@ def grid_summary(results_dir):
     return _json_if_present(Path(results_dir) / "grid_summary.json")
 
 
-def _gap(steps, sets, boots):
-    """Generalization gap per step: gold_106 AUROC minus the mean OOD headline metric."""
-    gold = sets.get("gold_106")
-    ood = [n for n, s in sets.items() if s["role"] == "OOD" and s["headline"]]
+def _gap(steps, sets, estimates):
+    """Generalization gap per step: gold_106 AUROC minus the mean AUROC of the OOD sets with
+    both classes (the sets that measure intent; all-AF sets are left out)."""
+    ood = [n for n, s in sets.items() if s["role"] in ("OOD", "extra") and s["kind"] == "two-class"]
     out = {}
-    if not gold or not ood:
+    if "gold_106" not in sets or not ood:
         return out
     for k in steps:
-        if (k, "gold_106") not in boots or not all((k, n) in boots for n in ood):
+        gold = estimates.get((k, "gold_106"), {}).get("auroc")
+        parts = [estimates.get((k, n), {}).get("auroc") for n in ood]
+        if gold is None or any(p is None for p in parts):
             continue
-        bg, fg = boots[(k, "gold_106")]
-        parts = [(boots[(k, n)][0].get(sets[n]["headline"]),
-                  boots[(k, n)][1].get(sets[n]["headline"])) for n in ood]
-        parts = [(b, v) for b, v in parts if b is not None and v is not None]
-        if not parts or fg.get("auroc") is None:
-            continue
-        ood_boot = np.mean([b for b, _ in parts], axis=0)
-        ood_point = float(np.mean([v for _, v in parts]))
-        g = stats.gap_ci(bg["auroc"], ood_boot, fg["auroc"], ood_point)
-        out[k] = {"gap": g["gap"] if "gap" in g else fg["auroc"] - ood_point,
-                  "ci": list(g.get("ci", [None, None])), "in_distribution": fg["auroc"],
-                  "ood_mean": ood_point, "ood_sets": {n: sets[n]["headline"] for n in ood}}
+        g = intervals.auroc_difference([(1.0, gold.parts)]
+                                       + [(-1.0 / len(parts), p.parts) for p in parts])
+        out[k] = {"gap": g["value"], "ci": g["ci"], "in_distribution": gold.value,
+                  "ood_mean": float(np.mean([p.value for p in parts])),
+                  "ood_sets": {n: "auroc" for n in ood}}
     return out
 
 
@@ -363,87 +409,4 @@ def anatomy(records, steps):
         out[k] = {"n_nonzero": r.get("n_nonzero_weights"), "n_features": r.get("n_features"),
                   "top": r.get("top_features", []), "jaccard_top100_prev": jac}
         prev = top
-    return out
-
-
-def verdict(sets):
-    """Which of three outcomes the data supports, with the criteria used."""
-    criteria = ("OOD improves: the paired bootstrap CI of (last step - first step) of an OOD "
-                "set's headline metric lies above 0; in-distribution drops: the same CI for "
-                "gold_106 AUROC lies below 0.")
-    ood_gain = [n for n, s in sets.items() if s["role"] == "OOD" and s["overall"]
-                and s["overall"]["verdict"] == "improved"]
-    gold = sets.get("gold_106", {}).get("overall")
-    gold_drop = bool(gold and gold["verdict"] == "degraded")
-    if not ood_gain:
-        outcome, steps_next = "no improvement", [
-            "try another layer (e.g. --layer 53, which carries more sycophant signal)",
-            "check the activation regimes: a scaler fitted on training format cannot rank OOD data",
-            "try a method change (per-source normalization, a non-linear probe)"]
-    elif gold_drop:
-        outcome, steps_next = "trade-off (in-distribution drops)", [
-            "rebalance or weight the sources (--source-weight equal, --class-weight balanced)",
-            "tune regularization (-C) on the mixed data",
-            "check whether the OOD gains are format detection (format-only baseline)"]
-    else:
-        outcome, steps_next = "diversity helps without hurting in-distribution", [
-            "confirm with more seeds (--repeats) and a fixed-budget arm (more data vs more diverse)",
-            "check the benchmark hard negatives: OOD-format all-AF sources can teach 'format = AF'",
-            "validate on a new held-out distribution before deploying the probe"]
-    return {"outcome": outcome, "ood_sets_improved": ood_gain, "gold_drop": gold_drop,
-            "criteria": criteria, "next_steps": steps_next}
-
-
-def findings(a):
-    """Short plain-language findings drawn from the analysis."""
-    out = []
-    sets, steps = a["sets"], a["steps"]
-    main = [k for k in steps if k in common.STEP_BY_NUMBER] or steps
-    for name, s in sets.items():
-        if s["kind"] == "single-class":
-            rows = s["rows"]
-            first, last = main[0], max(k for k in rows if k in main)
-            if first in rows and rows[first].get("detection_rate"):
-                d0 = rows[first]["detection_rate"]["value"]
-                d1 = rows[last]["detection_rate"]["value"] if last != first else None
-                out.append(f"{name}: detection rate {d0:.1%} at step {first}"
-                           + (f", {d1:.1%} at step {last}" if d1 is not None else "")
-                           + " (all-AF set: a rise can be 'OOD format = AF'; see the benchmark "
-                             "negatives)")
-    for name, s in sets.items():
-        if s["inflection"] is not None:
-            out.append(f"{name}: largest significant gain in {METRIC_LABELS[s['headline']]} "
-                       f"at step {s['inflection']}")
-        elif len(s["rows"]) > 1:
-            out.append(f"{name}: no step changes {METRIC_LABELS.get(s['headline'], '?')} "
-                       "significantly")
-    pc = {k: v for k, v in a["per_class"].items() if k in main}
-    neg_fp = {}
-    for k, classes in pc.items():
-        negs = {c: v for c, v in classes.items() if common.LABEL_MAP.get(c) == 0}
-        n = sum(v["n"] for v in negs.values())
-        if n:
-            neg_fp[k] = sum(v["flagged_at_0.5"] * v["n"] for v in negs.values()) / n
-    confounded = [k for k, fp in neg_fp.items() if fp >= 0.5]
-    if confounded:
-        out.append("format confound: at step(s) " + ", ".join(map(str, confounded))
-                   + " the probe flags " + ", ".join(f"{neg_fp[k]:.0%}" for k in confounded)
-                   + " of the benchmark's negatives at 0.5: it reads OOD format as AF, so the "
-                     "all-AF sets' detection there says nothing about intent")
-    if pc:
-        k = max(pc)
-        hn = [c for c in HARD_NEGATIVE_CLASSES if c in pc[k]]
-        if hn:
-            n = sum(pc[k][c]["n"] for c in hn)
-            fp = sum(pc[k][c]["flagged_at_0.5"] * pc[k][c]["n"] for c in hn) / n
-            out.append(f"benchmark hard negatives at step {k}: {fp:.1%} flagged at 0.5 (n={n})")
-    gap = {k: v for k, v in a["gap"].items() if k in main}
-    if gap:
-        k0, k1 = min(gap), max(gap)
-        out.append(f"generalization gap {a['gap'][k0]['gap']:+.3f} at step {k0}"
-                   + (f" -> {a['gap'][k1]['gap']:+.3f} at step {k1}" if k1 != k0 else ""))
-    audit = a.get("audit")
-    if audit and audit.get("n_pairs_with_duplicates"):
-        out.append(f"leakage audit: duplicates found in {audit['n_pairs_with_duplicates']} "
-                   "training/eval pair(s); see the audit section")
     return out

@@ -12,6 +12,7 @@ import sys
 import analysis
 import common
 import generate_report as rep
+import verdict
 
 
 def render_console(a, stream=sys.stdout):
@@ -31,7 +32,8 @@ def main(argv=None):
     p = common.results_parser(__doc__)
     args = p.parse_args(argv)
     try:
-        a = analysis.analyze(args.results_dir, args.allow_mixed)
+        a = analysis.analyze(args.results_dir, args.allow_mixed,
+                             criteria=verdict.Criteria.from_args(args))
     except common.InputError as e:
         return common.die(str(e))
     sys.stdout.write(render_console(a))

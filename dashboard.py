@@ -36,7 +36,7 @@ METRICS = ("auroc", "auroc_vs_reference_negatives", "recall_at_fpr_1", "recall_a
 METRIC_LABELS = {**analysis.METRIC_LABELS,
                  "recall_at_fpr_1": "recall @ 1% FPR", "recall_at_fpr_5": "recall @ 5% FPR"}
 AF_CLASSES = tuple(c for c, v in common.LABEL_MAP.items() if v == 1)
-CONFIG_KEYS = ("C", "penalty", "seed", "n_boot", "repeats", "eval_fraction", "max_iter")
+CONFIG_KEYS = ("C", "penalty", "seed", "repeats", "eval_fraction", "max_iter")
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +362,7 @@ PAGE = r"""<!DOCTYPE html>
   .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px;
             vertical-align: -2px; margin-right: 4px; }
   ul { margin: 4px 0; padding-left: 20px; }
+  li.failed { color: #b00020; font-weight: bold; }
   code { background: #f1f5f9; padding: 0 3px; border-radius: 3px; }
 </style>
 </head>
@@ -778,11 +779,22 @@ function perCell(s, fn) {
 function summaryView() {
   const sm = DATA.summary;
   if (!sm || !sm.verdict) return "";
+  const v = sm.verdict, c = v.criteria || {};
+  const list = items => tag("ul", {}, items.map(x => tag("li", {}, esc(x))).join(""));
+  const premises = (v.premises || []).map(p => tag("li", {class: p.passed ? "ok" : "failed"},
+    `${p.passed ? "ok" : "FAILED"}: ${esc(p.name)}: ${esc(p.detail)}`)).join("");
+  const left = (v.sets_excluded || []).map(x => `${x.set} (${x.reason})`);
   return tag("h2", {}, "Main sweep: verdict") +
-    tag("p", {}, `<b>${esc(sm.verdict.outcome)}</b>`) +
-    tag("p", {class: "note"}, esc(sm.verdict.criteria)) +
-    (sm.findings && sm.findings.length
-      ? tag("ul", {}, sm.findings.map(f => tag("li", {}, esc(f))).join("")) : "");
+    tag("p", {id: "verdict-outcome"}, `<b>${esc(v.outcome)}</b>: ${esc(v.summary || "")}`) +
+    list(v.reasons || []) +
+    tag("h3", {}, "Premise checks") + tag("ul", {id: "premises"}, premises) +
+    tag("p", {class: "note"}, `Sets used: ${esc((v.sets_used || []).join(", ") || "none")}` +
+        (left.length ? `; left out: ${esc(left.join("; "))}` : "")) +
+    tag("p", {class: "note"}, `Family-wise alpha ${c.alpha} (Holm over the OOD sets used); ` +
+        `gold_106 tolerance ${c.gold_tolerance}; base gold_106 AUROC lower bound >= ` +
+        `${c.min_base_auroc}; >= ${c.min_per_class} rows per class; conditional on seed ` +
+        `${v.conditional_on_seed}.`) +
+    (sm.findings && sm.findings.length ? tag("h3", {}, "Findings") + list(sm.findings) : "");
 }
 
 function setupControls() {
@@ -833,7 +845,8 @@ function render() {
   };
   section("summary-section", summaryView());
   section("metric-section", tag("h2", {}, `${esc(METRIC_LABEL[s.metric])} per step`) +
-    tag("p", {class: "note"}, "Points: value on the eval set; band and whiskers: 95% bootstrap CI. " +
+    tag("p", {class: "note"}, "Points: value on the eval set; band and whiskers: 95% interval (Clopper-Pearson for " +
+        "rates, score interval for AUROC). " +
         "Blue solid: in-distribution; orange dashed: OOD.") + perCell(s, k => metricView(k, s.metric)));
   section("hist-section", tag("h2", {}, "Score distributions (log-odds)") +
     tag("p", {class: "note"}, "AF samples above the axis, not-AF below; black line: p = 0.5 " +

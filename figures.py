@@ -221,7 +221,7 @@ def sweep_figure(a, arm=None):
                               label="fixed budget"))
     handles.append(Line2D([], [], color="grey", ls=":", label="chance (0.5), AUROC-type metrics"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
-    fig.suptitle(_title(a, "Headline metric per step (error bars: 95 % bootstrap CI)"))
+    fig.suptitle(_title(a, "Headline metric per step (error bars: 95 % intervals)"))
     return fig
 
 

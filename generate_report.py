@@ -18,6 +18,7 @@ from pathlib import Path
 
 import analysis
 import common
+import verdict
 
 
 @dataclass
@@ -82,7 +83,8 @@ def header_section(a):
         f"{cfg.get('dedup_split', False)}",
         f"features    : {'all' if not cfg.get('feature_ids') else len(cfg['feature_ids'])}"
         + (f" (from {cfg['feature_ids_file']})" if cfg.get("feature_ids_file") else ""),
-        f"bootstrap   : {cfg.get('n_boot')} stratified resamples, 95 % percentile intervals",
+        "intervals   : 95 %; proportions Clopper-Pearson, AUROC score-type (DeLong variance "
+        "shrunk to Hanley-McNeil), changes paired (DeLong correlation / Agresti-Min)",
         f"run id(s)   : {', '.join(a['run_ids'])}",
         f"steps       : {', '.join(map(str, a['steps']))}"
         + (f"  (not run: {', '.join(map(str, a['missing']))})" if a["missing"] else ""),
@@ -132,7 +134,11 @@ def set_sections(a, n_metrics=2):
         if s["kind"] == "single-class":
             blocks.append(f"all-AF set: AUROC undefined. Headline: {analysis.METRIC_LABELS[s['headline']]}"
                           + (f" (this set's AF vs the held-out negatives of {s['reference']})"
-                             if s["reference"] else "") + ".")
+                             if s["reference"] else "") + "."
+                          + (f" CONFOUNDED BY SOURCE from step {s['confounded_from']}: once its "
+                             "source (or the reference's) is in the training mix this compares "
+                             "sources, not intent; the verdict does not use it."
+                             if s.get("confounded_from") is not None else ""))
         metrics = s["metrics"][:n_metrics]
         headers = ["step", "n"] + [SHORT_METRIC[m] for m in metrics] + \
             [f"change in {SHORT_METRIC[s['headline']]}"]
@@ -143,6 +149,10 @@ def set_sections(a, n_metrics=2):
                            for m in metrics]
                         + [fmt_delta(s["deltas"].get(k, {}).get(s["headline"]))])
         blocks.append(Table(headers, rows, right={1}))
+        if s["deltas"]:
+            blocks.append(f"change: paired 95 % interval; improved/degraded calls are "
+                          f"Holm-adjusted over the {a.get('n_step_comparisons', 0)} step-to-step "
+                          "comparisons of all sets' headline metrics.")
         if s["kind"] == "two-class" and any("eval_fpr_5" in r for r in s["rows"].values()):
             blocks.append("false-positive rate on this set's own negatives at the 5 % train-FPR "
                           "threshold: " + ", ".join(
@@ -180,8 +190,9 @@ def inflection_section(a):
             for name, s in a["sets"].items()]
     return Section("Inflection points", [
         Table(["eval set", "metric", "inflection", "first -> last step"], rows),
-        "A change counts as improved/degraded only when its paired-bootstrap 95 % CI excludes 0; "
-        "the inflection is the step with the largest significant gain."])
+        "Step-to-step calls are Holm-adjusted over all sets' headline comparisons; the inflection "
+        "is the step with the largest adjusted-significant gain. First -> last: paired 95 % "
+        "interval, per comparison (the verdict's own family is adjusted separately)."])
 
 
 def gap_section(a):
@@ -193,10 +204,9 @@ def gap_section(a):
     sets = next(iter(a["gap"].values()))["ood_sets"]
     return Section("Generalization gap", [
         Table(["step", "gold_106 AUROC", "mean OOD", "gap [95% CI]"], rows, right={1, 2}),
-        "gap = gold_106 AUROC - mean over OOD sets of their headline metric ("
-        + ", ".join(f"{n}: {analysis.METRIC_LABELS[m]}" for n, m in sets.items())
-        + "); single-class sets enter through AUROC vs reference negatives. The CI combines "
-          "independent resamples of the two sides."])
+        "gap = gold_106 AUROC - mean AUROC of the OOD sets with both classes ("
+        + ", ".join(sets) + "); all-AF sets are left out (their ranking metric compares "
+          "sources). Interval: the sets are independent samples."])
 
 
 def repeats_section(a):
@@ -325,12 +335,25 @@ def grid_section(a):
 
 
 def verdict_section(a):
-    """Key findings and the verdict."""
+    """Findings (premise checks first) and the verdict with its reasons and criteria."""
     v = a["verdict"]
+    c = v["criteria"]
+    used = ", ".join(v["sets_used"]) or "none"
+    left = "; ".join(f"{x['set']} ({x['reason']})" for x in v["sets_excluded"]) or "none"
+    criteria = (f"criteria: family-wise alpha {c['alpha']:.2f} (Holm over the OOD sets used, "
+                f"first -> last step); in-distribution holds when the one-sided "
+                f"{1 - c['alpha']:.0%} lower bound of the gold_106 AUROC change exceeds "
+                f"-{c['gold_tolerance']}; premises: base gold_106 AUROC lower bound >= "
+                f"{c['min_base_auroc']}, >= {c['min_per_class']} rows per class, < "
+                f"{c['max_duplicate_share']:.0%} of held-out rows duplicating training rows, "
+                f"converged fits. Intervals and tests are conditional on seed "
+                f"{v['conditional_on_seed']} (its split and fits).")
     return Section("Findings and verdict", [
         "\n".join(f"- {f}" for f in a["findings"]),
-        f"VERDICT: {v['outcome']}",
-        f"criteria: {v['criteria']}",
+        f"VERDICT: {v['outcome']} ({v['summary']})",
+        "because:\n" + "\n".join(f"- {r}" for r in v["reasons"]),
+        f"sets used: {used}; left out: {left}",
+        criteria,
         "next steps:\n" + "\n".join(f"- {s}" for s in v["next_steps"])])
 
 
@@ -441,6 +464,7 @@ def write_outputs(results_dir, a, formats=("txt", "html")):
     """Report(s), dashboard and figures of an analyzed results folder; return the paths."""
     import figures
     written = [write_report(results_dir, fmt_name=f, a=a) for f in formats]
+    written.append(verdict.write(results_dir, a))
     pngs = figures.write_figures(results_dir, a=a)
     if not pngs and not figures.HAVE_MATPLOTLIB:
         print(figures.MISSING_NOTE, file=sys.stderr)
@@ -458,10 +482,13 @@ def main(argv=None):
     p.add_argument("--no-figures", action="store_true", help="write the report only")
     args = p.parse_args(argv)
     try:
-        a = analysis.analyze(args.results_dir, args.allow_mixed)
+        a = analysis.analyze(args.results_dir, args.allow_mixed,
+                             criteria=verdict.Criteria.from_args(args))
         written = [write_report(args.results_dir, args.output, args.format, a=a)]
         if not args.no_figures:
             written += write_outputs(args.results_dir, a, formats=())
+        else:
+            written.append(verdict.write(args.results_dir, a))
     except common.InputError as e:
         return common.die(str(e))
     print("wrote " + ", ".join(str(p) for p in written))

@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import common
+import intervals
 
 SCHEMA_VERSION = 1
 TOP_FEATURES = 20      # strongest weights listed per step (standardized units)
@@ -407,34 +408,36 @@ def flat_metrics(entry):
     return out
 
 
-def boot_seed(seed, name):
-    """Seed of one eval set's bootstrap: the same in every step, so steps are paired."""
-    return int(np.random.SeedSequence(common.split_seed(seed, name)).generate_state(1)[0])
+def metric_estimates(score, y, thresholds, reference_neg=None):
+    """Estimate (value + what its interval needs) of every flat metric of one eval set, with
+    the definitions of evaluate_set."""
+    af, neg = score[y == 1], score[y == 0]
+    est = {"auroc": intervals.auroc_estimate(af, neg),
+           "detection_rate": intervals.proportion_estimate(af >= 0),
+           "accuracy": intervals.proportion_estimate((score >= 0) == (y == 1))}
+    if len(af) and not len(neg) and reference_neg is not None:
+        est["auroc_vs_reference_negatives"] = intervals.auroc_estimate(af, reference_neg)
+    for pct, t in thresholds.items():
+        est[f"recall_at_fpr_{pct}"] = intervals.proportion_estimate(af >= t)
+        est[f"eval_fpr_{pct}"] = intervals.proportion_estimate(neg >= t)
+    return {k: v for k, v in est.items() if v is not None}
 
 
-def bootstrap_set(scores, name, reference, thresholds, cfg):
-    """Bootstrap samples of every flat metric of one eval set from its scores. The resamples
-    depend on the seed and the set's name only, so every step uses the same ones (paired)."""
-    import stats
+def set_estimates(scores, name, reference, thresholds):
+    """metric_estimates of one eval set from a step's saved scores (reference negatives from
+    the reference set's scores in the same step)."""
     s, y = scores[name]["score"], scores[name]["label"]
-    idx = stats.stratified_bootstrap_indices(y, cfg["n_boot"], boot_seed(cfg["seed"], name))
-    kwargs = {}
+    ref_neg = None
     if reference and reference in scores:
-        neg = scores[reference]["score"][scores[reference]["label"] == 0]
-        kwargs = {"reference_neg_scores": neg,
-                  "ref_idx": stats.stratified_bootstrap_indices(
-                      np.zeros(len(neg), dtype=int), cfg["n_boot"],
-                      boot_seed(cfg["seed"], reference + ":neg"))}
-    return stats.bootstrap_metrics(s, y, threshold_05=0.0, thresholds=thresholds, idx=idx,
-                                   **kwargs)
+        ref_neg = scores[reference]["score"][scores[reference]["label"] == 0]
+    return metric_estimates(s, y, thresholds, ref_neg)
 
 
-def add_confidence_intervals(evaluation, scores, thresholds, cfg):
-    """Attach a stratified-bootstrap 95 % CI to every flat metric of every eval set."""
-    import stats
+def add_confidence_intervals(evaluation, scores, thresholds):
+    """Attach a 95 % interval to every flat metric of every eval set (see intervals.py)."""
     for name, entry in evaluation.items():
-        boot = bootstrap_set(scores, name, entry.get("reference_negatives"), thresholds, cfg)
-        entry["ci"] = {k: [float(v[0]), float(v[1])] for k, v in stats.summarize(boot).items()}
+        est = set_estimates(scores, name, entry.get("reference_negatives"), thresholds)
+        entry["ci"] = {k: intervals.interval(e) for k, e in est.items()}
     return evaluation
 
 

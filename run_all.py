@@ -24,6 +24,7 @@ import compare_all_steps
 import generate_report
 import probe
 import sweep
+import verdict
 
 
 def grid_table(rows):
@@ -58,6 +59,7 @@ def transfer_table(doc):
 def main(argv=None):
     """CLI entry point; exit 0 on success, 2 on bad input."""
     p = common.build_parser(__doc__.split("\n\n")[0].replace("\n", " "))
+    common.add_verdict_flags(p)
     p.add_argument("--steps", type=int, nargs="+", choices=sorted(common.ALL_STEPS),
                    default=sorted(common.STEP_BY_NUMBER),
                    help="steps to run (4 = OOD-only control)")
@@ -119,7 +121,7 @@ def _main(args):
                 doc, path = sweep.run_transfer(ctx, results_dir, config)
                 log(transfer_table(doc) + f"\nwrote {path}")
     with common.timed("analysis"):
-        a = analysis.analyze(results_dir)
+        a = analysis.analyze(results_dir, criteria=verdict.Criteria.from_args(args))
     if not args.quiet:
         sys.stdout.write(compare_all_steps.render_console(a))
     with common.timed("report, figures, dashboard"):

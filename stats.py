@@ -1,18 +1,8 @@
-"""Statistics for probe evaluation: bootstrap CIs, paired deltas and a leakage audit.
+"""Duplicate detection and the grouped split: exact / near-duplicate rows of sparse matrices.
 
-Everything here is a pure function over numpy arrays or scipy.sparse matrices:
-no file I/O, no printing, and every random choice is driven by an explicit seed
-through ``numpy.random.default_rng``.
-
-Conventions
------------
-* ``score`` is a decision function in log-odds; probability >= 0.5 <=> score >= 0.
-* ``label`` is 0/1 with 1 = AF (the positive class).
-* Bootstrap resamples are index arrays of shape ``(B, n)``.  Passing the same
-  index array to several steps of a sweep gives a *paired* bootstrap, which is
-  what :func:`paired_delta` expects.
-* AUROC is computed from average ranks (Mann-Whitney U), so ties count one half,
-  exactly like ``sklearn.metrics.roc_auc_score``.
+Everything here is a pure function over numpy arrays or scipy.sparse matrices: no file I/O,
+no printing, and every random choice is driven by an explicit seed through
+``numpy.random.default_rng``. Intervals and tests of the metrics are in intervals.py.
 """
 
 from __future__ import annotations
@@ -24,17 +14,6 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 __all__ = [
-    "stratified_bootstrap_indices",
-    "auroc",
-    "auroc_batch",
-    "rate_batch",
-    "percentile_ci",
-    "bootstrap_metrics",
-    "point_metrics",
-    "summarize",
-    "paired_delta",
-    "inflection_step",
-    "gap_ci",
     "row_hashes",
     "duplicate_counts",
     "duplicate_groups",
@@ -43,306 +22,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------
-# 1. Bootstrap confidence intervals
-# ---------------------------------------------------------------------------
-
-
-def stratified_bootstrap_indices(strata, n_boot=1000, seed=0) -> np.ndarray:
-    """Return (n_boot, n) int indices resampling with replacement within each stratum, column positions fixed."""
-    strata = np.asarray(strata)
-    if strata.ndim != 1:
-        raise ValueError("strata must be 1-D")
-    n = strata.shape[0]
-    rng = np.random.default_rng(seed)
-    out = np.empty((int(n_boot), n), dtype=np.intp)
-    # Loop over strata (a handful), never over resamples.
-    for s in np.unique(strata):
-        pos = np.flatnonzero(strata == s)
-        draws = rng.integers(0, pos.size, size=(int(n_boot), pos.size))
-        out[:, pos] = pos[draws]
-    return out
-
-
-def _binary_labels(labels) -> np.ndarray:
-    """Return labels as a boolean array (True = positive), rejecting values other than 0/1."""
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        return labels
-    ok = (labels == 0) | (labels == 1)
-    if not np.all(ok):
-        raise ValueError("labels must be 0/1 (or boolean)")
-    return labels == 1
-
-
-def _positive_rank_sums(scores_2d, pos_2d) -> np.ndarray:
-    """Return, per row, the sum of average ranks (1-based, ties averaged) of the positive entries."""
-    B, n = scores_2d.shape
-    if n == 0:
-        return np.zeros(B)
-    # Radix sort for small integers, quicksort otherwise; ties are averaged below so stability is irrelevant.
-    kind = "stable" if np.issubdtype(scores_2d.dtype, np.integer) else "quicksort"
-    order = np.argsort(scores_2d, axis=1, kind=kind)
-    xs = np.take_along_axis(scores_2d, order, axis=1)
-    ps = np.take_along_axis(pos_2d, order, axis=1)
-    new = np.ones((B, n), dtype=bool)
-    np.not_equal(xs[:, 1:], xs[:, :-1], out=new[:, 1:])
-    flat = new.ravel()
-    starts = np.flatnonzero(flat)
-    counts = np.diff(np.append(starts, flat.size))
-    start_rank = starts % n + 1.0
-    avg = start_rank + (counts - 1) / 2.0
-    gid = np.cumsum(flat) - 1
-    ranks_sorted = avg[gid].reshape(B, n)
-    return np.einsum("ij,ij->i", ranks_sorted, ps.astype(np.float64))
-
-
-def _u_from_counts(codes_2d, pos_2d, K) -> np.ndarray:
-    """Mann-Whitney U per row for small non-negative integer scores, by counting instead of sorting."""
-    B, n = codes_2d.shape
-    # One bincount over keys (row, label, code): counts[b, 0] = negatives, counts[b, 1] = positives.
-    key = np.arange(B, dtype=np.intp)[:, None] * (2 * K) + codes_2d + K * pos_2d
-    counts = np.bincount(key.ravel(), minlength=B * 2 * K).reshape(B, 2, K).astype(np.float64)
-    N, P = counts[:, 0], counts[:, 1]
-    below = np.cumsum(N, axis=1) - N  # negatives strictly below each code
-    return np.einsum("ij,ij->i", P, below + 0.5 * N)
-
-
-def auroc(scores, labels) -> float:
-    """Rank-based AUROC (ties count 1/2), equal to sklearn's roc_auc_score; ValueError if a class is missing."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    pos = _binary_labels(labels).ravel()
-    if scores.shape != pos.shape:
-        raise ValueError("scores and labels must have the same length")
-    n1 = int(pos.sum())
-    n0 = pos.size - n1
-    if n1 == 0 or n0 == 0:
-        raise ValueError("AUROC needs both classes present")
-    r = _positive_rank_sums(scores[None, :], pos[None, :])[0]
-    return float((r - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def auroc_batch(scores_2d, labels_2d) -> np.ndarray:
-    """Row-wise rank-based AUROC of (B, n) scores vs (B, n) or (n,) 0/1 labels; nan where a class is missing."""
-    scores_2d = np.asarray(scores_2d)
-    if scores_2d.ndim != 2:
-        raise ValueError("scores_2d must be 2-D")
-    if not (np.issubdtype(scores_2d.dtype, np.integer) or scores_2d.dtype == np.float64):
-        scores_2d = scores_2d.astype(np.float64)
-    pos = np.broadcast_to(_binary_labels(labels_2d), scores_2d.shape)
-    B, n = scores_2d.shape
-    n1 = pos.sum(axis=1).astype(np.float64)
-    n0 = n - n1
-    lo = hi = 0
-    if np.issubdtype(scores_2d.dtype, np.integer) and scores_2d.size:
-        lo, hi = int(scores_2d.min()), int(scores_2d.max())
-    if np.issubdtype(scores_2d.dtype, np.integer) and scores_2d.size and hi - lo < 4 * n:
-        u = _u_from_counts(scores_2d - lo, pos, hi - lo + 1)
-    else:
-        u = _positive_rank_sums(scores_2d, pos) - n1 * (n1 + 1) / 2.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = u / (n1 * n0)
-    out[(n1 == 0) | (n0 == 0)] = np.nan
-    return out
-
-
-def rate_batch(flags_2d) -> np.ndarray:
-    """Row-wise mean of a boolean (B, n) array; nan for rows of an array with zero columns."""
-    flags_2d = np.asarray(flags_2d, dtype=bool)
-    if flags_2d.ndim != 2:
-        raise ValueError("flags_2d must be 2-D")
-    if flags_2d.shape[1] == 0:
-        return np.full(flags_2d.shape[0], np.nan)
-    return np.count_nonzero(flags_2d, axis=1) / flags_2d.shape[1]
-
-
-def percentile_ci(samples, level=0.95) -> tuple[float, float]:
-    """Equal-tailed percentile interval of the non-nan samples; (nan, nan) if none are left."""
-    if not 0.0 < level < 1.0:
-        raise ValueError("level must be in (0, 1)")
-    x = np.asarray(samples, dtype=np.float64).ravel()
-    x = x[~np.isnan(x)]
-    if x.size == 0:
-        return (float("nan"), float("nan"))
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.percentile(x, [100.0 * alpha, 100.0 * (1.0 - alpha)])
-    return (float(lo), float(hi))
-
-
-def _order_codes(x) -> np.ndarray:
-    """Integer codes preserving order and ties of a 1-D array (smallest integer dtype, so row sorts use radix sort)."""
-    _, inv = np.unique(x, return_inverse=True)
-    dtype = np.int16 if x.size < np.iinfo(np.int16).max else np.int32
-    return inv.reshape(-1).astype(dtype)
-
-
-def bootstrap_metrics(
-    score,
-    label,
-    *,
-    threshold_05=0.0,
-    thresholds=None,
-    idx=None,
-    n_boot=1000,
-    seed=0,
-    reference_neg_scores=None,
-    ref_idx=None,
-) -> dict:
-    """Bootstrap sample arrays (B,) of AUROC, accuracy, detection rate, recall/FPR at fixed thresholds and AUROC vs reference negatives."""
-    score = np.asarray(score, dtype=np.float64).ravel()
-    pos = _binary_labels(label).ravel()
-    n = score.size
-    if pos.size != n:
-        raise ValueError("score and label must have the same length")
-    if idx is None:
-        idx = stratified_bootstrap_indices(pos.astype(np.int8), n_boot=n_boot, seed=seed)
-    idx = np.asarray(idx)
-    if idx.ndim != 2 or idx.shape[1] != n:
-        raise ValueError(f"idx must have shape (B, {n}), got {idx.shape}")
-    if not np.array_equal(pos[idx], np.broadcast_to(pos, idx.shape)):
-        raise ValueError("idx must keep each column's label (resample within label strata)")
-    B = idx.shape[0]
-    n1 = int(pos.sum())
-    n0 = n - n1
-
-    S = score[idx]
-    S_pos = S[:, pos]
-    S_neg = S[:, ~pos]
-    out = {}
-    if n1 and n0:
-        # AUROC depends only on order, so resample integer order codes (radix-sortable).
-        out["auroc"] = auroc_batch(_order_codes(score)[idx], pos)
-    out["accuracy"] = rate_batch((S >= threshold_05) == pos)
-    if n1:
-        out["detection_rate"] = rate_batch(S_pos >= threshold_05)
-    for key, t in (thresholds or {}).items():
-        if n1:
-            out[f"recall_at_fpr_{key}"] = rate_batch(S_pos >= t)
-        if n0:
-            out[f"eval_fpr_{key}"] = rate_batch(S_neg >= t)
-    if reference_neg_scores is not None:
-        ref = np.asarray(reference_neg_scores, dtype=np.float64).ravel()
-        m = ref.size
-        if ref_idx is None:
-            # Independent stream from the one that built idx for the same seed.
-            ref_idx = np.random.default_rng([int(seed), 1]).integers(0, m, size=(B, m))
-        ref_idx = np.asarray(ref_idx)
-        if ref_idx.shape != (B, m):
-            raise ValueError(f"ref_idx must have shape ({B}, {m}), got {ref_idx.shape}")
-        if n1 and m:
-            codes = _order_codes(np.concatenate([score[pos], ref]))
-            af_rank = np.searchsorted(np.flatnonzero(pos), idx[:, pos])  # AF position within score[pos]
-            combined = np.concatenate([codes[:n1][af_rank], codes[n1:][ref_idx]], axis=1)
-            lab = np.concatenate([np.ones(n1, dtype=bool), np.zeros(m, dtype=bool)])
-            out["auroc_vs_reference_negatives"] = auroc_batch(combined, lab)
-    return out
-
-
-def point_metrics(score, label, *, threshold_05=0.0, thresholds=None, reference_neg_scores=None) -> dict:
-    """Point estimates (floats) of the metrics of bootstrap_metrics on the original, unresampled sample."""
-    score = np.asarray(score, dtype=np.float64).ravel()
-    ref_idx = None
-    if reference_neg_scores is not None:
-        ref_idx = np.arange(np.asarray(reference_neg_scores).size)[None, :]
-    boot = bootstrap_metrics(
-        score,
-        label,
-        threshold_05=threshold_05,
-        thresholds=thresholds,
-        idx=np.arange(score.size)[None, :],
-        reference_neg_scores=reference_neg_scores,
-        ref_idx=ref_idx,
-    )
-    return {k: float(v[0]) for k, v in boot.items()}
-
-
-def summarize(boot: dict, level=0.95) -> dict:
-    """Map each metric's bootstrap samples to its percentile interval [lo, hi]."""
-    return {k: list(percentile_ci(v, level)) for k, v in boot.items()}
-
-
-# ---------------------------------------------------------------------------
-# 2. Paired step-to-step deltas and generalization gap
-# ---------------------------------------------------------------------------
-
-
-def _one_sided_p(diff, point) -> float:
-    """Fraction of bootstrap differences on the far side of zero from the point difference (1.0 when point is 0)."""
-    if diff.size == 0 or np.isnan(point):
-        return float("nan")
-    if point > 0:
-        return float(np.mean(diff <= 0))
-    if point < 0:
-        return float(np.mean(diff >= 0))
-    return 1.0
-
-
-def paired_delta(boot_a, boot_b, point_a, point_b, level=0.95, *, higher_is_better=True) -> dict:
-    """Paired-bootstrap change from step a to step b: delta, percentile CI, one-sided p and a verdict.
-
-    ``boot_a``/``boot_b`` must be computed on the SAME resample indices; rows where
-    either is nan are dropped.  ``p_value`` is the fraction of bootstrap deltas on
-    the other side of zero from the observed delta (<= 0 if delta > 0, >= 0 if
-    delta < 0) and 1.0 when delta == 0; 0.0 means "below 1/B".  The verdict is
-    "improved"/"degraded" only when the CI excludes 0 and agrees in sign with the
-    observed delta; with ``higher_is_better=False`` (e.g. FPR) the two words swap.
-    """
-    a = np.asarray(boot_a, dtype=np.float64).ravel()
-    b = np.asarray(boot_b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError("paired bootstrap arrays must have the same length")
-    d = b - a
-    d = d[~np.isnan(d)]
-    delta = float(point_b) - float(point_a)
-    lo, hi = percentile_ci(d, level)
-    verdict = "no clear change"
-    if lo > 0 and delta > 0:
-        verdict = "improved" if higher_is_better else "degraded"
-    elif hi < 0 and delta < 0:
-        verdict = "degraded" if higher_is_better else "improved"
-    return {"delta": delta, "ci": [lo, hi], "p_value": _one_sided_p(d, delta), "verdict": verdict}
-
-
-def inflection_step(deltas, steps):
-    """Step reached by the largest significant gain: deltas[i] is the change INTO steps[i+1]; None if no "improved" delta."""
-    steps = list(steps)
-    if len(deltas) != len(steps) - 1:
-        raise ValueError("need len(deltas) == len(steps) - 1 (deltas[i]: steps[i] -> steps[i+1])")
-    best, best_gain = None, None
-    for i, d in enumerate(deltas):
-        if d is None or d.get("verdict") != "improved":
-            continue
-        gain = abs(d["delta"])  # "improved" already encodes the direction
-        if best_gain is None or gain > best_gain:
-            best, best_gain = steps[i + 1], gain
-    return best
-
-
-def gap_ci(in_dist_boot, ood_boot, point_in, point_ood, level=0.95) -> dict:
-    """Generalization gap (in-distribution minus OOD) with a CI from the elementwise difference of independent resamples.
-
-    The two eval sets are different samples, so the bootstrap arrays must come from
-    independent resampling (different seeds); the row-wise difference of two
-    independent bootstrap distributions is the bootstrap distribution of the
-    difference.  ``p_value`` is one-sided in the direction of the observed gap.
-    """
-    a = np.asarray(in_dist_boot, dtype=np.float64).ravel()
-    b = np.asarray(ood_boot, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError("bootstrap arrays must have the same length B")
-    d = a - b
-    d = d[~np.isnan(d)]
-    gap = float(point_in) - float(point_ood)
-    lo, hi = percentile_ci(d, level)
-    return {
-        "gap": gap,
-        "ci": [lo, hi],
-        "p_value": _one_sided_p(d, gap),
-        "excludes_zero": bool(lo > 0 or hi < 0),
-    }
-
-
-# ---------------------------------------------------------------------------
-# 3. Leakage audit: exact and near duplicates
+# 1. Leakage audit: exact and near duplicates
 # ---------------------------------------------------------------------------
 
 
@@ -570,7 +250,8 @@ def _cosine_blocks(A, invA, B, invB, chunk, method, same=False):
 def duplicate_counts(A, B, threshold=0.99, same=False, chunk=1024, *, method="auto") -> dict:
     """Count rows of B with an exact / near (cosine >= threshold, includes exact) duplicate among rows of A.
 
-    Returns {"exact", "near", "max_cosine", "n_rows", "n_reference"}; with
+    Returns {"exact", "near", "near_rows" (indices of the counted rows of B), "max_cosine",
+    "n_rows", "n_reference"}; with
     ``same=True`` (A is ignored and B is compared with itself, self-pairs
     excluded) "exact"/"near" count rows having another such row, plus
     "exact_pairs" and "near_pairs" (unordered pairs).  Cosines use
@@ -643,6 +324,7 @@ def duplicate_counts(A, B, threshold=0.99, same=False, chunk=1024, *, method="au
     result = {
         "exact": int(exact_rows.sum()),
         "near": int(near_rows.sum()),
+        "near_rows": np.flatnonzero(near_rows),
         "max_cosine": float(finite.max()) if finite.size else float("nan"),
         "n_rows": int(nB),
         "n_reference": int(nA),
@@ -679,11 +361,11 @@ def duplicate_groups(X, threshold=None, chunk=1024, *, method="auto") -> np.ndar
 def grouped_stratified_split(strata, groups, eval_fraction=0.2, seed=0) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train_idx, eval_idx) with whole groups on one side and per-stratum eval share near eval_fraction.
 
-    Groups are placed largest first (random order among equal sizes, from
-    ``seed``); a group goes to eval when that lowers the total deviation
-    sum_s |eval_s - eval_fraction * n_s|.  Afterwards every stratum touched by
-    >= 2 groups is given >= 1 eval and >= 1 train sample by moving the group
-    whose move costs least.  A group spanning several strata counts towards each.
+    Groups are visited in a seeded random order, whatever their size (placing large groups
+    first would send duplicated rows preferentially to eval); a group goes to eval when that
+    lowers the total deviation sum_s |eval_s - eval_fraction * n_s|.  Afterwards every
+    stratum touched by >= 2 groups is given >= 1 eval and >= 1 train sample by moving the
+    group whose move costs least.  A group spanning several strata counts towards each.
     """
     strata = np.asarray(strata)
     groups = np.asarray(groups)
@@ -700,12 +382,11 @@ def grouped_stratified_split(strata, groups, eval_fraction=0.2, seed=0) -> tuple
     nS, nG = int(s_id.max()) + 1, int(g_id.max()) + 1
     # comp[g, s] = number of samples of group g in stratum s.
     comp = sp.csr_matrix((np.ones(n), (g_id, s_id)), shape=(nG, nS)).toarray()
-    size = comp.sum(axis=1)
     target = eval_fraction * comp.sum(axis=0)
 
     rng = np.random.default_rng(seed)
     perm = rng.permutation(nG)
-    order = perm[np.argsort(-size[perm], kind="stable")]
+    order = perm
     in_eval = np.zeros(nG, dtype=bool)
     cur = np.zeros(nS)
     for gi in order:  # loop over groups (not resamples or pairs)

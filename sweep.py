@@ -40,7 +40,7 @@ def make_config(args, cache_dir, feature_ids, layer=None, C=None, penalty=None):
         "max_iter": args.max_iter, "seed": args.seed, "eval_fraction": args.eval_fraction,
         "cv_folds": args.cv_folds,
         "feature_ids_file": str(args.feature_ids) if args.feature_ids else None,
-        "feature_ids": feature_ids, "n_boot": args.n_boot, "repeats": args.repeats,
+        "feature_ids": feature_ids, "repeats": args.repeats,
         "dedup_split": args.dedup_split, "near_dup_threshold": args.near_dup_threshold,
         "class_weight": getattr(args, "class_weight", None),
         "source_weight": getattr(args, "source_weight", "proportional"),
@@ -120,6 +120,7 @@ class Context:
     fingerprints: dict
     audit: dict | None
     log: object
+    demo: dict | None = None                     # the demo generator's settings, if a demo
     fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
 
 
@@ -160,7 +161,7 @@ def prepare(args, steps, layer=None, audit=True):
         f"{'' if feature_ids is None else f', using {len(feature_ids)}'}) "
         f"in {time.perf_counter() - t0:.1f}s")
     ctx = Context(args, Path(cache_dir), layer, source, datasets, feature_ids, fingerprints,
-                  None, log)
+                  None, log, common.demo_info(cache_dir))
     if audit:
         splits = common.make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
         with timed("leakage audit"):
@@ -212,7 +213,7 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
                 reps.append(probe.repeat_summary(rec_r, s))
         with timed("statistics"):
             probe.add_confidence_intervals(record["evaluation"], scores,
-                                           record["thresholds"]["log_odds"], config)
+                                           record["thresholds"]["log_odds"])
         record["repeats"] = reps
         if not (record["converged"] and record["cv_converged"]) and not warned:
             print(f"warning: {label}step {step.number}: solver hit --max-iter "
@@ -221,7 +222,8 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
             warned = True
         record.update({
             "schema_version": probe.SCHEMA_VERSION, "run_id": run_id, "config": config,
-            "data_source": ctx.source, "synthetic": ctx.source == "demo", "layer": ctx.layer,
+            "data_source": ctx.source, "synthetic": ctx.source == "demo", "demo": ctx.demo,
+            "layer": ctx.layer,
             "inputs": ctx.fingerprints, "split_sizes": {
                 n: {"train": int(len(v.train)), "eval": int(len(v.eval))}
                 for n, v in splits[seeds[0]].items()},
@@ -536,9 +538,10 @@ def leakage_audit(datasets, splits, threshold, log=print):
         for en, B in evals.items():
             rows = support_candidates(A, B, threshold)
             c = (stats.duplicate_counts(A[rows], B, threshold=threshold) if len(rows)
-                 else {"exact": 0, "near": 0})
+                 else {"exact": 0, "near": 0, "near_rows": []})
             pairs.append({"train": tn, "eval": en, "exact": int(c["exact"]), "near": int(c["near"]),
-                          "n_eval": int(B.shape[0])})
+                          "n_eval": int(B.shape[0]),
+                          "near_rows": [int(i) for i in c["near_rows"]]})
     within = {}                         # duplicates inside an eval set shrink its effective n
     for n, B in evals.items():
         c = stats.duplicate_counts(B, B, threshold=threshold, same=True)

@@ -12,7 +12,7 @@ import demo_data  # noqa: E402
 import run_all  # noqa: E402
 
 TINY = {"scale": 0.1, "n_features": 256, "seed": 0}
-FAST_FLAGS = ["--n-boot", "200", "--quiet", "--jobs", "1"]
+FAST_FLAGS = ["--quiet", "--jobs", "1"]
 
 
 @pytest.fixture(scope="session")

@@ -237,3 +237,24 @@ def test_screenshot_is_a_png(dash, tmp_path):
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1400, 2000)
     assert 20_000 < len(data) < 20_000_000
+
+
+@needs_chromium
+def test_verdict_premises_and_reasons_are_shown(tiny_run, tmp_path):
+    """The dashboard shows the same verdict as verdict.json: outcome, reasons, premise checks."""
+    import analysis
+    import verdict
+    root = tmp_path / "results"
+    shutil.copytree(tiny_run, root)
+    a = analysis.analyze(root)
+    doc = json.loads(verdict.write(root, a).read_text())
+    html = dashboard.write_dashboard(root, a=a)
+    dom = chromium(html, "metric=auroc", tmp_path, "--dump-dom")
+    outcome = re.search(r'<p id="verdict-outcome"><b>([^<]*)</b>', dom).group(1)
+    assert outcome == doc["outcome"]
+    premises = re.search(r'<ul id="premises">(.*?)</ul>', dom, re.S).group(1)
+    items = re.findall(r'<li class="(ok|failed)">(ok|FAILED): ([a-z_]+):', premises)
+    assert [(c, name) for c, _, name in items] == [
+        ("ok" if p["passed"] else "failed", p["name"]) for p in doc["premises"]]
+    for reason in doc["reasons"]:
+        assert reason.split(":")[0] in dom

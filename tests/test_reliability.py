@@ -190,7 +190,8 @@ def test_bad_input_exits_2_names_the_problem_and_keeps_results(fault, cache_copy
     ("-C", "0", "argument -C: must be > 0"),
     ("--eval-fraction", "1.5", "argument --eval-fraction: must be in (0, 1)"),
     ("--repeats", "0", "argument --repeats: must be >= 1"),
-    ("--n-boot", "-5", "argument --n-boot: must be >= 1"),
+    ("--n-boot", "200", "argument --n-boot: removed; intervals are no longer bootstrapped"),
+    ("--gold-tolerance", "1.5", "argument --gold-tolerance: must be in (0, 1)"),
     ("--penalty", "l3", "argument --penalty: invalid choice"),
 ])
 def test_bad_flag_value_exits_2_with_the_problem_first(flag, value, expected, tiny_cache,

@@ -68,36 +68,21 @@ def test_console_fits_in_100_columns_and_is_plain_ascii_off_tty(tiny_run):
     assert out.isascii() and "\033[" not in out
 
 
-def _sets(ood_verdict, gold_verdict):
-    return {"gold_106": {"role": "in-distribution", "overall": {"verdict": gold_verdict}},
-            "benchmark": {"role": "OOD", "overall": {"verdict": ood_verdict}},
-            "sycophant": {"role": "OOD", "overall": {"verdict": "no clear change"}}}
-
-
-@pytest.mark.parametrize("ood,gold,outcome", [
-    ("improved", "no clear change", "diversity helps without hurting in-distribution"),
-    ("improved", "improved", "diversity helps without hurting in-distribution"),
-    ("improved", "degraded", "trade-off (in-distribution drops)"),
-    ("no clear change", "no clear change", "no improvement"),
-    ("degraded", "degraded", "no improvement"),
-])
-def test_verdict_logic(ood, gold, outcome):
-    v = analysis.verdict(_sets(ood, gold))
-    assert v["outcome"] == outcome
-    assert v["next_steps"] and v["criteria"]
-    assert v["ood_sets_improved"] == (["benchmark"] if ood == "improved" else [])
-
-
-def _arm(verdicts):
-    return {n: {"role": "OOD", "main_minus_arm": {"verdict": v}} for n, v in verdicts.items()}
+def _arm(verdicts, kind="two-class"):
+    return {n: {"role": "OOD", "kind": kind, "main_minus_arm": {"verdict": v}}
+            for n, v in verdicts.items()}
 
 
 def test_arm_conclusions():
     budget = analysis.arm_conclusion
-    assert "diversity" in budget("arm_budget", _arm({"a": "no clear change", "b": "no clear change"}))
+    text = budget("arm_budget", _arm({"a": "no clear change", "b": "no clear change"}))
+    assert "do not show that more data adds" in text and "diversity" not in text
     text = budget("arm_budget", _arm({"a": "improved", "b": "degraded"}))
     assert "more data adds beyond diversity on a" in text and "significantly higher on b" in text
     assert "may be format detection" in budget("baseline_format", _arm({"a": "degraded"}))
     text = budget("baseline_format", _arm({"a": "improved", "b": "no clear change"}))
-    assert "beats format-only on a" in text and "matches or beats it on b" in text
-    assert budget("arm_budget", {}) == "no OOD set to compare"
+    assert "beats format-only on a" in text and "not significantly on b" in text
+    assert budget("arm_budget", {}) == "no OOD set with both classes to compare"
+    # all-AF sets compare sources: they never carry an arm's reading
+    only_af = _arm({"a": "improved"}, kind="single-class")
+    assert budget("arm_budget", only_af) == "no OOD set with both classes to compare"

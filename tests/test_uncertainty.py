@@ -1,9 +1,9 @@
-"""Uncertainty at the pipeline level: per-metric bootstrap CIs, paired step deltas, repeated
+"""Uncertainty at the pipeline level: per-metric intervals, paired step deltas, repeated
 seeds and the leakage audit, checked on real runs of the tiny demo sweep.
 
-The unit-level statistics (bootstrap, paired_delta, duplicate_counts, grouped split) are tested
-in test_stats.py; here every number is traced from the step files to what the console and
-report.txt show.
+The unit-level statistics (intervals and their coverage: test_intervals.py; duplicate_counts,
+grouped split: test_stats.py) are tested there; here every number is traced from the step
+files to what the console and report.txt show.
 """
 import copy
 import json
@@ -17,6 +17,7 @@ import pytest
 import analysis
 import common
 import compare_all_steps
+import intervals
 import probe
 import run_all
 import stats
@@ -79,22 +80,24 @@ def _ci_str(value, ci):
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def _boot_by_hand(record, sc, name, idx_seed=None):
-    """Bootstrap arrays of one set of one step, built straight from stats + probe.boot_seed."""
-    cfg = record["config"]
+def _estimates_by_hand(record, sc, name):
+    """Estimates of one set of one step, built straight from intervals.py (not via probe)."""
     s, y = sc[name]["score"], sc[name]["label"]
-    seed = probe.boot_seed(cfg["seed"], name) if idx_seed is None else idx_seed
-    idx = stats.stratified_bootstrap_indices(y, cfg["n_boot"], seed)
-    kwargs = {}
+    th = record["thresholds"]["log_odds"]
+    af, neg = s[y == 1], s[y == 0]
+    out = {"detection_rate": intervals.proportion_estimate(af >= 0),
+           "accuracy": intervals.proportion_estimate((s >= 0) == (y == 1))}
+    if len(neg):
+        out["auroc"] = intervals.auroc_estimate(af, neg)
     ref = record["evaluation"][name]["reference_negatives"]
     if ref:
-        neg = sc[ref]["score"][sc[ref]["label"] == 0]
-        kwargs = {"reference_neg_scores": neg,
-                  "ref_idx": stats.stratified_bootstrap_indices(
-                      np.zeros(len(neg), dtype=int), cfg["n_boot"],
-                      probe.boot_seed(cfg["seed"], ref + ":neg"))}
-    return stats.bootstrap_metrics(s, y, threshold_05=0.0,
-                                   thresholds=record["thresholds"]["log_odds"], idx=idx, **kwargs)
+        out["auroc_vs_reference_negatives"] = intervals.auroc_estimate(
+            af, sc[ref]["score"][sc[ref]["label"] == 0])
+    for pct, t in th.items():
+        out[f"recall_at_fpr_{pct}"] = intervals.proportion_estimate(af >= t)
+        if len(neg):
+            out[f"eval_fpr_{pct}"] = intervals.proportion_estimate(neg >= t)
+    return {k: v for k, v in out.items() if v is not None}
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +144,9 @@ def test_every_eval_metric_has_a_ci_containing_its_point(tiny_run, repeats_run):
     assert kinds == {True, False}
 
 
-def test_cis_are_seeded_and_reproducible_from_saved_scores(tiny_run, capsys):
-    """Recomputing the CIs from the saved scores gives the stored CIs bit for bit; another
-    bootstrap seed gives other CIs. Prints the time of the statistics (no timing assert)."""
+def test_cis_are_reproducible_from_saved_scores_and_follow_them(tiny_run, capsys):
+    """Recomputing the intervals from the saved scores gives the stored ones bit for bit;
+    changed scores give other intervals. Prints the time of the statistics (no timing assert)."""
     records = _records(tiny_run)
     scores = _scores(tiny_run, records)
     t_ci, changed = 0.0, 0
@@ -153,23 +156,21 @@ def test_cis_are_seeded_and_reproducible_from_saved_scores(tiny_run, capsys):
         for e in ev.values():
             del e["ci"]
         t = time.perf_counter()
-        probe.add_confidence_intervals(ev, scores[k], rec["thresholds"]["log_odds"],
-                                       rec["config"])
+        probe.add_confidence_intervals(ev, scores[k], rec["thresholds"]["log_odds"])
         t_ci += time.perf_counter() - t
         assert {n: e["ci"] for n, e in ev.items()} == stored, k
         other = copy.deepcopy(ev)
-        probe.add_confidence_intervals(other, scores[k], rec["thresholds"]["log_odds"],
-                                       dict(rec["config"], seed=rec["config"]["seed"] + 1))
+        shifted = {n: dict(f, score=f["score"] + np.where(f["label"] == 1, -0.5, 0.5))
+                   if "label" in f else f for n, f in scores[k].items()}
+        probe.add_confidence_intervals(other, shifted, rec["thresholds"]["log_odds"])
         changed += sum(other[n]["ci"] != stored[n] for n in stored)
-    assert changed > 0, "the bootstrap seed does not reach the CIs"
+    assert changed > 0, "the scores do not reach the intervals"
     t = time.perf_counter()
     analysis.analyze(tiny_run)
     t_an = time.perf_counter() - t
-    n_boot = records[0]["config"]["n_boot"]
     with capsys.disabled():
-        print(f"\n[timing] tiny run, n_boot={n_boot}: add_confidence_intervals "
-              f"{t_ci * 1000:.0f} ms for {len(records)} steps; analysis.analyze "
-              f"{t_an * 1000:.0f} ms")
+        print(f"\n[timing] tiny run: add_confidence_intervals {t_ci * 1000:.0f} ms for "
+              f"{len(records)} steps; analysis.analyze {t_an * 1000:.0f} ms")
 
 
 def test_rerun_gives_identical_cis_and_repeats(tiny_cache, repeats_run, tmp_path):
@@ -204,7 +205,7 @@ def test_console_and_report_show_value_with_ci(tiny_run, capsys):
 
 
 # ---- paired deltas, verdicts, inflection -----------------------------------------------------
-def test_paired_deltas_use_the_same_resamples_across_steps(tiny_run, tiny_analysis):
+def test_paired_deltas_pair_the_same_rows_across_steps(tiny_run, tiny_analysis):
     records = _records(tiny_run)
     scores = _scores(tiny_run, records)
     a = tiny_analysis
@@ -216,35 +217,37 @@ def test_paired_deltas_use_the_same_resamples_across_steps(tiny_run, tiny_analys
             # pairing needs the same eval rows in both steps
             assert np.array_equal(scores[ka][name]["row"], scores[kb][name]["row"])
             assert np.array_equal(scores[ka][name]["label"], scores[kb][name]["label"])
-            ba = _boot_by_hand(records[ka], scores[ka], name)
-            bb = _boot_by_hand(records[kb], scores[kb], name)
+            ea = _estimates_by_hand(records[ka], scores[ka], name)
+            eb = _estimates_by_hand(records[kb], scores[kb], name)
             fa = probe.flat_metrics(records[ka]["evaluation"][name])
             fb = probe.flat_metrics(records[kb]["evaluation"][name])
-            assert set(s["deltas"][kb]) == {m for m in s["metrics"] if m in ba and m in bb}
+            assert set(s["deltas"][kb]) == {m for m in s["metrics"] if m in ea and m in eb}
             for m, got in s["deltas"][kb].items():
-                want = stats.paired_delta(ba[m], bb[m], fa[m], fb[m])
+                want = intervals.change(ea[m], eb[m], paired=True)
                 assert got["ci"] == pytest.approx(want["ci"], abs=1e-12), (name, kb, m)
+                assert got["p_value"] == pytest.approx(want["p_value"], abs=1e-12)
                 assert got["delta"] == pytest.approx(fb[m] - fa[m], abs=1e-12)
-                assert got["verdict"] == want["verdict"]
                 n_checked += 1
-                # the same statistic on independent resamples gives another interval
-                indep = _boot_by_hand(records[kb], scores[kb], name,
-                                      idx_seed=probe.boot_seed(SEED + 1000, name))
-                un = stats.paired_delta(ba[m], indep[m], fa[m], fb[m])
+                # the same change treated as two independent samples gives another interval
+                un = intervals.change(ea[m], eb[m], paired=False)
                 unpaired_differs |= un["ci"] != pytest.approx(got["ci"], abs=1e-12)
     assert n_checked >= 3 * len(a["sets"])
     assert unpaired_differs
 
 
 def _check_verdict(d):
+    """A call agrees with its p-value (Holm-adjusted where given) and with its interval."""
     lo, hi = d["ci"]
+    p = d.get("p_adjusted", d["p_value"])
     if d["verdict"] == "improved":
-        assert lo > 0 and d["delta"] > 0, d
+        assert lo > 0 and d["delta"] > 0 and p < 0.05, d
     elif d["verdict"] == "degraded":
-        assert hi < 0 and d["delta"] < 0, d
+        assert hi < 0 and d["delta"] < 0 and p < 0.05, d
     else:
         assert d["verdict"] == "no clear change", d
-        assert not (lo > 0 and d["delta"] > 0) and not (hi < 0 and d["delta"] < 0), d
+        assert p >= 0.05 or d["delta"] == 0, d
+    # the interval excludes 0 exactly when the unadjusted p is below 0.05
+    assert (lo > 0 or hi < 0) == (d["p_value"] < 0.05), d
 
 
 def _check_analysis(a):
@@ -290,7 +293,7 @@ def test_inflection_is_the_largest_not_the_first_significant_gain(tiny_run, tmp_
 
 
 def test_analysis_cis_equal_the_step_file_cis(tiny_run, tiny_analysis):
-    """analyze() recomputes the bootstrap from the scores: its CIs must be the stored ones."""
+    """analyze() recomputes the intervals from the scores: they must be the stored ones."""
     records = _records(tiny_run)
     for name, s in tiny_analysis["sets"].items():
         for k, row in s["rows"].items():
@@ -370,7 +373,15 @@ def test_report_shows_repeated_seeds_with_mean_sd_and_spread_flag(repeats_run):
             assert f"{mean:.3f} +- {sd:.3f} (n=3)" in rows[0]
             assert rows[0].rstrip().endswith("YES" if flag else "no"), rows[0]
             flags.append(flag)
-    assert True in flags and False in flags
+    assert False in flags
+    # the other branch: spread the repeats of one set far beyond its interval
+    k, name = min(records), next(iter(a["sets"]))
+    m = a["sets"][name]["headline"]
+    spread = copy.deepcopy(records)
+    for i, r in enumerate(spread[k]["repeats"]):
+        r["metrics"][name][m] = [0.0, 0.5, 1.0][i]
+    got = analysis._repeats(spread, sorted(spread), a["sets"])[k][name]
+    assert got["spread_exceeds_ci"] is True and got["range"] == 1.0
 
 
 def test_single_seed_run_has_no_repeated_seeds_section(tiny_run):
@@ -439,8 +450,8 @@ def test_leakage_audit_counts_planted_duplicates_and_warns(cache_copy, tiny_run,
     assert np.array_equal(common.make_splits(planted, 0.2, SEED)["benchmark"].eval,
                           common.make_splits(loaded, 0.2, SEED)["benchmark"].eval)
     out = tmp_path / "res"
-    rc = run_all.main(["--cache-dir", str(cache_copy), "--results-dir", str(out), "--n-boot",
-                       "200", "--jobs", "1", "--steps", "0", "3"])
+    rc = run_all.main(["--cache-dir", str(cache_copy), "--results-dir", str(out),
+                       "--jobs", "1", "--steps", "0", "3"])
     assert rc == 0
     console = capsys.readouterr().out
     base = _pairs(_records(tiny_run)[0]["leakage_audit"])

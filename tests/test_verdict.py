@@ -1,0 +1,248 @@
+"""The verdict on hand-made analyses (verdict.decide), and end to end on negative-control demos.
+
+Each hand-made analysis is built from synthetic scores per step and eval set, with the fields
+analysis.analyze gives the verdict; the truth of every case is known by construction."""
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+import demo_data
+import intervals
+import run_all
+import verdict
+from conftest import FAST_FLAGS
+
+STEPS = {0: ["train"], 1: ["train", "sycophant"], 2: ["train", "sycophant", "model_organism"],
+         3: ["train", "sycophant", "model_organism", "benchmark"]}
+
+
+def _scores(rng, n_pos, n_neg, auc, shared=None, rho=0.8):
+    """(pos, neg) binormal scores with the given AUROC; shared: per-row noise common to
+    several probes (correlation rho between them)."""
+    d = np.sqrt(2) * norm.ppf(auc)
+    e_pos, e_neg = rng.normal(size=n_pos), rng.normal(size=n_neg)
+    if shared is not None:
+        e_pos = np.sqrt(rho) * shared[0] + np.sqrt(1 - rho) * e_pos
+        e_neg = np.sqrt(rho) * shared[1] + np.sqrt(1 - rho) * e_neg
+    return d + e_pos, e_neg
+
+
+def make_analysis(sets, steps=(0, 3), converged=True, audit=None, seed=0):
+    """An analysis dict from {name: {"role", "kind", "reference", "scores": {step: (pos,
+    neg)}}}; single-class sets have neg None and are ranked against their reference's
+    negatives."""
+    a = {"steps": list(steps), "sets": {}, "estimates": {}, "scores": {k: {} for k in steps},
+         "records": {k: {"training_data": STEPS[k], "converged": converged,
+                         "cv_converged": True, "repeats": [{"seed": 0, "metrics": {}}]}
+                     for k in steps},
+         "audit": audit, "config": {"seed": seed}}
+    for name, spec in sets.items():
+        for k in steps:
+            pos, neg = spec["scores"][k]
+            a["scores"][k][name] = {"label": np.r_[np.ones(len(pos)),
+                                                   np.zeros(0 if neg is None else len(neg))]}
+    for name, spec in sets.items():
+        rows = {}
+        for k in steps:
+            pos, neg = spec["scores"][k]
+            if neg is None:
+                ref = sets[spec["reference"]]["scores"][k][1]
+                est = {"auroc_vs_reference_negatives": intervals.auroc_estimate(pos, ref),
+                       "detection_rate": intervals.proportion_estimate(pos >= 0)}
+            else:
+                est = {"auroc": intervals.auroc_estimate(pos, neg)}
+            a["estimates"][(k, name)] = est
+            rows[k] = {m: {"value": e.value, "ci": intervals.interval(e)} for m, e in est.items()}
+            rows[k].update(n=len(pos) + (0 if neg is None else len(neg)), af=len(pos))
+        single = spec["scores"][steps[0]][1] is None
+        a["sets"][name] = {
+            "kind": "single-class" if single else "two-class", "role": spec["role"],
+            "headline": "auroc_vs_reference_negatives" if single else "auroc", "rows": rows,
+            "reference": spec.get("reference"), "deltas": {},
+            "confounded_from": spec.get("confounded_from")}
+    return a
+
+
+def _gold(rng, auc0=0.95, auc3=0.95, n=(51, 55), rho=0.8):
+    """gold_106 scores at steps 0 and 3 sharing per-row noise (correlated probes)."""
+    shared = (rng.normal(size=n[0]), rng.normal(size=n[1]))
+    return {"role": "in-distribution", "scores": {0: _scores(rng, *n, auc0, shared, rho),
+                                                  3: _scores(rng, *n, auc3, shared, rho)}}
+
+
+def _bench(rng, auc0=0.5, auc3=0.5, n=(100, 350)):
+    """benchmark scores (two classes from one source) at steps 0 and 3."""
+    return {"role": "OOD", "scores": {0: _scores(rng, *n, auc0), 3: _scores(rng, *n, auc3)}}
+
+
+def _syco(rng, auc0=0.5, auc3=0.99, n=60):
+    """An all-AF set ranked against the benchmark's negatives, confounded from step 1."""
+    pos0, _ = _scores(rng, n, 1, auc0)
+    pos3, _ = _scores(rng, n, 1, auc3)
+    return {"role": "OOD", "reference": "benchmark", "confounded_from": 1,
+            "scores": {0: (pos0, None), 3: (pos3, None)}}
+
+
+def test_a_confounded_all_af_improvement_alone_claims_nothing():
+    rng = np.random.default_rng(0)
+    a = make_analysis({"gold_106": _gold(rng), "benchmark": _bench(rng),
+                       "sycophant": _syco(rng)})
+    # the all-AF set's own change is large and "significant" ...
+    d = intervals.change(a["estimates"][(0, "sycophant")]["auroc_vs_reference_negatives"],
+                         a["estimates"][(3, "sycophant")]["auroc_vs_reference_negatives"])
+    assert d["delta"] > 0.3 and d["p_value"] < 1e-6
+    v = verdict.decide(a)
+    # ... but only the benchmark carries the verdict, and it did not move
+    assert v["outcome"] == "no_improvement" and not v["claims_ood_improvement"]
+    assert v["sets_used"] == ["benchmark"]
+    assert [x["set"] for x in v["sets_excluded"]] == ["sycophant"]
+    assert "confounded by source" in v["sets_excluded"][0]["reason"]
+
+
+def test_without_a_two_class_ood_set_the_verdict_is_inconclusive():
+    rng = np.random.default_rng(1)
+    bench = _bench(rng)
+    bench["role"] = "reference only"          # present for its negatives, not as an OOD set
+    a = make_analysis({"gold_106": _gold(rng), "benchmark": bench, "sycophant": _syco(rng)})
+    v = verdict.decide(a)
+    assert v["outcome"] == "inconclusive"
+    assert any("ood_set_measures_intent" in r for r in v["reasons"])
+
+
+def test_planted_benchmark_gain_with_gold_holding_is_diversity_helps():
+    rng = np.random.default_rng(2)
+    a = make_analysis({"gold_106": _gold(rng, 0.97, 0.97, rho=0.95),
+                       "benchmark": _bench(rng, 0.5, 0.9)})
+    v = verdict.decide(a)
+    assert v["outcome"] == "diversity_helps", v["reasons"]
+    assert v["in_distribution"]["holds"] and v["in_distribution"]["one_sided_lower"] > -0.02
+
+
+def test_gold_drop_outside_the_tolerance_is_a_trade_off():
+    rng = np.random.default_rng(3)
+    a = make_analysis({"gold_106": _gold(rng, 0.97, 0.80), "benchmark": _bench(rng, 0.5, 0.9)})
+    v = verdict.decide(a)
+    assert v["outcome"] == "trade_off", v["reasons"]
+    assert v["in_distribution"]["drops"] and v["in_distribution"]["ci"][1] < 0
+
+
+def test_a_gold_drop_that_cannot_be_bounded_is_inconclusive_not_harmless():
+    """Small gold set: no significant drop, but the interval reaches past the tolerance."""
+    rng = np.random.default_rng(4)
+    a = make_analysis({"gold_106": _gold(rng, 0.95, 0.90, n=(12, 12)),
+                       "benchmark": _bench(rng, 0.5, 0.9)})
+    v = verdict.decide(a)
+    gold = v["in_distribution"]
+    assert not gold["holds"] and not gold["drops"] and gold["one_sided_lower"] < -0.02
+    assert v["outcome"] == "inconclusive" and v["claims_ood_improvement"]
+    assert any("cannot tell" in r for r in v["reasons"])
+
+
+def test_the_tolerance_decides_between_holds_and_cannot_tell():
+    rng = np.random.default_rng(5)
+    a = make_analysis({"gold_106": _gold(rng, 0.96, 0.95), "benchmark": _bench(rng, 0.5, 0.9)})
+    lower = verdict.decide(a)["in_distribution"]["one_sided_lower"]
+    loose = verdict.decide(a, verdict.Criteria(gold_tolerance=-lower + 0.005))
+    tight = verdict.decide(a, verdict.Criteria(gold_tolerance=-lower - 0.005))
+    assert loose["outcome"] == "diversity_helps" and tight["outcome"] != "diversity_helps"
+
+
+def test_gold_at_chance_makes_the_verdict_inconclusive():
+    rng = np.random.default_rng(6)
+    gold = {"role": "in-distribution", "scores": {0: _scores(rng, 51, 55, 0.5),
+                                                  3: _scores(rng, 51, 55, 0.5)}}
+    a = make_analysis({"gold_106": gold, "benchmark": _bench(rng, 0.5, 0.95)})
+    v = verdict.decide(a)
+    assert v["outcome"] == "inconclusive" and not v["claims_ood_improvement"]
+    failed = [p["name"] for p in v["premises"] if not p["passed"]]
+    assert failed == ["base_probe_above_chance"]
+
+
+def test_gold_with_one_class_is_inconclusive():
+    rng = np.random.default_rng(7)
+    gold = {"role": "in-distribution", "reference": "benchmark",
+            "scores": {0: (rng.normal(size=30), None), 3: (rng.normal(size=30), None)}}
+    a = make_analysis({"gold_106": gold, "benchmark": _bench(rng, 0.5, 0.95)})
+    v = verdict.decide(a)
+    assert v["outcome"] == "inconclusive"
+    assert "in_distribution_measured" in [p["name"] for p in v["premises"] if not p["passed"]]
+
+
+def test_a_leaky_set_is_excluded_and_a_small_one_too():
+    rng = np.random.default_rng(8)
+    bench = _bench(rng, 0.5, 0.95)
+    n_eval = 450
+    audit = {"pairs": [{"train": "benchmark", "eval": "benchmark", "exact": 300, "near": 300,
+                        "n_eval": n_eval, "near_rows": list(range(300))},
+                       {"train": "train", "eval": "gold_106", "exact": 0, "near": 0,
+                        "n_eval": 106, "near_rows": []}]}
+    a = make_analysis({"gold_106": _gold(rng), "benchmark": bench}, audit=audit)
+    v = verdict.decide(a)
+    assert v["outcome"] == "inconclusive" and v["sets_used"] == []
+    assert "67%" in v["sets_excluded"][0]["reason"]
+    small = make_analysis({"gold_106": _gold(rng), "benchmark": _bench(rng, 0.5, 0.95,
+                                                                       n=(8, 40))})
+    v = verdict.decide(small)
+    assert v["sets_used"] == [] and "too small" in v["sets_excluded"][0]["reason"]
+
+
+def test_unconverged_fits_make_the_verdict_inconclusive():
+    rng = np.random.default_rng(9)
+    a = make_analysis({"gold_106": _gold(rng), "benchmark": _bench(rng, 0.5, 0.95)},
+                      converged=False)
+    v = verdict.decide(a)
+    assert v["outcome"] == "inconclusive"
+    assert [p["name"] for p in v["premises"] if not p["passed"]] == ["fits_converged"]
+
+
+def test_the_ood_family_is_holm_adjusted():
+    """Two OOD sets whose raw p-values are both just under 0.05: unadjusted, both would be
+    claimed; Holm claims at most one."""
+    rng = np.random.default_rng(10)
+    found = None
+    for _ in range(400):
+        sets = {"gold_106": _gold(rng), "benchmark": _bench(rng, 0.5, 0.57, n=(60, 60)),
+                "extra_set": dict(_bench(rng, 0.5, 0.57, n=(60, 60)), role="extra")}
+        v = verdict.decide(make_analysis(sets))
+        raw = [t["p_value"] for t in v["ood_tests"]]
+        if all(0.025 < p < 0.05 for p in raw) and all(t["delta"] > 0 for t in v["ood_tests"]):
+            found = v
+            break
+    assert found is not None
+    assert sum(t["improved"] for t in found["ood_tests"]) == 0
+    assert all(t["p_adjusted"] >= 0.05 for t in found["ood_tests"])
+
+
+def test_verdict_false_claim_rate_under_the_null_by_simulation():
+    """No OOD signal at any step: the verdict claims an OOD improvement in <= 5 % of runs;
+    with a planted gain it claims it in >= 80 %."""
+    rng = np.random.default_rng(11)
+    claims = {"null": 0, "planted": 0}
+    runs = 150
+    for _ in range(runs):
+        for case, auc3 in (("null", 0.5), ("planted", 0.8)):
+            sets = {"gold_106": _gold(rng), "benchmark": _bench(rng, 0.5, auc3, n=(26, 90)),
+                    "sycophant": _syco(rng)}
+            claims[case] += verdict.decide(make_analysis(sets))["claims_ood_improvement"]
+    assert claims["null"] / runs <= 0.05 and claims["planted"] / runs >= 0.8, claims
+
+
+# ---- end to end on negative-control demos ----------------------------------------------------
+@pytest.mark.parametrize("null", ["clean", "source"])
+def test_null_demo_end_to_end_claims_no_improvement(null, tmp_path):
+    cache = tmp_path / "cache"
+    demo_data.generate(cache, scale=0.1, n_features=256, seed=1, verbose=False, null=null)
+    out = tmp_path / "res"
+    assert run_all.main(["--cache-dir", str(cache), "--results-dir", str(out)]
+                        + FAST_FLAGS) == 0
+    v = json.loads((out / "verdict.json").read_text())
+    assert v["outcome"] in verdict.OUTCOMES
+    assert not v["claims_ood_improvement"], v["reasons"]
+    assert v["demo"]["null"] == null
+    # the all-AF sets move (source identity) but are never used
+    assert set(v["sets_used"]) <= {"benchmark"}
+    assert {"sycophant", "model_organism"} <= {x["set"] for x in v["sets_excluded"]}
+    report = (out / "report.txt").read_text()
+    assert f"VERDICT: {v['outcome']}" in report and "premise ok" in report
