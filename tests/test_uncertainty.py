@@ -511,3 +511,24 @@ def test_dedup_split_keeps_exact_duplicate_groups_on_one_side(cache_copy, loaded
     assert rec["config"]["dedup_split"] is True
     assert rec["split_sizes"]["benchmark"]["eval"] == len(
         common.make_splits(planted, 0.2, SEED, dedup=True)["benchmark"].eval)
+
+
+def test_findings_say_what_the_calls_say(tiny_analysis):
+    """A set's finding names every improved/degraded headline step, and says "no step changes"
+    only when there is none (the two used to disagree)."""
+    a = tiny_analysis
+    lines = a["findings"]
+    premise_lines = [ln for ln in lines if ln.startswith("premise ")]
+    assert lines[:len(premise_lines)] == premise_lines and premise_lines      # printed first
+    for name, s in a["sets"].items():
+        m = s["headline"]
+        calls = {b: d[m]["verdict"] for b, d in s["deltas"].items() if m in d
+                 and d[m]["verdict"] != "no clear change"}
+        mine = [ln for ln in lines if ln.startswith(f"{name}: ") and "step" in ln
+                and "detection rate" not in ln and "not used" not in ln]
+        assert len(mine) == 1, (name, mine)
+        if calls:
+            for b, verdict in calls.items():
+                assert f"{verdict} at step {b}" in mine[0]
+        else:
+            assert "no step changes" in mine[0]
