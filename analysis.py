@@ -5,14 +5,13 @@ bootstrap statistics from the saved per-sample scores (no retraining) and return
 """
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 import common
 import probe
+import results_read
 import stats
 
 HARD_NEGATIVE_CLASSES = ("hard_negative", "compliant_hard_negative")
@@ -32,33 +31,21 @@ METRIC_LABELS = {
 GOLD_DROP_TOLERANCE = 0.0   # a significant gold_106 drop (paired CI below 0) counts as a drop
 
 
-STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
+STEP_FILE = results_read.STEP_FILE
 
 
 def step_files(results_dir):
-    """{step number: JSON path} of the step records in a folder."""
-    out = {}
-    for p in sorted(Path(results_dir).glob("step_*_*.json")):
-        m = STEP_FILE.match(p.name)
-        if m:
-            out.setdefault(int(m.group(1)), p)
-    return out
+    """{step number: JSON path} of the step files in a folder (names of steps the tool has;
+    results_read.step_records checks their contents)."""
+    files, _ = results_read.scan(results_dir)
+    return {k: paths[0] for k, paths in files.items()}
 
 
 def load_results(results_dir, allow_mixed=False):
-    """Step records and scores from a results folder; refuse files from mismatched runs."""
+    """Step records and scores from a results folder, every step's files verified as one unit
+    (results_read.load_folder); refuse files from mismatched runs."""
     results_dir = Path(results_dir)
-    records, scores = {}, {}
-    for k, path in step_files(results_dir).items():
-        try:
-            record = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise common.InputError(f"{path}: not valid JSON ({e})") from None
-        spath = results_dir / f"step_{k}_scores.npz"
-        if not spath.exists():
-            raise common.InputError(f"{spath}: missing (its step JSON exists)")
-        scores[k] = probe.load_scores(spath, record.get("run_id"))
-        records[k] = record
+    records, scores = results_read.load_folder(results_dir)
     if not records:
         raise common.InputError(f"{results_dir}: no step results found (run run_all.py first)")
     if not allow_mixed:
@@ -284,24 +271,14 @@ def orderings_summary(results_dir):
     return out
 
 
-def _json_if_present(path):
-    """A JSON document, None when the file does not exist, InputError when it is invalid."""
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise common.InputError(f"{path}: not valid JSON ({e})") from None
-
-
 def transfer_summary(results_dir):
-    """The transfer matrix JSON, if present."""
-    return _json_if_present(Path(results_dir) / "transfer_matrix.json")
+    """The transfer matrix JSON, if present (checked: results_read.read_transfer)."""
+    return results_read.read_transfer(Path(results_dir) / "transfer_matrix.json")
 
 
 def grid_summary(results_dir):
-    """The grid summary JSON, if present."""
-    return _json_if_present(Path(results_dir) / "grid_summary.json")
+    """The grid summary JSON, if present (checked: results_read.read_grid)."""
+    return results_read.read_grid(Path(results_dir) / "grid_summary.json")
 
 
 def _gap(steps, sets, boots):

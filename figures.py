@@ -25,6 +25,8 @@ import numpy as np
 import analysis
 import common
 import probe
+import results_io
+import results_read
 
 try:
     import matplotlib
@@ -314,10 +316,7 @@ def score_figure(a, scores):
 # --------------------------------------------------------------------------------------------
 def load_transfer(path):
     """Read and validate transfer_matrix.json: (mixes, eval sets, cells)."""
-    try:
-        t = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise common.InputError(f"{path}: not valid JSON ({e})") from None
+    t = results_read.read_json(path, "transfer matrix")
     if not isinstance(t, dict) or not isinstance(t.get("train_mixes"), list) \
             or not isinstance(t.get("eval_sets"), list) or not isinstance(t.get("cells"), dict):
         raise common.InputError(f"{path}: expected an object with lists 'train_mixes', "
@@ -409,14 +408,14 @@ def main(argv=None):
     if not HAVE_MATPLOTLIB:
         print(MISSING_NOTE, file=sys.stderr)
         return 0
-    try:
-        paths = write_figures(args.results_dir, allow_mixed=args.allow_mixed)
-    except common.InputError as e:
-        return common.die(str(e))
-    if not args.quiet:
-        for path in paths:
-            print(f"wrote {path}")
-    return 0
+
+    def body():
+        """Write the figures."""
+        for path in write_figures(args.results_dir, allow_mixed=args.allow_mixed):
+            if not args.quiet:
+                print(f"wrote {path}")
+        return 0
+    return results_io.run_cli(body)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import analysis
 import common
+import results_io
 
 
 @dataclass
@@ -93,7 +94,18 @@ def header_section(a):
         [Path(p).name, str(f["bytes"]), next((f"{k}:{v[:16]}" for k, v in f.items()
                                                 if k.startswith("sha256")), "")]
         for p, f in a["inputs"].items()], right={1})
-    return Section("Run", ["\n".join(lines), inputs])
+    warnings = data_warnings_block(a)
+    return Section("Run", ["\n".join(lines)] + ([warnings] if warnings else []) + [inputs])
+
+
+def data_warnings_block(a):
+    """The data warnings recorded with the steps (datacheck.py), once each; None when none."""
+    seen = list(dict.fromkeys(w for k in a["steps"]
+                              for w in a["records"][k].get("data_warnings") or []))
+    if not seen:
+        return None
+    return "DATA WARNINGS (check before trusting the numbers):\n" + "\n".join(
+        f"- {w}" for w in seen)
 
 
 SOURCE_SHORT = {"train": "train", "sycophant": "syco", "model_organism": "organism",
@@ -130,12 +142,15 @@ def set_sections(a, n_metrics=2):
     for name, s in a["sets"].items():
         blocks = []
         if s["kind"] == "single-class":
-            blocks.append(f"all-AF set: AUROC undefined. Headline: {analysis.METRIC_LABELS[s['headline']]}"
+            only = "all-AF" if s["rows"] and any(r.get("af") for r in s["rows"].values()) \
+                else "single-class"
+            head = analysis.METRIC_LABELS.get(s["headline"], "none defined")
+            blocks.append(f"{only} set: AUROC undefined. Headline: {head}"
                           + (f" (this set's AF vs the held-out negatives of {s['reference']})"
                              if s["reference"] else "") + ".")
         metrics = s["metrics"][:n_metrics]
         headers = ["step", "n"] + [SHORT_METRIC[m] for m in metrics] + \
-            [f"change in {SHORT_METRIC[s['headline']]}"]
+            [f"change in {SHORT_METRIC.get(s['headline'], 'headline')}"]
         rows = []
         for k, row in sorted(s["rows"].items()):
             rows.append([str(k), str(row["n"])]
@@ -304,7 +319,7 @@ def transfer_section(a):
     for mix in doc["train_mixes"]:
         cell = doc["cells"].get(mix, {})
         rows.append([mix] + (["n/a"] * len(evals) if "note" in cell else
-                             [fmt(cell[e]["value"]) for e in evals]))
+                             [fmt((cell.get(e) or {}).get("value")) for e in evals]))
     return Section("Control: transfer matrix", [
         Table(["training mix"] + evals, rows, right=set(range(1, len(evals) + 1))),
         "Headline metric per eval set (AUROC; AUROC vs reference negatives for all-AF sets). "
@@ -451,21 +466,22 @@ def write_outputs(results_dir, a, formats=("txt", "html")):
 def main(argv=None):
     """CLI entry point."""
     p = common.results_parser(__doc__)
-    p.add_argument("--output", type=Path, default=None,
+    p.add_argument("--output", type=common.output_path, default=None,
                    help="report path (default <results-dir>/report.<format>)")
     p.add_argument("--format", choices=("txt", "md", "csv", "html"), default="txt",
                    help="report format (html: the interactive dashboard, dashboard.html)")
     p.add_argument("--no-figures", action="store_true", help="write the report only")
     args = p.parse_args(argv)
-    try:
+
+    def body():
+        """Analyze, write the report and figures."""
         a = analysis.analyze(args.results_dir, args.allow_mixed)
         written = [write_report(args.results_dir, args.output, args.format, a=a)]
         if not args.no_figures:
             written += write_outputs(args.results_dir, a, formats=())
-    except common.InputError as e:
-        return common.die(str(e))
-    print("wrote " + ", ".join(str(p) for p in written))
-    return 0
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
+    return results_io.run_cli(body)
 
 
 if __name__ == "__main__":
