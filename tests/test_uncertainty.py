@@ -281,7 +281,9 @@ def test_inflection_is_the_largest_not_the_first_significant_gain(tiny_run, tmp_
     perm = [1, 2, 0, 3]
     for new, old in enumerate(perm):
         src = analysis.step_files(tiny_run)[old]
-        shutil.copy(src, tmp_path / f"step_{new}_{src.name.split('_', 2)[2]}")
+        record = json.loads(src.read_text())
+        record["step"] = new                    # a record names its own step (else ignored)
+        (tmp_path / f"step_{new}_{src.name.split('_', 2)[2]}").write_text(json.dumps(record))
         shutil.copy(tiny_run / f"step_{old}_scores.npz", tmp_path / f"step_{new}_scores.npz")
     a = analysis.analyze(tmp_path, controls=False)
     verdicts, gains = _check_analysis(a)
