@@ -408,7 +408,6 @@ class Dataset:
     warnings: list = field(default_factory=list)    # data warnings (datacheck.py)
 
 
-MAX_LABEL_JSON_BYTES = MAX_SIDECAR_BYTES
 LOAD_CHUNK_ROWS = 256
 
 
@@ -623,7 +622,7 @@ def load_labels(path, name):
         y = raw.astype(np.int8)
         classes = np.where(y == 1, NPY_CLASS_NAMES[1], NPY_CLASS_NAMES[0])
         return y, classes
-    doc = parse_json(read_small_file(path, "labels JSON", MAX_LABEL_JSON_BYTES), path,
+    doc = parse_json(read_small_file(path, "labels JSON"), path,
                      "labels JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("labels"), list):
         raise InputError(f"{path}: labels JSON must be an object with a 'labels' list")

@@ -275,7 +275,8 @@ def main(argv=None):
 
     def body():
         """Write the dashboard."""
-        print(f"wrote {write_dashboard(args.results_dir, args.output, allow_mixed=args.allow_mixed)}")
+        path = write_dashboard(args.results_dir, args.output, allow_mixed=args.allow_mixed)
+        print(f"wrote {path}")
         return 0
     return results_io.run_cli(body)
 

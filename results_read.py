@@ -57,8 +57,9 @@ def check_folder(folder):
 def check_not_switching(folder):
     """InputError when a run's switch into folder has started and not finished."""
     for d, rec in results_io.pending_switches(folder):
-        state = "is switching its results in right now; try again" if owned.alive(rec) else ("stopped while switching its results in; run any writer on this folder "
-                       "(e.g. run_all.py --resume) to complete the switch")
+        state = ("is switching its results in right now; try again" if owned.alive(rec) else
+                 "stopped while switching its results in; run any writer on this folder "
+                 "(e.g. run_all.py --resume) to complete the switch")
         raise InputError(f"{folder}: the run of {owned.describe(rec)} {state} ({d.name})")
 
 

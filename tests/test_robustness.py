@@ -718,10 +718,11 @@ def test_stray_files_are_not_shown_as_steps(name, content, why, old_results, cap
     (["--budget", "0"], "argument --budget: must be a sample count >= 1 or 'base'"),
     (["--budget", "1e3"], "argument --budget: must be a sample count >= 1 or 'base'"),
     (["--extra-eval", "_oof"], "argument --extra-eval: '_oof' is not a valid name"),
-    (["--extra-eval", "a" * 65], "argument --extra-eval: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'"),
+    (["--extra-eval", "a" * 65], "argument --extra-eval: '" + "a" * 37 + "...' is not a valid"),
     (["--extra-eval", "9lives"], "argument --extra-eval: '9lives' is not a valid name"),
     (["--extra-eval", "a/b"], "argument --extra-eval: 'a/b' is not a valid name"),
-    (["--extra-eval", "test"], "argument --extra-eval: 'test' is the file stem of dataset gold_106"),
+    (["--extra-eval", "test"], "argument --extra-eval: 'test' is the file stem of dataset "
+                               "gold_106"),
     (["--steps", "7"], "argument --steps: invalid choice"),
 ])
 def test_out_of_range_flags_exit_2_before_any_data_is_read(argv, expected, tiny_cache,
