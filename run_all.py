@@ -124,7 +124,8 @@ def _main(args):
         steps = [common.step_spec(k) for k in sorted(set(args.steps))]
         results_io.claim(results_dir)
         with sweep.execution(args):
-            ctx = sweep.prepare(args, steps)
+            # the orderings train on every source, whatever --steps asks for
+            ctx = sweep.prepare(args, steps + ([common.STEPS[-1]] if args.orderings else []))
             config = sweep.make_config(args, ctx.cache_dir, ctx.feature_ids)
             if args.budget:
                 sweep.check_budget(ctx, steps, args.budget)

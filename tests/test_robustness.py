@@ -762,3 +762,12 @@ def test_reader_flags_exit_2(main, argv, expected, capsys):
         main(argv)
     assert e.value.code == 2
     assert capsys.readouterr().err.splitlines()[0].startswith(f"error: {expected}")
+
+
+@pytest.mark.slow
+def test_orderings_load_every_source_whatever_the_steps(tiny_cache, tmp_path):
+    out = tmp_path / "r"
+    assert run(tiny_cache, out, "--steps", "4", "--orderings", "all") == 0
+    folders = sorted(p.name for p in (out / "orderings").iterdir())
+    assert len(folders) == 6
+    assert analysis.analyze(out / "orderings" / folders[0])["steps"] == [0, 1, 2, 3]
