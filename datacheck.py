@@ -3,7 +3,8 @@ suspicious. Warnings go to the console (also under --quiet) and into every step 
 (`data_warnings`), and the report's header lists them.
 
 Rules (README, "Bad input and reliability"):
-- a dataset with no active feature in any row: refused;
+- a dataset with no active feature in any row: refused (with --feature-ids: a warning, the
+  selection may miss a dataset's features);
 - rows with no active feature: warning (count and share);
 - a value above OUTLIER_WARN x the cache's own 99.9th percentile of active |values|: warning;
   above OUTLIER_REFUSE x: refused (one such value made every AUROC 0.500 with converged: true);
@@ -57,9 +58,14 @@ def check_datasets(datasets, feature_ids=None, warn=_stderr):
     for name, ds in datasets.items():
         path = ds.files.get("activations", name)
         if not np.any(ds.X.data):
-            raise InputError(f"{path}: no active feature in any of its {ds.X.shape[0]} rows "
-                             + ("(all activations are zero); wrong file or failed extraction?"
-                                if feature_ids is None else "among the --feature-ids"))
+            if feature_ids is None:
+                raise InputError(f"{path}: no active feature in any of its {ds.X.shape[0]} "
+                                 "rows (all activations are zero); wrong file or failed "
+                                 "extraction?")
+            ds.warnings.append(f"{path}: no row has an active feature among the "
+                               f"{len(feature_ids)} --feature-ids: every sample of {name} gets "
+                               "the same score")
+            continue
         empty = int(np.count_nonzero(np.diff(ds.X.indptr) == 0))
         if empty:
             ds.warnings.append(f"{path}: {empty} of {ds.X.shape[0]} rows "
@@ -68,10 +74,10 @@ def check_datasets(datasets, feature_ids=None, warn=_stderr):
     ref = reference_scale(datasets)
     for name, ds in datasets.items():
         path = ds.files.get("activations", name)
-        pos = int(np.argmax(np.abs(ds.X.data)))
-        value = float(ds.X.data[pos])
+        pos = int(np.argmax(np.abs(ds.X.data))) if ds.X.nnz else 0
+        value = float(ds.X.data[pos]) if ds.X.nnz else 0.0
         ratio = abs(value) / ref if ref else 0.0
-        where = _where(ds, pos, feature_ids)
+        where = _where(ds, pos, feature_ids) if ds.X.nnz else ""
         if ratio > OUTLIER_REFUSE:
             raise InputError(f"{path}: value {value:.3g} at {where} is {ratio:.2g} times the "
                              f"cache's 99.9th percentile of active values ({ref:.3g}); corrupt "

@@ -15,7 +15,6 @@ Without matplotlib nothing is drawn: write_figures returns [] and HAVE_MATPLOTLI
 from __future__ import annotations
 
 import io
-import json
 import math
 import sys
 from pathlib import Path

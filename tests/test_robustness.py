@@ -26,9 +26,7 @@ import generate_report
 import owned
 import probe
 import results_io
-import results_read
 import run_all
-import sweep
 from conftest import FAST_FLAGS, ROOT
 from test_reliability import L40, snapshot
 
@@ -771,3 +769,16 @@ def test_orderings_load_every_source_whatever_the_steps(tiny_cache, tmp_path):
     folders = sorted(p.name for p in (out / "orderings").iterdir())
     assert len(folders) == 6
     assert analysis.analyze(out / "orderings" / folders[0])["steps"] == [0, 1, 2, 3]
+
+
+def test_dataset_without_active_features_is_refused_or_warned_with_a_selection(tiny_cache):
+    import dataclasses
+    import scipy.sparse as sp
+    ds = common.load_cache(tiny_cache, 40, ["sycophant"])[0]["sycophant"]
+    empty = {"sycophant": dataclasses.replace(ds, X=sp.csr_matrix(ds.X.shape, dtype=np.float32),
+                                              warnings=[])}
+    with pytest.raises(common.InputError, match="no active feature in any of its"):
+        datacheck.check_datasets(empty)
+    seen = []
+    datacheck.check_datasets(empty, feature_ids=[1, 2], warn=seen.append)
+    assert "no row has an active feature among the 2 --feature-ids" in seen[0]
