@@ -398,12 +398,17 @@ def _stop_workers():
 def run_cli(body):
     """Run a command's body in a session: one line and an exit code for every way it stops
     (2 bad input, 1 cannot write, 130 / 143 interrupted)."""
-    old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    main = threading.current_thread() is threading.main_thread()    # handlers: main only
+    old = ({sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+           if main else {})
     try:
         with session():
             return body()
     except InputError as e:
-        return common.die(str(e))
+        code = common.die(str(e))
+        if LAST.committed:
+            print(f"note: {summary()}", file=sys.stderr)
+        return code
     except WriteError as e:
         print(f"error: {_shown(str(e))}; {summary()}", file=sys.stderr)
         return 1
