@@ -229,6 +229,7 @@ def test_interrupt_before_the_switch_keeps_the_folder(tiny_cache, old_results, m
     assert snapshot(old_results) == before and hidden(old_results) == []
 
 
+@pytest.mark.slow
 def test_interrupt_after_the_switch_says_what_was_kept(tiny_cache, old_results, monkeypatch,
                                                        capsys):
     def interrupted(*a, **k):
@@ -429,6 +430,7 @@ def test_fingerprint_covers_the_whole_file(tmp_path):
     assert after["sha256"] == hashlib.sha256(bytes(data)).hexdigest()
 
 
+@pytest.mark.slow
 def test_resume_reruns_steps_whose_input_changed_in_the_middle(cache_copy, tmp_path, capsys):
     out = tmp_path / "r"
     assert run(cache_copy, out, "--steps", "0") == 0
@@ -442,6 +444,7 @@ def test_resume_reruns_steps_whose_input_changed_in_the_middle(cache_copy, tmp_p
     assert (out / "step_0_base.json").read_bytes() != first
 
 
+@pytest.mark.slow
 def test_extra_eval_names_cannot_reach_internal_keys(cache_copy, tmp_path):
     for name in ("a__b", "oof"):
         shutil.copy(cache_copy / L40 / "benchmark_activations.npy",
@@ -655,7 +658,7 @@ def test_every_reader_on_a_damaged_folder_exits_2_naming_the_file(reader, damage
 
 
 @pytest.mark.parametrize("damage,rerun", [
-    (d_truncated_npz, 1), (d_hand_edited_metric, 3),
+    (d_truncated_npz, 1), pytest.param(d_hand_edited_metric, 3, marks=pytest.mark.slow),
     pytest.param(d_negated_scores_rehashed, 3, marks=pytest.mark.slow),
     pytest.param(d_json_list, 2, marks=pytest.mark.slow)])
 def test_resume_reruns_a_damaged_unit_and_leaves_a_readable_folder(damage, rerun, tiny_cache,
