@@ -10,9 +10,9 @@ journal and the staging folder go. A run killed before the journal exists leaves
 unchanged (its staging folder is removed by the next writer); a run killed during the moves is
 completed by the next writer (roll forward); readers refuse a folder whose journal is pending.
 
-Folders created here (staging, temp files, worker data) carry an OWNER.json marker (tool, pid,
-host, process start time, random token repeated in the folder name); stale-file cleanup removes
-a folder only when its marker is this tool's and names a process of this host that is gone.
+Staging folders carry owned.py's OWNER.json marker (tool, pid, host, process start time, the
+random token of the folder's name); stale-file cleanup removes a folder only when its marker is
+this tool's and names a process of this host that is gone.
 """
 from __future__ import annotations
 
