@@ -7,8 +7,6 @@ verdict (verdict.py). It returns one dict.
 """
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import numpy as np
 import common
 import intervals
 import probe
+import results_read
 import verdict
 
 # metrics compared across steps; the first defined one is a set's headline
@@ -23,36 +22,24 @@ TWO_CLASS_METRICS = ("auroc", "recall_at_fpr_5", "recall_at_fpr_1", "accuracy")
 ONE_CLASS_METRICS = ("auroc_vs_reference_negatives", "detection_rate", "recall_at_fpr_5",
                      "recall_at_fpr_1")
 METRIC_LABELS = common.METRIC_LABELS
-ALPHA = 1 - intervals.LEVEL  # two-sided level of every call (improved / degraded)
+ALPHA = intervals.ALPHA       # two-sided level of every call (improved / degraded)
 
 
-STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
+STEP_FILE = results_read.STEP_FILE
 
 
 def step_files(results_dir):
-    """{step number: JSON path} of the step records in a folder."""
-    out = {}
-    for p in sorted(Path(results_dir).glob("step_*_*.json")):
-        m = STEP_FILE.match(p.name)
-        if m:
-            out.setdefault(int(m.group(1)), p)
-    return out
+    """{step number: JSON path} of the step files in a folder (names of steps the tool has;
+    results_read.step_records checks their contents)."""
+    files, _ = results_read.scan(results_dir)
+    return {k: paths[0] for k, paths in files.items()}
 
 
 def load_results(results_dir, allow_mixed=False):
-    """Step records and scores from a results folder; refuse files from mismatched runs."""
+    """Step records and scores from a results folder, every step's files verified as one unit
+    (results_read.load_folder); refuse files from mismatched runs."""
     results_dir = Path(results_dir)
-    records, scores = {}, {}
-    for k, path in step_files(results_dir).items():
-        try:
-            record = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise common.InputError(f"{path}: not valid JSON ({e})") from None
-        spath = results_dir / f"step_{k}_scores.npz"
-        if not spath.exists():
-            raise common.InputError(f"{spath}: missing (its step JSON exists)")
-        scores[k] = probe.load_scores(spath, record.get("run_id"))
-        records[k] = record
+    records, scores = results_read.load_folder(results_dir)
     if not records:
         raise common.InputError(f"{results_dir}: no step results found (run run_all.py first)")
     if not allow_mixed:
@@ -151,8 +138,9 @@ def _paired(scores, k1, k2, name):
     return r1 is not None and r2 is not None and np.array_equal(r1, r2)
 
 
-def analyze_folder(results_dir, allow_mixed=False, criteria=None):
-    """analyze() of one folder, plus the estimates {(step, set): {metric: Estimate}}."""
+def analyze_folder(results_dir, allow_mixed=False, criteria=None, conclude=True):
+    """analyze() of one folder, plus the estimates {(step, set): {metric: Estimate}};
+    conclude=False (control arms, orderings) skips the verdict and the findings."""
     records, scores, missing = load_results(results_dir, allow_mixed)
     steps = sorted(records)
     main_steps = [k for k in steps if k in common.STEP_BY_NUMBER]
@@ -217,8 +205,8 @@ def analyze_folder(results_dir, allow_mixed=False, criteria=None):
     out["repeats"] = _repeats(records, steps, sets)
     out["anatomy"] = anatomy(records, steps)
     out["audit"] = first.get("leakage_audit")
-    out["verdict"] = verdict.decide(out, criteria or verdict.Criteria())
-    out["findings"] = verdict.findings(out)
+    out["verdict"] = verdict.decide(out, criteria or verdict.Criteria()) if conclude else None
+    out["findings"] = verdict.findings(out) if conclude else []
     return out, estimates
 
 
@@ -255,7 +243,7 @@ def arm_comparisons(results_dir, main, main_estimates):
         path = Path(results_dir) / folder
         if not step_files(path):
             continue
-        arm, arm_estimates = analyze_folder(path)
+        arm, arm_estimates = analyze_folder(path, conclude=False)
         per_set = {}
         for name, s in main["sets"].items():
             if name not in arm["sets"] or s["headline"] is None:
@@ -321,7 +309,7 @@ def orderings_summary(results_dir):
         return {}
     out = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and step_files(p)):
-        a, _ = analyze_folder(folder)
+        a, _ = analyze_folder(folder, conclude=False)
         order = folder.name.split("-")
         row = {}
         for name, s in a["sets"].items():
@@ -335,24 +323,14 @@ def orderings_summary(results_dir):
     return out
 
 
-def _json_if_present(path):
-    """A JSON document, None when the file does not exist, InputError when it is invalid."""
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise common.InputError(f"{path}: not valid JSON ({e})") from None
-
-
 def transfer_summary(results_dir):
-    """The transfer matrix JSON, if present."""
-    return _json_if_present(Path(results_dir) / "transfer_matrix.json")
+    """The transfer matrix JSON, if present (checked: results_read.read_transfer)."""
+    return results_read.read_transfer(Path(results_dir) / "transfer_matrix.json")
 
 
 def grid_summary(results_dir):
-    """The grid summary JSON, if present."""
-    return _json_if_present(Path(results_dir) / "grid_summary.json")
+    """The grid summary JSON, if present (checked: results_read.read_grid)."""
+    return results_read.read_grid(Path(results_dir) / "grid_summary.json")
 
 
 def _gap(steps, sets, estimates):

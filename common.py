@@ -12,7 +12,11 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
+import re
+import shutil
+import stat
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
+import owned
 
 ROOT = Path(__file__).resolve().parent
 
@@ -43,6 +49,13 @@ DEFAULTS = {
     "gold_tolerance": 0.02,                 # largest gold_106 AUROC drop still called "holds"
     "min_base_auroc": 0.7,                  # step 0's gold_106 AUROC lower bound must reach this
 }
+# Accepted ranges of the numeric flags (checked before any data is read).
+LIMITS = {
+    "C": (1e-6, 1e6), "max_iter": (1, 1_000_000), "seed": (0, 2 ** 32 - 1),
+    "cv_folds": (2, 100), "repeats": (1, 1000), "jobs": (-1, 1024),
+}
+EXTRA_EVAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")   # --extra-eval names
+MAX_SIDECAR_BYTES = 64 * 1024 * 1024      # label files (.json / .npy) and --feature-ids files
 DEMO_CACHE_DIR = ROOT / "cache" / "demo"
 DEMO_RESULTS_DIR = ROOT / "results" / "demo"
 DEMO_MARKER = "DEMO_CACHE.json"             # written by demo_data.py at the cache root
@@ -117,9 +130,20 @@ def register_extra_eval(name):
         if DATASETS[name].role == "eval" and DATASETS[name].regime == "extra":
             return
         raise InputError(f"--extra-eval: {name!r} is already a dataset of the experiment")
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise InputError(f"--extra-eval: {name!r} is not a plain file stem")
+    check_extra_eval_name(name)
     DATASETS[name] = DatasetSpec(name, name, "eval", "extra", None, f"{name} (extra eval set)")
+
+
+def check_extra_eval_name(name):
+    """InputError unless name can be an eval set's name: a letter, then letters, digits, '_'
+    or '-' (at most 64), and not a dataset's name or file stem."""
+    if not EXTRA_EVAL_NAME.match(name):
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise InputError(f"--extra-eval: {shown!r} is not a valid name (a letter, then up to 63 "
+                         "letters, digits, '_' or '-')")
+    stems = {d.stem: n for n, d in DATASETS.items() if d.regime != "extra"}
+    if name in stems:
+        raise InputError(f"--extra-eval: {name!r} is the file stem of dataset {stems[name]}")
 
 
 @dataclass(frozen=True)
@@ -176,20 +200,36 @@ class InputError(Exception):
     """Bad input: the message's first line names the file (or flag) and the problem."""
 
 
+class WriteError(Exception):
+    """An output could not be written (disk full, I/O error): the message names the file."""
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
+def _number(text, kind):
+    """text as int or float, or an argparse error saying what was expected."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
 def _positive_float(text):
-    """argparse type: a float > 0."""
-    value = float(text)
+    """argparse type: -C, a finite float > 0 within LIMITS['C']."""
+    value = _number(text, float)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    lo, hi = LIMITS["C"]
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}], got {text}")
     return value
 
 
 def _fraction(text):
     """argparse type: a float in (0, 1)."""
-    value = float(text)
+    value = _number(text, float)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
@@ -197,7 +237,7 @@ def _fraction(text):
 
 def _positive_int(text):
     """argparse type: an int >= 1."""
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
@@ -215,6 +255,49 @@ class _RemovedFlag(argparse.Action):
         parser.error(f"argument {option_string}: removed; {REMOVED_FLAGS[option_string]}")
 
 
+def _bounded_int(key):
+    """argparse type: an int within LIMITS[key] (jobs: also never 0)."""
+    lo, hi = LIMITS[key]
+
+    def parse(text):
+        value = _number(text, int)
+        if key == "jobs" and value == 0:
+            raise argparse.ArgumentTypeError("must be -1 (all cores) or >= 1, got 0")
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {text}")
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {text}")
+        return value
+    parse.__name__ = key
+    return parse
+
+
+def _path(text):
+    """argparse type: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return Path(text)
+
+
+def output_path(text):
+    """argparse type of --output: a file path in an existing folder, not a folder itself."""
+    path = _path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path.parent} does not exist")
+    return path
+
+
+def _extra_name(text):
+    """argparse type: an --extra-eval name (see check_extra_eval_name)."""
+    try:
+        check_extra_eval_name(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+    return text
+
+
 class Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors put the problem on the first line (then a usage hint)."""
 
@@ -225,15 +308,16 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def results_parser(doc):
+def results_parser(doc, verdict_flags=True):
     """Parser of the scripts that read a results folder: --results-dir, --allow-mixed."""
     p = Parser(description=doc.split("\n\n")[0].replace("\n", " "),
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--results-dir", type=Path, default=DEFAULTS["results_dir"],
+    p.add_argument("--results-dir", type=_path, default=DEFAULTS["results_dir"],
                    help="folder with the step results")
     p.add_argument("--allow-mixed", action="store_true",
                    help="combine steps whose config or inputs differ")
-    add_verdict_flags(p)
+    if verdict_flags:
+        add_verdict_flags(p)
     return p
 
 
@@ -251,10 +335,10 @@ def build_parser(description):
     """The flags shared by every step script and run_all.py, defaults from DEFAULTS."""
     p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = DEFAULTS
-    p.add_argument("--cache-dir", type=Path, default=d["cache_dir"],
+    p.add_argument("--cache-dir", type=_path, default=d["cache_dir"],
                    help="cache root holding layer_<L>/ folders")
     p.add_argument("--layer", type=int, default=d["layer"], help="SAE layer to load")
-    p.add_argument("--results-dir", type=Path, default=None,
+    p.add_argument("--results-dir", type=_path, default=None,
                    help=f"where results go (default {d['results_dir'].relative_to(ROOT)}, "
                         f"or {DEMO_RESULTS_DIR.relative_to(ROOT)} with --demo)")
     p.add_argument("--demo", action="store_true",
@@ -266,18 +350,19 @@ def build_parser(description):
                    help="regularization, l2 (lbfgs) or l1 (saga); several: a grid")
     p.add_argument("--layers", type=int, nargs="+", default=None,
                    help="grid over these layers (run_all.py; each cell in its own folder)")
-    p.add_argument("--max-iter", type=_positive_int, default=d["max_iter"],
+    p.add_argument("--max-iter", type=_bounded_int("max_iter"), default=d["max_iter"],
                    help="solver iteration cap")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seed of every random choice")
+    p.add_argument("--seed", type=_bounded_int("seed"), default=d["seed"],
+                   help="seed of every random choice")
     p.add_argument("--eval-fraction", type=_fraction, default=d["eval_fraction"],
                    help="held-out share of each split dataset")
-    p.add_argument("--cv-folds", type=_positive_int, default=d["cv_folds"],
+    p.add_argument("--cv-folds", type=_bounded_int("cv_folds"), default=d["cv_folds"],
                    help="cross-validation folds on the training mix (>= 2)")
-    p.add_argument("--feature-ids", type=Path, default=None,
+    p.add_argument("--feature-ids", type=_path, default=None,
                    help="JSON list of SAE feature ids every step uses (default: all)")
     p.add_argument("--n-boot", nargs="?", action=_RemovedFlag,
                    help=argparse.SUPPRESS)
-    p.add_argument("--repeats", type=_positive_int, default=d["repeats"],
+    p.add_argument("--repeats", type=_bounded_int("repeats"), default=d["repeats"],
                    help="independent seeds (split, folds, model); seed, seed+1, ...")
     p.add_argument("--dedup-split", action="store_true",
                    help="keep exact-duplicate rows on one side of the 80/20 split")
@@ -287,12 +372,12 @@ def build_parser(description):
                    help="weight AF and not-AF equally in the loss")
     p.add_argument("--source-weight", choices=("proportional", "equal"), default="proportional",
                    help="each source's share of the loss: by its size, or equal")
-    p.add_argument("--extra-eval", nargs="+", default=None, metavar="NAME",
+    p.add_argument("--extra-eval", type=_extra_name, nargs="+", default=None, metavar="NAME",
                    help="also evaluate <NAME>_activations.npy + <NAME>_labels.json|.npy whole, "
                         "at every step (never trained on)")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="run the fits on an existing dask.distributed cluster (needs dask)")
-    p.add_argument("--jobs", type=int, default=d["jobs"],
+    p.add_argument("--jobs", type=_bounded_int("jobs"), default=d["jobs"],
                    help="parallel fits (final probe + CV folds); -1: all cores")
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     return p
@@ -318,6 +403,15 @@ def resolve_paths(args):
         results_dir = args.results_dir or DEFAULTS["results_dir"]
     if args.cv_folds < 2:
         raise InputError(f"--cv-folds: must be >= 2, got {args.cv_folds}")
+    if args.seed + args.repeats - 1 > LIMITS["seed"][1]:
+        raise InputError(f"--seed: {args.seed} with --repeats {args.repeats} runs past the "
+                         f"largest seed {LIMITS['seed'][1]}")
+    extra = getattr(args, "extra_eval", None) or []
+    if len(set(extra)) != len(extra):
+        raise InputError("--extra-eval: " + next(n for n in extra if extra.count(n) > 1)
+                         + " is given twice")
+    if getattr(args, "dask_scheduler", None) is not None and not args.dask_scheduler.strip():
+        raise InputError("--dask-scheduler: empty address")
     return Path(cache_dir), Path(results_dir)
 
 
@@ -362,9 +456,9 @@ class Dataset:
     classes: np.ndarray
     files: dict = field(default_factory=dict)       # role -> path
     n_negative_values: int = 0
+    warnings: list = field(default_factory=list)    # data warnings (datacheck.py)
 
 
-MAX_LABEL_JSON_BYTES = 64 * 1024 * 1024
 LOAD_CHUNK_ROWS = 256
 
 
@@ -408,11 +502,56 @@ def layout_help(cache_dir, layer):
     return "\n".join(lines)
 
 
+FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+              (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path, what="file"):
+    """Open a regular file for reading; InputError for a missing file, a directory, FIFO or
+    device (opened non-blocking, so a FIFO never hangs the run)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot open {what} ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+        raise InputError(f"{path}: {what} is {kind}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_small_file(path, what, limit=MAX_SIDECAR_BYTES):
+    """Bytes of a regular file of at most `limit` bytes (InputError otherwise)."""
+    with open_regular(path, what) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(f"{path}: {what} is over the {limit} byte limit")
+    return data
+
+
+def parse_json(data, path, what):
+    """A JSON document from bytes; InputError for bad UTF-8, syntax, nesting or numbers."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: malformed {what} (not UTF-8: {e.reason})") from None
+    except RecursionError:
+        raise InputError(f"{path}: malformed {what} (nested too deeply)") from None
+    except ValueError as e:
+        raise InputError(f"{path}: malformed {what} ({str(e)[:200]})") from None
+
+
 def _npy_header(path):
     """(shape, fortran_order, dtype, data offset) of a .npy, validated; never unpickles."""
     fmt = np.lib.format
+    f = open_regular(path, ".npy file")
     try:
-        with open(path, "rb") as f:
+        with f:
             version = fmt.read_magic(f)
             read_header = (fmt.read_array_header_1_0 if version == (1, 0)
                            else fmt.read_array_header_2_0)
@@ -423,7 +562,7 @@ def _npy_header(path):
                          f"{e or type(e).__name__})") from None
     if dtype.hasobject:
         raise InputError(f"{path}: holds an object array; refusing to unpickle it")
-    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    need = offset + math.prod(shape) * dtype.itemsize
     size = Path(path).stat().st_size
     if size < need:
         raise InputError(f"{path}: truncated .npy file ({size} bytes, header promises {need})")
@@ -447,6 +586,8 @@ def activation_shape(path):
                          f"{shape}")
     if dtype.kind not in "fiub":
         raise InputError(f"{path}: activations must be numeric, got dtype {dtype}")
+    if shape[1] == 0:
+        raise InputError(f"{path}: activations have no features (shape {shape})")
     return shape
 
 
@@ -487,10 +628,14 @@ def load_activations(path, feature_ids=None):
     for start, block in _row_chunks(path):
         if cols is not None:
             block = block[:, cols]
-        block = np.ascontiguousarray(block, dtype=np.float32)
+        raw = block
+        with np.errstate(over="ignore"):
+            block = np.ascontiguousarray(block, dtype=np.float32)
         if not np.isfinite(block.sum(dtype=np.float64)) and not np.isfinite(block).all():
             r, c = np.argwhere(~np.isfinite(block))[0]
-            raise InputError(f"{path}: non-finite value {block[r, c]} at row {start + r}, "
+            what = (f"value {raw[r, c]:.3g} outside the float32 range" if np.isfinite(raw[r, c])
+                    else f"non-finite value {block[r, c]}")
+            raise InputError(f"{path}: {what} at row {start + r}, "
                              f"feature {c if cols is None else cols[c]}")
         n_neg += int(np.count_nonzero(block < 0))
         d, i, k = _dense_to_csr_parts(block)
@@ -511,6 +656,11 @@ def load_labels(path, name):
     """(binary labels int8, fine classes) from a .npy (0/1 or bool) or a .json sidecar."""
     path = Path(path)
     if path.suffix == ".npy":
+        _npy_header(path)                       # a regular, readable .npy first
+        size = path.stat().st_size
+        if size > MAX_SIDECAR_BYTES:
+            raise InputError(f"{path}: labels file is {size} bytes, over the "
+                             f"{MAX_SIDECAR_BYTES} byte limit")
         raw = np.asarray(_open_npy(path))
         if raw.ndim != 1:
             raise InputError(f"{path}: labels must be 1-D, got shape {raw.shape}")
@@ -523,14 +673,8 @@ def load_labels(path, name):
         y = raw.astype(np.int8)
         classes = np.where(y == 1, NPY_CLASS_NAMES[1], NPY_CLASS_NAMES[0])
         return y, classes
-    size = path.stat().st_size
-    if size > MAX_LABEL_JSON_BYTES:
-        raise InputError(f"{path}: labels JSON is {size} bytes, over the "
-                         f"{MAX_LABEL_JSON_BYTES} byte limit")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: malformed labels JSON ({e})") from None
+    doc = parse_json(read_small_file(path, "labels JSON"), path,
+                     "labels JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("labels"), list):
         raise InputError(f"{path}: labels JSON must be an object with a 'labels' list")
     labels = doc["labels"]
@@ -552,12 +696,7 @@ def load_labels(path, name):
 def read_feature_ids(path, n_features):
     """Validated list of feature ids from a JSON file."""
     path = Path(path)
-    try:
-        ids = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: feature-ids file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: malformed feature-ids JSON ({e})") from None
+    ids = parse_json(read_small_file(path, "feature-ids file"), path, "feature-ids JSON")
     if isinstance(ids, dict) and "feature_ids" in ids:
         ids = ids["feature_ids"]
     if not isinstance(ids, list) or not ids:
@@ -621,21 +760,15 @@ def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print):
 
 
 def fingerprint(path):
-    """Cheap file identity: size, mtime and sha256 of the first and last MiB (plus full hash
-    for files up to 4 MiB)."""
+    """File identity: size and the sha256 of the whole file (about 1.2 GB/s here: 0.35 s for
+    the full-size demo cache's 400 MB)."""
     path = Path(path)
-    st = path.stat()
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        if st.st_size <= 4 << 20:
-            h.update(f.read())
-            kind = "sha256"
-        else:
-            h.update(f.read(1 << 20))
-            f.seek(st.st_size - (1 << 20))
-            h.update(f.read())
-            kind = "sha256_head_tail_1MiB"
-    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, kind: h.hexdigest()}
+    with open_regular(path, "input file") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+        size = f.tell()
+    return {"bytes": size, "sha256": h.hexdigest()}
 
 
 def input_fingerprints(datasets, feature_ids_path=None):
@@ -767,36 +900,32 @@ def eval_sets(datasets, splits):
     return [(n, datasets[n], splits[n].eval) for n in eval_set_names() if n in datasets]
 
 
-def pid_alive(pid):
-    """True when a process with this pid exists (stale temp files name their writer)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def die(message):
     """Print an error (first line names the file and the problem) and return exit code 2."""
     print(f"error: {message}", file=sys.stderr)
     return 2
 
 
+TMP_PREFIX = ".sweep-tmp-"     # owned temp folders of atomic_write (see owned.py)
+
+
 def atomic_write(path, data):
-    """Write bytes to path via a temp file in the same folder, fsync, os.replace."""
+    """Write bytes to path: into a temp folder this tool owns next to it, fsync, os.replace.
+    WriteError (naming path) when the disk is full or the folder not writable."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; cannot write a file there")
+    tmp_dir = None
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        owned.remove_stale(path.parent, TMP_PREFIX)
+        tmp_dir = owned.make_dir(path.parent, TMP_PREFIX, "temp")
+        owned.write_file(tmp_dir / path.name, data)
+        os.replace(tmp_dir / path.name, path)
+    except OSError as e:
+        raise WriteError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 RUN_ONLY_KEYS = ("jobs", "quiet", "dask_scheduler")   # config keys that never change a number

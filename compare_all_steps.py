@@ -12,6 +12,7 @@ import sys
 import analysis
 import common
 import generate_report as rep
+import results_io
 import verdict
 
 
@@ -31,13 +32,13 @@ def main(argv=None):
     """CLI entry point."""
     p = common.results_parser(__doc__)
     args = p.parse_args(argv)
-    try:
-        a = analysis.analyze(args.results_dir, args.allow_mixed,
-                             criteria=verdict.Criteria.from_args(args))
-    except common.InputError as e:
-        return common.die(str(e))
-    sys.stdout.write(render_console(a))
-    return 0
+
+    def body():
+        """Analyze and print."""
+        sys.stdout.write(render_console(analysis.analyze(
+            args.results_dir, args.allow_mixed, criteria=verdict.Criteria.from_args(args))))
+        return 0
+    return results_io.run_cli(body)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ import numpy as np
 import analysis
 import common
 import probe
+import results_io
+import results_read
+import verdict
 
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
 TRANSFER_FILE = "transfer_matrix.json"
@@ -54,7 +57,8 @@ def find_cells(results_dir):
     folders = set()
     for path in results_dir.rglob("step_*_*.json"):
         rel = path.relative_to(results_dir)
-        if STEP_FILE.match(path.name) and not any(p.startswith(".") for p in rel.parts):
+        if (not any(p.startswith(".") for p in rel.parts)
+                and results_read.scan(path.parent)[0]):
             folders.add(path.parent)
     cells = [(f.relative_to(results_dir).as_posix(), f) for f in folders]
     return sorted(cells, key=lambda c: (c[0] != ".", _natural_key(c[0])))
@@ -76,43 +80,28 @@ def _clean(x):
 
 
 def _read_records(folder, warnings):
-    """{step number: (path, record)} of one folder; unreadable files become warnings."""
+    """{step number: (path, record)} of one folder's verified units (results_read); a folder
+    that cannot be read, or a step whose files do not form one unit, becomes a warning."""
+    try:
+        results_read.check_not_switching(folder)
+        found = results_read.step_records(folder, warn=warnings.append)
+    except common.InputError as e:
+        warnings.append(f"{str(e).splitlines()[0]}; folder skipped")
+        return {}
     records = {}
-    for path in sorted(folder.glob("step_*_*.json"), key=lambda p: _natural_key(p.name)):
-        m = STEP_FILE.match(path.name)
-        if not m:
-            continue
+    for k, (path, record) in found.items():
         try:
-            record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            warnings.append(f"{path.name}: not valid JSON ({e}); skipped")
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("evaluation"), dict):
-            warnings.append(f"{path.name}: not a step record (no 'evaluation'); skipped")
-            continue
-        k = int(m.group(1))
-        if k in records:
-            warnings.append(f"{path.name}: a second file for step {k} "
-                            f"(kept {records[k][0].name}); skipped")
+            record["_scores"] = results_read.load_unit(folder, k, path, record)
+        except common.InputError as e:
+            warnings.append(f"{str(e).splitlines()[0]}; step {k} skipped")
             continue
         records[k] = (path, record)
     return records
 
 
 def _read_scores(folder, k, record, warnings):
-    """Per-set scores of one step, or None (with a warning) when the npz is missing or stale."""
-    name = (record.get("files") or {}).get("scores") or f"step_{k}_scores.npz"
-    path = folder / name
-    if not path.exists():
-        warnings.append(f"{name}: missing; no score distributions for step {k}")
-        return None
-    try:
-        return probe.load_scores(path, record.get("run_id"))
-    except common.InputError as e:
-        warnings.append(f"{e}; no score distributions for step {k}")
-    except (OSError, ValueError, KeyError) as e:
-        warnings.append(f"{name}: unreadable ({e}); no score distributions for step {k}")
-    return None
+    """Per-set scores of one step (read and verified with its record)."""
+    return record.pop("_scores", None)
 
 
 def histograms(per_step, n_bins=N_BINS):
@@ -204,6 +193,9 @@ def cell_data(folder, label):
             "reference": next((e.get("reference_negatives") for e in entries.values()
                                if e.get("reference_negatives")), None),
             "steps": present, "rows": rows,
+            "confounded_from": None if two_class else analysis.confounded_from(
+                name, [k for k in steps if k in common.STEP_BY_NUMBER],
+                {k: r for k, (_, r) in records.items()}),
             "per_class": {k: e["per_class"] for k, e in entries.items() if e.get("per_class")},
             "hist": histograms(per_step) if per_step else None}
     return out
@@ -214,10 +206,7 @@ def read_transfer_matrix(path):
     path = Path(path)
     if not path.exists():
         return None
-    try:
-        tm = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise common.InputError(f"{path}: not valid JSON ({e})") from None
+    tm = results_read.read_json(path, "transfer matrix")
     if not (isinstance(tm, dict) and isinstance(tm.get("train_mixes"), list)
             and isinstance(tm.get("eval_sets"), list) and isinstance(tm.get("cells"), dict)):
         raise common.InputError(f"{path}: expected an object with 'train_mixes' (list), "
@@ -229,8 +218,7 @@ def dashboard_data(results_dir, a=None):
     """The JSON the page embeds. `a` (analysis.analyze of results_dir) adds the verdict and
     findings of the main sweep."""
     results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise common.InputError(f"{results_dir}: not a folder")
+    results_read.check_folder(results_dir)
     cells = find_cells(results_dir)
     if not cells:
         raise common.InputError(f"{results_dir}: no step results found (run run_all.py first)")
@@ -265,38 +253,37 @@ def _escape(text):
             .replace('"', "&quot;"))
 
 
-def write_dashboard(results_dir, output=None, a=None, allow_mixed=False):
+def write_dashboard(results_dir, output=None, a=None, allow_mixed=False, criteria=None):
     """Write <results_dir>/dashboard.html (or output) atomically; return its path.
 
     a: a precomputed analysis.analyze(results_dir); computed here when results_dir itself holds
     step files and a is None.
     """
     results_dir = Path(results_dir)
-    if a is None and any(STEP_FILE.match(p.name) for p in results_dir.glob("step_*_*.json")):
-        a = analysis.analyze(results_dir, allow_mixed)
+    if a is None and results_read.scan(results_dir)[0]:
+        a = analysis.analyze(results_dir, allow_mixed, criteria=criteria)
     html = render_html(dashboard_data(results_dir, a))
     output = Path(output) if output else results_dir / "dashboard.html"
     if not output.parent.is_dir():
         raise common.InputError(f"{output}: its folder does not exist")
-    try:
-        common.atomic_write(output, html.encode("utf-8"))
-    except OSError as e:
-        raise common.InputError(f"{output}: cannot write ({e.strerror or e})") from None
+    common.atomic_write(output, html.encode("utf-8"))
     return output
 
 
 def main(argv=None):
     """CLI entry point; exit 0 on success, 2 on bad input."""
     p = common.results_parser(__doc__)
-    p.add_argument("--output", type=Path, default=None,
+    p.add_argument("--output", type=common.output_path, default=None,
                    help="HTML path (default <results-dir>/dashboard.html)")
     args = p.parse_args(argv)
-    try:
-        path = write_dashboard(args.results_dir, args.output, allow_mixed=args.allow_mixed)
-    except common.InputError as e:
-        return common.die(str(e).split("\n")[0])
-    print(f"wrote {path}")
-    return 0
+
+    def body():
+        """Write the dashboard."""
+        path = write_dashboard(args.results_dir, args.output, allow_mixed=args.allow_mixed,
+                               criteria=verdict.Criteria.from_args(args))
+        print(f"wrote {path}")
+        return 0
+    return results_io.run_cli(body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +330,7 @@ PAGE = r"""<!DOCTYPE html>
   .tag.in-distribution { background: var(--ind); }
   .tag.OOD { background: var(--ood); }
   .tag.kind { background: #94a3b8; }
+  .tag.confounded { background: #7c3aed; }
   .tag.demo { background: #d97706; }
   svg text { font: 10px system-ui, sans-serif; fill: #334155; }
   svg .axis { stroke: #94a3b8; stroke-width: 1; }
@@ -555,7 +543,12 @@ function metricChart(cellKey, name, metric) {
                           "aria-label": `${METRIC_LABEL[metric]} per step, ${name}`}, g);
   const head = tag("h3", {}, esc(set.title) + ` <span class="meta">(${esc(name)})</span>` +
     tag("span", {class: `tag ${set.role}`}, esc(set.role)) +
-    tag("span", {class: "tag kind"}, esc(set.kind)));
+    tag("span", {class: "tag kind"}, esc(set.kind)) +
+    (set.confounded_from !== null && set.confounded_from !== undefined
+      ? tag("span", {class: "tag confounded", title: "all-AF set ranked against another " +
+          "source's negatives: from this step on it measures source identity, not intent; " +
+          "the verdict does not use it"}, `confounded by source from step ${set.confounded_from}`)
+      : ""));
   const ref = set.reference && metric === "auroc_vs_reference_negatives"
     ? tag("div", {class: "note"}, `reference negatives: ${esc(set.reference)}`) : "";
   return tag("div", {class: `card ${set.role}`}, head + svg + ref);
@@ -790,7 +783,7 @@ function summaryView() {
     tag("h3", {}, "Premise checks") + tag("ul", {id: "premises"}, premises) +
     tag("p", {class: "note"}, `Sets used: ${esc((v.sets_used || []).join(", ") || "none")}` +
         (left.length ? `; left out: ${esc(left.join("; "))}` : "")) +
-    tag("p", {class: "note"}, `Family-wise alpha ${c.alpha} (Holm over the OOD sets used); ` +
+    tag("p", {class: "note"}, `Family-wise alpha ${Number(c.alpha).toFixed(2)} (Holm over the OOD sets used); ` +
         `gold_106 tolerance ${c.gold_tolerance}; base gold_106 AUROC lower bound >= ` +
         `${c.min_base_auroc}; >= ${c.min_per_class} rows per class; conditional on seed ` +
         `${v.conditional_on_seed}.`) +

@@ -15,7 +15,6 @@ Without matplotlib nothing is drawn: write_figures returns [] and HAVE_MATPLOTLI
 from __future__ import annotations
 
 import io
-import json
 import math
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy as np
 import analysis
 import common
 import probe
+import results_io
+import results_read
 
 try:
     import matplotlib
@@ -184,7 +185,10 @@ def sweep_figure(a, arm=None):
         s = a["sets"][name]
         st = ROLE_STYLE.get(s["role"], ROLE_STYLE["OOD"])
         metric = s["headline"]
-        ax.set_title(f"{name} {st['tag']}  ({s['kind']})", color=st["color"])
+        conf = s.get("confounded_from")
+        ax.set_title(f"{name} {st['tag']}  ({s['kind']})"
+                     + ("" if conf is None else f"\nconfounded by source from step {conf}"),
+                     color=st["color"])
         ax.set_xticks(range(len(steps)), [labels[k] for k in steps])
         ax.set_xlim(-0.5, len(steps) - 0.5)
         ax.set_ylim(-0.02, 1.05)
@@ -314,10 +318,7 @@ def score_figure(a, scores):
 # --------------------------------------------------------------------------------------------
 def load_transfer(path):
     """Read and validate transfer_matrix.json: (mixes, eval sets, cells)."""
-    try:
-        t = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise common.InputError(f"{path}: not valid JSON ({e})") from None
+    t = results_read.read_json(path, "transfer matrix")
     if not isinstance(t, dict) or not isinstance(t.get("train_mixes"), list) \
             or not isinstance(t.get("eval_sets"), list) or not isinstance(t.get("cells"), dict):
         raise common.InputError(f"{path}: expected an object with lists 'train_mixes', "
@@ -403,20 +404,20 @@ def write_figures(results_dir, a=None, allow_mixed=False):
 
 def main(argv=None):
     """CLI entry point; exit 0 on success (also without matplotlib), 2 on bad input."""
-    p = common.results_parser(__doc__)
+    p = common.results_parser(__doc__, verdict_flags=False)
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     args = p.parse_args(argv)
     if not HAVE_MATPLOTLIB:
         print(MISSING_NOTE, file=sys.stderr)
         return 0
-    try:
-        paths = write_figures(args.results_dir, allow_mixed=args.allow_mixed)
-    except common.InputError as e:
-        return common.die(str(e))
-    if not args.quiet:
-        for path in paths:
-            print(f"wrote {path}")
-    return 0
+
+    def body():
+        """Write the figures."""
+        for path in write_figures(args.results_dir, allow_mixed=args.allow_mixed):
+            if not args.quiet:
+                print(f"wrote {path}")
+        return 0
+    return results_io.run_cli(body)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import analysis
 import common
+import results_io
 import verdict
 
 
@@ -47,11 +48,20 @@ def fmt(x, ci=None, pct=False):
 
 
 def fmt_delta(d):
-    """'+0.123 [+0.080, +0.160] improved'."""
+    """'+0.123 [+0.080, +0.160] improved, p_adj 0.003' (ns: no clear change; p_adj when the
+    call is Holm-adjusted)."""
     if not d:
         return ""
     lo, hi = d["ci"]
-    return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {d['verdict']}"
+    word = "ns" if d["verdict"] == "no clear change" else d["verdict"]
+    adj = f", p_adj {d['p_adjusted']:.2g}" if d.get("p_adjusted") is not None else ""
+    return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {word}{adj}"
+
+
+def confounded_tag(s):
+    """' (confounded from step k)' for an all-AF set whose ranking metric compares sources."""
+    k = s.get("confounded_from")
+    return "" if k is None else f" (confounded from step {k})"
 
 
 def fmt_difference(d, other):
@@ -95,7 +105,18 @@ def header_section(a):
         [Path(p).name, str(f["bytes"]), next((f"{k}:{v[:16]}" for k, v in f.items()
                                                 if k.startswith("sha256")), "")]
         for p, f in a["inputs"].items()], right={1})
-    return Section("Run", ["\n".join(lines), inputs])
+    warnings = data_warnings_block(a)
+    return Section("Run", ["\n".join(lines)] + ([warnings] if warnings else []) + [inputs])
+
+
+def data_warnings_block(a):
+    """The data warnings recorded with the steps (datacheck.py), once each; None when none."""
+    seen = list(dict.fromkeys(w for k in a["steps"]
+                              for w in a["records"][k].get("data_warnings") or []))
+    if not seen:
+        return None
+    return "DATA WARNINGS (check before trusting the numbers):\n" + "\n".join(
+        f"- {w}" for w in seen)
 
 
 SOURCE_SHORT = {"train": "train", "sycophant": "syco", "model_organism": "organism",
@@ -132,7 +153,10 @@ def set_sections(a, n_metrics=2):
     for name, s in a["sets"].items():
         blocks = []
         if s["kind"] == "single-class":
-            blocks.append(f"all-AF set: AUROC undefined. Headline: {analysis.METRIC_LABELS[s['headline']]}"
+            only = "all-AF" if s["rows"] and any(r.get("af") for r in s["rows"].values()) \
+                else "single-class"
+            head = analysis.METRIC_LABELS.get(s["headline"], "none defined")
+            blocks.append(f"{only} set: AUROC undefined. Headline: {head}"
                           + (f" (this set's AF vs the held-out negatives of {s['reference']})"
                              if s["reference"] else "") + "."
                           + (f" CONFOUNDED BY SOURCE from step {s['confounded_from']}: once its "
@@ -141,7 +165,7 @@ def set_sections(a, n_metrics=2):
                              if s.get("confounded_from") is not None else ""))
         metrics = s["metrics"][:n_metrics]
         headers = ["step", "n"] + [SHORT_METRIC[m] for m in metrics] + \
-            [f"change in {SHORT_METRIC[s['headline']]}"]
+            [f"change in {SHORT_METRIC.get(s['headline'], 'headline')}"]
         rows = []
         for k, row in sorted(s["rows"].items()):
             rows.append([str(k), str(row["n"])]
@@ -150,9 +174,10 @@ def set_sections(a, n_metrics=2):
                         + [fmt_delta(s["deltas"].get(k, {}).get(s["headline"]))])
         blocks.append(Table(headers, rows, right={1}))
         if s["deltas"]:
-            blocks.append(f"change: paired 95 % interval; improved/degraded calls are "
-                          f"Holm-adjusted over the {a.get('n_step_comparisons', 0)} step-to-step "
-                          "comparisons of all sets' headline metrics.")
+            blocks.append(f"change: paired 95 % interval; improved / degraded / ns (no clear "
+                          f"change) by the Holm-adjusted p (p_adj) over the "
+                          f"{a.get('n_step_comparisons', 0)} step-to-step comparisons of all "
+                          "sets' headline metrics.")
         if s["kind"] == "two-class" and any("eval_fpr_5" in r for r in s["rows"].values()):
             blocks.append("false-positive rate on this set's own negatives at the 5 % train-FPR "
                           "threshold: " + ", ".join(
@@ -184,15 +209,21 @@ def per_class_section(a):
 
 def inflection_section(a):
     """Per eval set, the step with the largest significant gain."""
-    rows = [[name, analysis.METRIC_LABELS.get(s["headline"], "?"),
+    rows = [[name + ("*" if s.get("confounded_from") is not None else ""),
+             analysis.METRIC_LABELS.get(s["headline"], "?"),
              "none" if s["inflection"] is None else str(s["inflection"]),
              fmt_delta(s["overall"]) if s["overall"] else ""]
             for name, s in a["sets"].items()]
-    return Section("Inflection points", [
-        Table(["eval set", "metric", "inflection", "first -> last step"], rows),
-        "Step-to-step calls are Holm-adjusted over all sets' headline comparisons; the inflection "
-        "is the step with the largest adjusted-significant gain. First -> last: paired 95 % "
-        "interval, per comparison (the verdict's own family is adjusted separately)."])
+    blocks = [Table(["eval set", "metric", "inflection", "first -> last step"], rows),
+              "Step-to-step calls are Holm-adjusted over all sets' headline comparisons; the "
+              "inflection is the step with the largest adjusted-significant gain. First -> last: "
+              "paired 95 % interval, per comparison (the verdict's own family is adjusted "
+              "separately)."]
+    if any(s.get("confounded_from") is not None for s in a["sets"].values()):
+        blocks.append("* confounded by source: an all-AF set ranked against another source's "
+                      "negatives; from the step its source enters the mix, its changes measure "
+                      "source identity, not intent.")
+    return Section("Inflection points", blocks)
 
 
 def gap_section(a):
@@ -221,7 +252,7 @@ def repeats_section(a):
                          "YES" if r["spread_exceeds_ci"] else "no"])
     return Section("Repeated seeds", [
         Table(["step", "eval set", "metric", "mean +- sd", "range > CI width"], rows),
-        "When the range across seeds exceeds the bootstrap CI width of one run, split and "
+        "When the range across seeds exceeds the interval width of one run, split and "
         "initialization noise dominates: trust the mean, not one run."])
 
 
@@ -273,8 +304,9 @@ def arm_sections(a):
         rows = []
         for name, v in arm["sets"].items():
             d, first = v["main_minus_arm"], min(v["rows"]) if v["rows"] else None
+            conf = a["sets"].get(name, {}).get("confounded_from")
             for k, r in sorted(v["rows"].items()):
-                rows.append([name if k == first else "",
+                rows.append([(name + ("*" if conf is not None else "")) if k == first else "",
                              SHORT_METRIC.get(v["metric"], v["metric"]) if k == first else "",
                              str(k), fmt(r["main"]), fmt(r["arm"]),
                              fmt_difference(d, short) if d and d["step"] == k else ""])
@@ -282,7 +314,8 @@ def arm_sections(a):
         out.append(Section(f"Control: {label}", [
             Table(["eval set", "metric", "step", "sweep", short, "sweep - " + short], rows,
                   right={2, 3, 4}),
-            f"Reading: {arm['conclusion']}."]))
+            f"Reading: {arm['conclusion']}. Differences are per comparison; * confounded by "
+            "source (all-AF set), left out of the reading."]))
     return out
 
 
@@ -297,11 +330,14 @@ def orderings_section(a):
             + [(f"{o['sets'][n]['inflection_step']} (+{short(o['sets'][n]['added_source'])})"
                 if o["sets"].get(n, {}).get("added_source") else "none") for n in sets]
             for o in orders.values()]
+    conf = [n for n in sets if a["sets"].get(n, {}).get("kind") == "single-class"]
     return Section("Control: orderings of the OOD sources", [
-        Table(["order (steps 1-2-3)"] + sets, rows),
+        Table(["order (steps 1-2-3)"] + [n + ("*" if n in conf else "") for n in sets], rows),
         "Each cell: the step (and source added there) with the largest significant gain in that "
-        "set's headline metric. If the benchmark's jump always comes with adding the benchmark, "
-        "the finding does not depend on the order."])
+        "set's headline metric (Holm-adjusted within each ordering). If the benchmark's jump "
+        "always comes with adding the benchmark, the finding does not depend on the order."
+        + (" * all-AF set: its gain where its own source is added measures source identity "
+           "(confounded by source)." if conf else "")])
 
 
 def transfer_section(a):
@@ -314,7 +350,7 @@ def transfer_section(a):
     for mix in doc["train_mixes"]:
         cell = doc["cells"].get(mix, {})
         rows.append([mix] + (["n/a"] * len(evals) if "note" in cell else
-                             [fmt(cell[e]["value"]) for e in evals]))
+                             [fmt((cell.get(e) or {}).get("value")) for e in evals]))
     return Section("Control: transfer matrix", [
         Table(["training mix"] + evals, rows, right=set(range(1, len(evals) + 1))),
         "Headline metric per eval set (AUROC; AUROC vs reference negatives for all-AF sets). "
@@ -475,13 +511,15 @@ def write_outputs(results_dir, a, formats=("txt", "html")):
 def main(argv=None):
     """CLI entry point."""
     p = common.results_parser(__doc__)
-    p.add_argument("--output", type=Path, default=None,
+    p.add_argument("--output", type=common.output_path, default=None,
                    help="report path (default <results-dir>/report.<format>)")
     p.add_argument("--format", choices=("txt", "md", "csv", "html"), default="txt",
                    help="report format (html: the interactive dashboard, dashboard.html)")
     p.add_argument("--no-figures", action="store_true", help="write the report only")
     args = p.parse_args(argv)
-    try:
+
+    def body():
+        """Analyze, write the report, the verdict and the figures."""
         a = analysis.analyze(args.results_dir, args.allow_mixed,
                              criteria=verdict.Criteria.from_args(args))
         written = [write_report(args.results_dir, args.output, args.format, a=a)]
@@ -489,10 +527,9 @@ def main(argv=None):
             written += write_outputs(args.results_dir, a, formats=())
         else:
             written.append(verdict.write(args.results_dir, a))
-    except common.InputError as e:
-        return common.die(str(e))
-    print("wrote " + ", ".join(str(p) for p in written))
-    return 0
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
+    return results_io.run_cli(body)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,14 @@ Pure functions over numpy arrays: no I/O, no randomness (nothing here resamples)
   count added to each cell of the paired 2x2 table); unpaired: Agresti-Caffo.
 * AUROC: a score-type (Wilson-form) interval whose variance per unit A(1-A) is DeLong's
   nonparametric estimate shrunk towards the Hanley-McNeil model value (weight SHRINK), with a
-  t critical value on min(n_pos, n_neg) - 1 degrees of freedom. A change of AUROC between two
-  probes scored on the same rows: a Wald interval on the difference whose two variances are
-  those shrunk estimates evaluated at a centre pulled half a pair towards 0.5 (so a value of
-  0 or 1 never gives a zero-width interval) and whose correlation is DeLong's.
-* Simulated coverage of these choices is measured by benchmarks/calibration.py --coverage and
+  t critical value on min(n_pos, n_neg) - 1 degrees of freedom. At A = 0 or 1 the model value
+  alone is used, so no interval has zero width.
+* A change of AUROC between two probes scored on the same rows, and sums of AUROCs of
+  independent sets: MOVER (Zou & Donner), which recovers the variance of each term from its
+  score interval at the hypothesised bound, with DeLong's correlation (capped at MAX_RHO)
+  between paired terms. Its one-sided error stays at or below the nominal level near the
+  ceiling, where a Wald interval on the difference does not.
+* Simulated coverage of these choices is printed by benchmarks/calibration.py --coverage and
   checked by tests/test_intervals.py; the README gives the numbers.
 
 Conventions: `level` is the two-sided confidence level; p-values are two-sided and
@@ -24,26 +27,23 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-LEVEL = 0.95
+ALPHA = 0.05
+LEVEL = 1 - ALPHA
 SHRINK = 0.5          # weight of the Hanley-McNeil variance model against DeLong's estimate
-PSEUDO = 1.0          # pairs' worth of pull towards 0.5 in the variance of a change
-MAX_RHO = 0.99        # a sample correlation of 1 does not make two probes identical
+MAX_RHO = 0.9         # cap on the correlation of two AUROCs: MOVER under-covers as it nears 1
 
 
 def critical_value(level=LEVEL, df=None):
-    """Two-sided critical value: normal, or Student t with df degrees of freedom."""
-    q = 0.5 + level / 2
-    if df is None:
-        return float(special.ndtri(q))
-    return float(special.stdtrit(max(1, int(df)), q))
+    """Two-sided critical value: normal, or Student t with df degrees of freedom (level may be
+    an array)."""
+    q = 0.5 + np.asarray(level, dtype=np.float64) / 2
+    out = special.ndtri(q) if df is None else special.stdtrit(max(1, int(df)), q)
+    return float(out) if np.ndim(out) == 0 else out
 
 
-def _p_two_sided(stat, df=None):
-    """Two-sided p-value of a z (df None) or t statistic."""
-    stat = abs(float(stat))
-    if df is None:
-        return float(2 * special.ndtr(-stat))
-    return float(2 * special.stdtr(max(1, int(df)), -stat))
+def _p_normal(stat):
+    """Two-sided p-value of a z statistic."""
+    return float(2 * special.ndtr(-abs(float(stat))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def proportion_change(flags_a, flags_b, level=LEVEL, paired=True):
     sd = float(np.sqrt(max(var, 0.0)))
     lo, hi = max(-1.0, d - z * sd), min(1.0, d + z * sd)
     return {"delta": delta, "ci": [float(lo), float(hi)],
-            "p_value": _p_two_sided(d / sd) if sd > 0 else (1.0 if d == 0 else 0.0)}
+            "p_value": _p_normal(d / sd) if sd > 0 else (1.0 if d == 0 else 0.0)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,19 +198,10 @@ def auroc_interval_from(a, s10, s01, m, n, level=LEVEL):
 
 
 def auroc_interval(est, level=LEVEL):
-    """[lo, hi] of an Auroc (batched placements: see auroc_interval_from)."""
+    """[lo, hi] of an Auroc."""
     lo, hi = auroc_interval_from(est.value, _placement_var(est.v10), _placement_var(est.v01),
                                  est.m, est.n, level)
     return [float(lo), float(hi)]
-
-
-def _change_variance(a, s10, s01, m, n):
-    """Variance of one AUROC as used in a change: shrunk estimate at a centre pulled PSEUDO
-    pairs' worth towards 0.5 (never 0 at A = 0 or 1)."""
-    phi = variance_per_unit(a, s10, s01, m, n)
-    neff = 1.0 / phi
-    centre = (a * neff + PSEUDO / 2) / (neff + PSEUDO)
-    return centre * (1 - centre) / (neff + PSEUDO)
 
 
 def auroc_change(a, b, level=LEVEL, paired=True):
@@ -225,28 +216,74 @@ def auroc_change(a, b, level=LEVEL, paired=True):
     return {"delta": float(delta), "ci": [float(lo), float(hi)], "p_value": float(p)}
 
 
+def _parts(v10, v01):
+    """(AUROC, s10, s01, m, n) of placements (batched along leading axes)."""
+    v10, v01 = np.asarray(v10, dtype=np.float64), np.asarray(v01, dtype=np.float64)
+    return v10.mean(axis=-1), _placement_var(v10), _placement_var(v01), v10.shape[-1], \
+        v01.shape[-1]
+
+
+def _mover(terms, level):
+    """MOVER interval of sum(c_i * theta_i) over independent AUROCs from (c_i, parts_i)
+    terms: each term's arms come from its score interval at the same level."""
+    est, low, high = 0.0, 0.0, 0.0
+    for c, (a, s10, s01, m, n) in terms:
+        lo, hi = auroc_interval_from(a, s10, s01, m, n, level)
+        down, up = (a - lo, hi - a) if c > 0 else (hi - a, a - lo)     # arms of c * theta
+        est, low, high = est + c * a, low + (c * down) ** 2, high + (c * up) ** 2
+    return est, est - np.sqrt(low), est + np.sqrt(high)
+
+
 def change_from_placements(a10, a01, b10, b01, level=LEVEL, paired=True):
     """(delta, lo, hi, p) of AUROC b minus AUROC a from their placements; arrays of shape
-    (..., m) and (..., n) give batches (the coverage simulations use that)."""
+    (..., m) and (..., n) give batches (the coverage simulations use that).
+
+    A score-type interval, as Farrington-Manning for a difference of rates: a hypothesised
+    change d0 is kept when |delta - d0| <= t * sd(d0), where sd(d0) is the standard deviation
+    of the change with both AUROCs moved (by the same amount) to differ by d0. Each AUROC's
+    variance is its shrunk variance per unit times theta(1 - theta) at the moved value; paired
+    AUROCs add DeLong's correlation (capped at MAX_RHO). Near the ceiling this keeps the
+    one-sided error near the nominal level, where a Wald interval does not."""
     a10, a01, b10, b01 = (np.asarray(v, dtype=np.float64) for v in (a10, a01, b10, b01))
-    m, n = a10.shape[-1], a01.shape[-1]
-    mb, nb = b10.shape[-1], b01.shape[-1]
-    A, B = a10.mean(axis=-1), b10.mean(axis=-1)
-    sa10, sa01 = _placement_var(a10), _placement_var(a01)
-    sb10, sb01 = _placement_var(b10), _placement_var(b01)
-    va = _change_variance(A, sa10, sa01, m, n)
-    vb = _change_variance(B, sb10, sb01, mb, nb)
+    A, sa10, sa01, m, n = _parts(a10, a01)
+    B, sb10, sb01, mb, nb = _parts(b10, b01)
+    phi_a = variance_per_unit(A, sa10, sa01, m, n)
+    phi_b = variance_per_unit(B, sb10, sb01, mb, nb)
     rho = 0.0
     if paired:
-        rho = _delong_rho(a10, a01, b10, b01, sa10 / m + sa01 / n, sb10 / m + sb01 / n)
-    df = min(m, n, mb, nb) - 1
-    sd = np.sqrt(np.maximum(va + vb - 2 * rho * np.sqrt(va * vb), 0.0))
+        rho = np.minimum(_delong_rho(a10, a01, b10, b01, sa10 / m + sa01 / n,
+                                     sb10 / mb + sb01 / nb), MAX_RHO)
     delta = B - A
-    z = critical_value(level, df)
+    df = min(m, n, mb, nb) - 1
+
+    def sd_at(d0):
+        """Standard deviation of the change when the two AUROCs differ by d0."""
+        shift = (d0 - delta) / 2
+        ta, tb = A - shift, B + shift
+        fix = np.maximum(0.0, -np.minimum(ta, tb)) - np.maximum(0.0, np.maximum(ta, tb) - 1)
+        ta, tb = np.clip(ta + fix, 0, 1), np.clip(tb + fix, 0, 1)
+        va, vb = phi_a * ta * (1 - ta), phi_b * tb * (1 - tb)
+        return np.sqrt(np.maximum(va + vb - 2 * rho * np.sqrt(va * vb), 1e-300))
+
+    t = critical_value(level, df)
+    lo = _root(lambda d0: delta - d0 - t * sd_at(d0), delta, np.full(np.shape(delta), -1.0))
+    hi = _root(lambda d0: d0 - delta - t * sd_at(d0), delta, np.ones(np.shape(delta)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = 2 * special.stdtr(max(1, df), -np.abs(delta) / sd)
-    p = np.where(sd > 0, p, np.where(delta == 0, 1.0, 0.0))
-    return delta, np.maximum(-1.0, delta - z * sd), np.minimum(1.0, delta + z * sd), p
+        p = 2 * special.stdtr(max(1, df), -np.abs(delta) / sd_at(np.zeros(np.shape(delta))))
+    p = np.where(delta == 0, 1.0, p)
+    return delta, lo, hi, p
+
+
+def _root(g, inside, outside, steps=50):
+    """Elementwise boundary of {g <= 0} between `inside` (g <= 0 there) and `outside` (the
+    end of [-1, 1]; returned as is where g is still <= 0 there), by bisection."""
+    inside, outside = np.array(inside, dtype=np.float64), np.array(outside, dtype=np.float64)
+    reaches_end = g(outside) <= 0
+    for _ in range(steps):
+        mid = (inside + outside) / 2
+        ok = g(mid) <= 0
+        inside, outside = np.where(ok, mid, inside), np.where(ok, outside, mid)
+    return np.where(reaches_end, outside, (inside + outside) / 2)
 
 
 def _cov_last(x, y):
@@ -270,14 +307,10 @@ def _delong_rho(a10, a01, b10, b01, va, vb):
 
 
 def auroc_difference(terms, level=LEVEL):
-    """Interval of sum(coef * AUROC) over independent sets: terms = [(coef, Auroc)].
+    """Interval of sum(coef * AUROC) over independent sets by MOVER: terms = [(coef, Auroc)].
     Returns {value, ci}."""
-    value = sum(c * t.value for c, t in terms)
-    var = sum(c * c * _change_variance(t.value, _placement_var(t.v10), _placement_var(t.v01),
-                                       t.m, t.n) for c, t in terms)
-    df = min(min(t.m, t.n) for _, t in terms) - 1
-    half = critical_value(level, df) * float(np.sqrt(var))
-    return {"value": float(value), "ci": [float(value - half), float(value + half)]}
+    value, lo, hi = _mover([(c, _parts(t.v10, t.v01)) for c, t in terms], level)
+    return {"value": float(value), "ci": [float(lo), float(hi)]}
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import platform
 import shutil
 import tempfile
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from threadpoolctl import threadpool_limits
 
 import common
 import intervals
+import owned
 
 SCHEMA_VERSION = 1
 TOP_FEATURES = 20      # strongest weights listed per step (standardized units)
@@ -204,8 +207,15 @@ def plan_step(step, datasets, splits, cfg, seed):
                                     f"{step.number}'s mix has only {len(mix.y)}")
         mix = mix.subset(subsample_stratified(mix_strata(mix), budget, seed))
     skf = StratifiedKFold(n_splits=cfg["cv_folds"], shuffle=True, random_state=seed)
-    folds = [(np.sort(tr), np.sort(va))
-             for tr, va in skf.split(np.zeros(len(mix.y)), mix_strata(mix, cfg["cv_folds"]))]
+    with warnings.catch_warnings():     # sources smaller than the folds: checked below
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        folds = [(np.sort(tr), np.sort(va))
+                 for tr, va in skf.split(np.zeros(len(mix.y)), mix_strata(mix, cfg["cv_folds"]))]
+    for _, va in folds:
+        if len(np.unique(mix.y[va])) < 2:
+            raise common.InputError(f"--cv-folds: {cfg['cv_folds']} folds leave a validation fold "
+                                    f"of step {step.number} ({len(va)} rows) with one class "
+                                    "only; lower --cv-folds")
     sw = sample_weights(mix, cfg.get("class_weight"), cfg.get("source_weight", "proportional"))
     return Plan(step, seed, cfg, mix, folds, sw)
 
@@ -217,16 +227,20 @@ class SharedMatrices:
     def __init__(self, matrices):
         shm = Path("/dev/shm")
         base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-        for stale in base.glob("sweep-*-*"):      # left by a killed run (RAM, on /dev/shm)
-            pid = stale.name.split("-")[1]
-            if pid.isdigit() and not common.pid_alive(int(pid)):
-                shutil.rmtree(stale, ignore_errors=True)
-        self.folder = tempfile.mkdtemp(prefix=f"sweep-{os.getpid()}-", dir=base)
+        owned.remove_stale(base, "sweep-")       # this tool's, of a killed run (RAM on /dev/shm)
+        try:
+            self.folder = str(owned.make_dir(base, "sweep-", "worker data"))
+        except OSError as e:
+            raise common.WriteError(f"{base}: cannot write ({e.strerror or e})") from None
         self.refs = {}
-        for k, A in enumerate(matrices):
-            for name in ("data", "indices", "indptr"):
-                np.save(os.path.join(self.folder, f"{k}_{name}.npy"), getattr(A, name))
-            self.refs[id(A)] = (self.folder, k, A.shape)
+        try:
+            for k, A in enumerate(matrices):
+                for name in ("data", "indices", "indptr"):
+                    np.save(os.path.join(self.folder, f"{k}_{name}.npy"), getattr(A, name))
+                self.refs[id(A)] = (self.folder, k, A.shape)
+        except OSError as e:
+            self.close()
+            raise common.WriteError(f"{self.folder}: cannot write ({e.strerror or e})") from None
 
     def parts(self, mix):
         """The mix's (matrix reference, row indices) parts."""
@@ -545,42 +559,53 @@ def scores_to_npz_bytes(scores, run_id):
 def save_step(results_dir, step, record, scores, pipe, run_id):
     """Write scores, probe, then the JSON record (the commit point), each atomically."""
     paths = output_paths(results_dir, step)
-    common.atomic_write(paths["scores"], scores_to_npz_bytes(scores, run_id))
+    npz_bytes = scores_to_npz_bytes(scores, run_id)
+    common.atomic_write(paths["scores"], npz_bytes)
     buf = io.BytesIO()
     joblib.dump({"pipeline": pipe, "feature_ids": record["config"].get("feature_ids"),
                  "config": record["config"], "run_id": run_id, "step": step.number}, buf)
     probe_bytes = buf.getvalue()
     common.atomic_write(paths["probe"], probe_bytes)
     record["files"] = {"scores": paths["scores"].name, "probe": paths["probe"].name,
-                       "probe_sha256": hashlib.sha256(probe_bytes).hexdigest()}
+                       "probe_sha256": hashlib.sha256(probe_bytes).hexdigest(),
+                       "scores_sha256": hashlib.sha256(npz_bytes).hexdigest()}
     common.atomic_write(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
     return paths
 
 
 def load_scores(path, run_id=None):
-    """Per-sample scores back as {set: {field: array}}; checks the run id when given."""
-    with np.load(path, allow_pickle=False) as z:
-        if run_id is not None and str(z["run_id"]) != run_id:
-            raise common.InputError(f"{path}: scores belong to run {z['run_id']}, "
-                                    f"the step JSON to run {run_id}")
-        out = {}
-        for key in z.files:
-            if "__" in key:
-                name, fld = key.split("__", 1)
-                out.setdefault(name, {})[fld] = z[key]
+    """Per-sample scores back as {set: {field: array}}; checks the run id when given. Keys are
+    '<set>__<field>': set names start with a letter, the tool's own entries with '_'."""
+    try:
+        with common.open_regular(path, "scores file") as f, \
+                np.load(f, allow_pickle=False) as z:
+            if run_id is not None and str(z["run_id"]) != run_id:
+                raise common.InputError(f"{path}: scores belong to run {z['run_id']}, "
+                                        f"the step JSON to run {run_id}")
+            out = {}
+            for key in z.files:
+                if "__" in key:
+                    name, fld = key.rsplit("__", 1)
+                    out.setdefault(name, {})[fld] = z[key]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise common.InputError(f"{path}: unreadable scores file "
+                                f"({str(e)[:120] or type(e).__name__})") from None
     return out
 
 
 def load_probe(json_path):
     """Load a step's probe after checking its sha256 against the step JSON (trusted-local only)."""
+    import results_read
     json_path = Path(json_path)
-    record = json.loads(json_path.read_text())
-    probe_path = json_path.parent / record["files"]["probe"]
-    data = probe_path.read_bytes()
+    record = results_read.read_record(json_path)
+    probe_path = json_path.parent / f"step_{record['step']}_probe.pkl"
+    if record["files"].get("probe") != probe_path.name:
+        raise common.InputError(f"{json_path}: files.probe is not {probe_path.name}")
+    data = common.read_small_file(probe_path, "probe file", results_read.MAX_JSON_BYTES)
     digest = hashlib.sha256(data).hexdigest()
-    if digest != record["files"]["probe_sha256"]:
+    if digest != str(record["files"].get("probe_sha256")):
         raise common.InputError(f"{probe_path}: sha256 {digest[:12]}... does not match the "
-                                f"{record['files']['probe_sha256'][:12]}... recorded in "
+                                f"{str(record['files'].get('probe_sha256'))[:12]}... recorded in "
                                 f"{json_path.name}; refusing to unpickle it")
     return joblib.load(io.BytesIO(data))
 
@@ -588,4 +613,5 @@ def load_probe(json_path):
 def repeat_summary(record, seed):
     """The per-repeat numbers kept for the spread across seeds."""
     return {"seed": int(seed), "cv_auroc_mean": record["cv_auroc_mean"],
+            "converged": bool(record["converged"] and record["cv_converged"]),
             "metrics": {n: flat_metrics(e) for n, e in record["evaluation"].items()}}

@@ -16,6 +16,7 @@ Controls (each writes into its own subfolder or file of the results folder):
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
 import analysis
@@ -23,6 +24,8 @@ import common
 import compare_all_steps
 import generate_report
 import probe
+import results_io
+import results_read
 import sweep
 import verdict
 
@@ -51,7 +54,8 @@ def transfer_table(doc):
         if "note" in cell:
             rows.append([mix] + ["n/a"] * len(evals))
         else:
-            rows.append([mix] + [generate_report.fmt(cell[e]["value"]) for e in evals])
+            rows.append([mix] + [generate_report.fmt((cell.get(e) or {}).get("value"))
+                                 for e in evals])
     return generate_report.render_table_text(generate_report.Table(
         ["training mix"] + [e[:14] for e in evals], rows, right=set(range(1, len(evals) + 1))))
 
@@ -67,7 +71,7 @@ def main(argv=None):
                    help="only print the comparison of existing results")
     p.add_argument("--resume", action="store_true",
                    help="skip steps whose outputs exist and match the config and inputs")
-    p.add_argument("--budget", metavar="N|base", default=None,
+    p.add_argument("--budget", metavar="N|base", type=_budget, default=None,
                    help="also run the fixed-budget arm with N training samples per step "
                         "('base' = step 0's size)")
     p.add_argument("--baseline", choices=("format",), default=None,
@@ -77,11 +81,25 @@ def main(argv=None):
     p.add_argument("--transfer", action="store_true",
                    help="also train on each source alone and on all-but-one (transfer matrix)")
     args = p.parse_args(argv)
-    try:
+
+    def body():
+        """The run inside one results-folder session."""
         with common.extra_evals(args.extra_eval):
             return _main(args)
-    except common.InputError as e:
-        return common.die(str(e))
+    return results_io.run_cli(body)
+
+
+def _budget(text):
+    """argparse type of --budget: 'base' or a sample count >= 1."""
+    if text == "base":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a sample count >= 1 or 'base', got {text!r}")
+    return str(n)
 
 
 def _main(args):
@@ -97,18 +115,25 @@ def _main(args):
         return 0
     if grid and not args.compare_only:
         steps = [common.step_spec(k) for k in sorted(set(args.steps))]
+        results_io.claim(results_dir)
         with sweep.execution(args):
             rows = sweep.run_grid(args, steps, results_dir, args.resume)
+        results_io.commit_all(derived=False)      # the main sweep's files stay as they are
         log(grid_table(rows))
         log(f"\nwrote {results_dir / 'grid_summary.json'} (main sweep untouched)")
         return 0
     if not args.compare_only:
         steps = [common.step_spec(k) for k in sorted(set(args.steps))]
+        results_io.claim(results_dir)
         with sweep.execution(args):
-            ctx = sweep.prepare(args, steps)
+            # the orderings train on every source, whatever --steps asks for
+            ctx = sweep.prepare(args, steps + ([common.STEPS[-1]] if args.orderings else []))
             config = sweep.make_config(args, ctx.cache_dir, ctx.feature_ids)
             if args.budget:
                 sweep.check_budget(ctx, steps, args.budget)
+            rewritten = {"arm_budget": args.budget, "baseline_format": args.baseline,
+                         "orderings": args.orderings, "transfer": args.transfer}
+            results_read.check_controls(results_dir, [k for k, v in rewritten.items() if v])
             sweep.run_steps(ctx, steps, results_dir, config, args.resume)
             if args.budget:
                 sweep.run_budget_arm(ctx, steps, results_dir, config, args.budget,
@@ -120,6 +145,7 @@ def _main(args):
             if args.transfer:
                 doc, path = sweep.run_transfer(ctx, results_dir, config)
                 log(transfer_table(doc) + f"\nwrote {path}")
+        results_io.commit_all()            # every folder of the run switched in together
     with common.timed("analysis"):
         a = analysis.analyze(results_dir, criteria=verdict.Criteria.from_args(args))
     if not args.quiet:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import itertools
 import json
 import os
@@ -23,7 +22,10 @@ import numpy as np
 import scipy.sparse as sp
 
 import common
+import datacheck
 import probe
+import results_io
+import results_read
 from common import DATASETS, InputError, timed
 
 FORMAT_FEATURES = ("n_active", "mean_active", "max", "l1")
@@ -52,56 +54,95 @@ def make_config(args, cache_dir, feature_ids, layer=None, C=None, penalty=None):
 
 
 def check_results_dir(results_dir, source):
-    """Create the results folder; refuse it when unwritable or holding the other data source."""
+    """Create the results folder and take its lock (finishing or cleaning what killed runs
+    left, see results_io.py); refuse it when unwritable or holding the other data source."""
     results_dir = Path(results_dir)
     if results_dir.exists() and not results_dir.is_dir():
         raise InputError(f"{results_dir}: results path exists and is not a directory")
+    created = not results_dir.exists()
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"{results_dir}: cannot create results directory ({e.strerror})") from None
-    probe_file = results_dir / f".write-test.{os.getpid()}.tmp"
-    try:
-        probe_file.write_bytes(b"")
-        probe_file.unlink()
-    except OSError as e:
-        raise InputError(f"{results_dir}: results directory is not writable ({e.strerror})") from None
-    for stale in results_dir.glob(".*.tmp"):          # left by a killed run
-        pid = stale.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not common.pid_alive(int(pid)):
-            stale.unlink(missing_ok=True)
+    results_io.lock(results_dir, created=created)
     for path in sorted(results_dir.glob("step_*.json")):
         try:
-            other = json.loads(path.read_text()).get("data_source")
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            other = results_read.read_json(path).get("data_source")
+        except (InputError, AttributeError):
             continue
         if other and other != source:
             raise InputError(f"{path}: results folder holds {other!r} results; refusing to write "
                              f"{source!r} results next to them (use another --results-dir)")
 
 
-def validate_steps(steps, datasets, splits):
-    """Fail before anything is written: every step's mix must hold both classes."""
+def check_kept_steps(results_dir, todo, config, ctx):
+    """Before fitting: the folder must be readable once this run's files are in. Refuse when a
+    target path is a directory, a step file the run keeps is damaged, would make a second
+    record of a step, or comes from another config, other inputs or data (a mixed folder)."""
+    results_dir = Path(results_dir)
+    written = {s.number: probe.output_paths(results_dir, s) for s in todo}
+    for paths in written.values():
+        for path in paths.values():
+            if path.exists() and not path.is_file():
+                raise InputError(f"{path}: exists and is not a regular file; this run would "
+                                 "replace it (move it away)")
+    ours = {"data_source": ctx.source, "layer": ctx.layer, "inputs": ctx.fingerprints,
+            **common.comparable(config)}
+    files, _ = results_read.scan(results_dir)
+    for k, paths in sorted(files.items()):
+        for path in paths:
+            if k in written and path == written[k]["json"]:
+                continue                              # replaced by this run
+            rec = results_read.read_record(path)
+            m = results_read.STEP_FILE.match(path.name)
+            if (rec["step"], rec["name"]) != (int(m.group(1)), m.group(2)):
+                continue                              # a renamed copy: readers ignore it
+            if k in written:
+                raise InputError(f"{path}: a second record of step {k} next to the "
+                                 f"{written[k]['json'].name} this run writes; move it away")
+            theirs = {"data_source": rec.get("data_source"), "layer": rec.get("layer"),
+                      "inputs": rec.get("inputs"), **common.comparable(rec["config"])}
+            diff = next((key for key in sorted(set(theirs) | set(ours))
+                         if theirs.get(key) != ours.get(key)), None)
+            if diff:
+                show = "" if diff == "inputs" else (f" ({str(theirs.get(diff))[:30]}; this "
+                                                    f"run: {str(ours.get(diff))[:30]})")
+                raise InputError(f"{path}: this folder keeps step {k} from a run with another "
+                                 f"'{diff}'{show}; this run would mix with it. Rerun that step "
+                                 "too (--steps), or use another --results-dir")
+
+
+def validate_steps(steps, datasets, splits, cv_folds=2):
+    """Fail before anything is written: every step's mix must hold both classes, each with at
+    least --cv-folds samples, and some varying feature."""
     for step in steps:
-        ys = np.concatenate([datasets[n].y[idx] for n, idx in common.training_rows(step, splits)])
+        rows = common.training_rows(step, splits)
+        ys = np.concatenate([datasets[n].y[idx] for n, idx in rows])
         if len(np.unique(ys)) < 2:
             first = datasets[step.training[0]].files["labels"]
             raise InputError(f"{first}: training mix of step {step.number} "
                              f"({', '.join(step.training)}) has one class only; cannot train a probe")
+        datacheck.check_mix(step, datasets, rows, cv_folds)
 
 
-def _resumable(paths, config, fingerprints):
-    """True when a step's saved outputs exist, form one unit and match config and inputs."""
+def _resumable(paths, config, fingerprints, step):
+    """True when a step's saved outputs exist, form one verified unit (sha256, run id,
+    recomputed metrics) and match config and inputs; a unit that does not is rerun (noted)."""
     if not all(p.exists() for p in paths.values()):
         return False
+    folder = paths["json"].parent
     try:
-        record = json.loads(paths["json"].read_text())
-        probe.load_scores(paths["scores"], record["run_id"])
-        digest = hashlib.sha256(paths["probe"].read_bytes()).hexdigest()
-    except (json.JSONDecodeError, KeyError, InputError, OSError, ValueError):
+        record = results_read.read_record(paths["json"])
+        if record["step"] != step.number or record["name"] != step.slug:
+            raise InputError(f"{paths['json']}: its record is step {record['step']}")
+        results_read.load_unit(folder, step.number, paths["json"], record)
+        if not results_read.probe_matches(folder, step.number, paths["json"], record):
+            raise InputError(f"{paths['probe']}: sha256 does not match its step JSON")
+    except InputError as e:
+        print(f"note: --resume: {str(e).splitlines()[0]}; step {step.number} is rerun",
+              file=sys.stderr)
         return False
-    return (digest == record.get("files", {}).get("probe_sha256")
-            and common.comparable(record.get("config", {})) == common.comparable(config)
+    return (common.comparable(record["config"]) == common.comparable(config)
             and record.get("inputs") == fingerprints)
 
 
@@ -124,14 +165,48 @@ class Context:
     fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
 
 
+_DEFERRED = []     # warnings held back until the run's inputs have passed every check
+
+
+def _deferring(log):
+    """log, but warning lines are held back until flush_warnings() (errors come first)."""
+    def out(*a, **k):
+        """Hold warnings, pass the rest."""
+        if a and str(a[0]).startswith("warning:"):
+            _DEFERRED.append((log, str(a[0])))
+        else:
+            log(*a, **k)
+    return out
+
+
+def _stderr(message):
+    """Print a line to stderr."""
+    print(message, file=sys.stderr)
+
+
+def flush_warnings():
+    """Print the held-back warnings (each through its log; --quiet keeps warnings)."""
+    while _DEFERRED:
+        log, message = _DEFERRED.pop(0)
+        log(message)
+
+
 def quiet_log(args):
-    """print, or a no-op under --quiet."""
-    return (lambda *a, **k: None) if args.quiet else print
+    """print; under --quiet only warnings (lines starting 'warning:', to stderr)."""
+    if not args.quiet:
+        return print
+
+    def warnings_only(*a, **k):
+        """Print warnings only."""
+        if a and str(a[0]).startswith("warning:"):
+            print(*a, file=sys.stderr)
+    return warnings_only
 
 
 def prepare(args, steps, layer=None, audit=True):
     """Load the datasets the steps need (and every eval set present) once; audit leakage."""
     log = quiet_log(args)
+    _DEFERRED.clear()
     layer = layer or args.layer
     cache_dir, _ = common.resolve_paths(args)
     if args.demo:
@@ -155,17 +230,19 @@ def prepare(args, steps, layer=None, audit=True):
         datasets, feature_ids, n_cache_features = common.load_cache(
             cache_dir, layer, needed + optional, args.feature_ids,
             warn=lambda m: print(m, file=sys.stderr))
+        datacheck.check_datasets(datasets, feature_ids, _deferring(_stderr))
         fingerprints = common.input_fingerprints(datasets, args.feature_ids)
     log(f"loaded {len(datasets)} datasets from {common.layer_dir(cache_dir, layer)} "
         f"({n_cache_features} features"
         f"{'' if feature_ids is None else f', using {len(feature_ids)}'}) "
-        f"in {time.perf_counter() - t0:.1f}s")
+        f"in {time.perf_counter() - t0:.1f}s; input fingerprints: sha256 of the whole of "
+        f"{len(fingerprints)} files")
     ctx = Context(args, Path(cache_dir), layer, source, datasets, feature_ids, fingerprints,
                   None, log, common.demo_info(cache_dir))
     if audit:
         splits = common.make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
         with timed("leakage audit"):
-            ctx.audit = leakage_audit(datasets, splits, args.near_dup_threshold, log)
+            ctx.audit = leakage_audit(datasets, splits, args.near_dup_threshold, _deferring(log))
     return ctx
 
 
@@ -181,18 +258,21 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
     splits = {s: common.make_splits(datasets, args.eval_fraction, s, args.dedup_split)
               for s in seeds}
     for s in seeds:
-        validate_steps(steps, datasets, splits[s])
+        validate_steps(steps, datasets, splits[s], args.cv_folds)
     records, todo = {}, []
     for step in steps:
         paths = probe.output_paths(results_dir, step)
-        if resume and _resumable(paths, config, ctx.fingerprints):
+        if resume and _resumable(paths, config, ctx.fingerprints, step):
             log(f"{label}step {step.number} {step.slug}: up to date, skipped (--resume)")
             records[step.number] = json.loads(paths["json"].read_text())
         else:
             todo.append(step)
     if not todo:
+        flush_warnings()
         return records
+    check_kept_steps(results_dir, todo, config, ctx)
     plans = [probe.plan_step(step, datasets, splits[s], config, s) for step in todo for s in seeds]
+    flush_warnings()
     t = time.perf_counter()
     fitted, n_new = fit_plans(ctx, plans, datasets)
     log(f"{label}fitted {n_new * (config['cv_folds'] + 1)} probes for step(s) "
@@ -215,6 +295,8 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
             probe.add_confidence_intervals(record["evaluation"], scores,
                                            record["thresholds"]["log_odds"])
         record["repeats"] = reps
+        record["data_warnings"] = datacheck.data_warnings(
+            datasets, datacheck.check_fit(label, step, scores))
         if not (record["converged"] and record["cv_converged"]) and not warned:
             print(f"warning: {label}step {step.number}: solver hit --max-iter "
                   f"{config['max_iter']} before converging (recorded as converged: false; "
@@ -231,12 +313,14 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
             "timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         })
         with timed("write"):
-            probe.save_step(results_dir, step, record, scores, pipe, run_id)
+            probe.save_step(results_io.stage(results_dir).path, step, record, scores, pipe,
+                            run_id)
         records[step.number] = record
         ev = record["evaluation"]
         log(f"{label}step {step.number} {step.slug:<14} n={record['n_training_samples']:>5}  "
             f"cv={record['cv_auroc_mean']:.3f}  gold={_fmt(ev.get('gold_106', {}).get('auroc'))}"
             f"  benchmark={_fmt(ev.get('benchmark', {}).get('auroc'))}")
+    results_io.done(results_io.stage(results_dir))
     return records
 
 
@@ -330,9 +414,14 @@ def run_sweep(args, step_numbers, resume=False):
 def budget_size(spec, ctx):
     """Resolve --budget N|base to a sample count."""
     if spec == "base":
+        base = common.STEPS[0]
+        absent = [n for n in base.training if n not in ctx.datasets]
+        if absent:
+            raise InputError(f"--budget base: step 0's mix ({', '.join(base.training)}) is not "
+                             "loaded by this run's steps; give a sample count or add step 0")
         splits = common.make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
                                     ctx.args.dedup_split)
-        return int(sum(len(idx) for _, idx in common.training_rows(common.STEPS[0], splits)))
+        return int(sum(len(idx) for _, idx in common.training_rows(base, splits)))
     try:
         n = int(spec)
     except ValueError:
@@ -352,6 +441,16 @@ def check_budget(ctx, steps, spec):
         if n > size:
             raise InputError(f"--budget: {n} samples requested, but step {step.number}'s mix "
                              f"has only {size}")
+    cfg = {"cv_folds": ctx.args.cv_folds, "budget_n": n}
+    for seed in range(ctx.args.seed, ctx.args.seed + ctx.args.repeats):
+        seed_splits = common.make_splits(ctx.datasets, ctx.args.eval_fraction, seed,
+                                         ctx.args.dedup_split)
+        for step in steps:        # the arm's folds, before anything runs
+            try:
+                probe.plan_step(step, ctx.datasets, seed_splits, cfg, seed)
+            except InputError as e:
+                raise InputError(f"--budget: {n} samples are too few for step {step.number} "
+                                 f"({str(e).split(': ', 1)[1]})") from None
     return n
 
 
@@ -450,7 +549,9 @@ def run_transfer(ctx, results_dir, config):
            "data_source": ctx.source, "layer": ctx.layer, "inputs": ctx.fingerprints}
     path = Path(results_dir) / "transfer_matrix.json"
     check_results_dir(results_dir, ctx.source)
-    common.atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
+    stage = results_io.stage(results_dir)
+    stage.write(path.name, (json.dumps(doc, indent=2) + "\n").encode())
+    results_io.done(stage)
     return doc, path
 
 
@@ -493,8 +594,10 @@ def run_grid(args, steps, results_dir, resume=False):
         log(f"layer {layer}: {len(args.C) * len(args.penalty)} cell(s) done")
     if not rows:
         raise InputError(f"{cache_dir}: none of the layers {layers} is in the cache")
-    common.atomic_write(Path(results_dir) / "grid_summary.json",
-                        (json.dumps({"cells": rows}, indent=2) + "\n").encode())
+    check_results_dir(results_dir, ctx.source)
+    stage = results_io.stage(results_dir)
+    stage.write("grid_summary.json", (json.dumps({"cells": rows}, indent=2) + "\n").encode())
+    results_io.done(stage)
     return rows
 
 
@@ -502,13 +605,17 @@ def main_step(number, argv=None):
     """Entry point of a numbered step script: run that step alone."""
     step = common.step_spec(number)
     args = common.build_parser(f"Step {number} ({step.slug}): {step.question}").parse_args(argv)
-    try:
+
+    def body():
+        """Run the step; commit; say which derived outputs went stale."""
         common.check_single_values(args)
+        results_io.claim(common.resolve_paths(args)[1])
         with common.extra_evals(args.extra_eval):
             run_sweep(args, [number])
-    except InputError as e:
-        return common.die(str(e))
-    return 0
+        results_io.commit_all()
+        results_io.note_removed()
+        return 0
+    return results_io.run_cli(body)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
     outcome          when
     inconclusive     a premise fails (listed), or OOD improves but gold_106 can neither be shown
-                     to hold within the tolerance nor to drop
+                     to hold within the tolerance nor to drop by more than it
     no_improvement   no OOD set that measures intent improves (Holm-adjusted, first -> last step)
     diversity_helps  one does, and gold_106's drop is shown to stay within the tolerance
-    trade_off        one does, and gold_106 drops significantly by more than the tolerance allows
+    trade_off        one does, and gold_106's drop is shown to exceed the tolerance
 
 Only sets with both classes from one source measure intent (the benchmark, a two-class
 --extra-eval set). An all-AF set's AUROC vs another set's negatives measures source identity
@@ -27,7 +27,7 @@ OUTCOMES = {
     "diversity_helps": "diversity helps without hurting in-distribution",
     "trade_off": "trade-off: OOD improves, in-distribution drops",
     "no_improvement": "no OOD improvement shown",
-    "inconclusive": "inconclusive",
+    "inconclusive": "the data cannot answer the question as asked (see the reasons)",
 }
 NEXT_STEPS = {
     "no_improvement": [
@@ -45,13 +45,18 @@ NEXT_STEPS = {
         "validate on a new held-out distribution before deploying the probe"],
     "inconclusive": [
         "fix the failed premises first (listed above); the other numbers stay descriptive"],
+    "gold_unbounded": [
+        "gold_106 is too small or the probes too different to bound its change: add "
+        "hand-labelled in-distribution rows (--extra-eval) or repeat with more seeds",
+        "state the tolerance you need (--gold-tolerance) before looking at the numbers",
+        "the OOD improvement itself is shown; only 'without hurting' is open"],
 }
 
 
 @dataclass(frozen=True)
 class Criteria:
     """The verdict's thresholds (recorded in verdict.json)."""
-    alpha: float = 1 - intervals.LEVEL                  # family-wise, two-sided
+    alpha: float = intervals.ALPHA                      # family-wise, two-sided
     gold_tolerance: float = common.DEFAULTS["gold_tolerance"]
     min_base_auroc: float = common.DEFAULTS["min_base_auroc"]
     min_per_class: int = 10                             # rows per class a set needs
@@ -87,6 +92,18 @@ def duplicate_share(audit, name, training):
     return min(1.0, sum(p["near"] for p in pairs) / n) if n else 0.0
 
 
+def same_rows(a, name, k1, k2):
+    """True when an eval set (and its reference set) holds the same rows at two steps, so the
+    two probes' scores are paired."""
+    for n in (name, (a["sets"].get(name) or {}).get("reference")):
+        if n is None:
+            continue
+        r1, r2 = a["scores"][k1].get(n, {}).get("row"), a["scores"][k2].get(n, {}).get("row")
+        if r1 is None or r2 is None or not np.array_equal(r1, r2):
+            return False
+    return True
+
+
 def _class_counts(row):
     """(AF, not AF) rows of one eval-set row of the analysis."""
     return row["af"], row["n"] - row["af"]
@@ -96,6 +113,10 @@ def _eligibility(name, s, a, first, last, c):
     """None when an OOD set can carry the verdict, else the reason it cannot."""
     if first not in s["rows"] or last not in s["rows"]:
         return f"not evaluated at steps {first} and {last}"
+    if any(s["headline"] not in a["estimates"].get((k, name), {}) for k in (first, last)):
+        return f"{s['headline']} is not defined at steps {first} and {last}"
+    if not same_rows(a, name, first, last):
+        return f"its held-out rows differ between steps {first} and {last} (mixed runs)"
     if s["kind"] == "single-class":
         k = s.get("confounded_from")
         if k is not None and k <= last:
@@ -153,7 +174,9 @@ def premises(a, c):
                             f"{share:.0%} of gold_106 rows duplicate training rows (limit "
                             f"{c.max_duplicate_share:.0%})"))
     bad = [k for k in main if not (a["records"][k].get("converged", True)
-                                  and a["records"][k].get("cv_converged", True))]
+                                  and a["records"][k].get("cv_converged", True)
+                                  and all(r.get("converged", True)
+                                          for r in a["records"][k].get("repeats") or []))]
     out.append(_premise("fits_converged", not bad,
                         "every fit converged" if not bad else
                         f"fits at step(s) {', '.join(map(str, bad))} stopped at --max-iter"))
@@ -179,7 +202,7 @@ def _ood_evidence(a, used, first, last, c):
         s = a["sets"][name]
         m = s["headline"]
         ea, eb = a["estimates"][(first, name)][m], a["estimates"][(last, name)][m]
-        d = intervals.change(ea, eb, paired=True)
+        d = intervals.change(ea, eb, paired=same_rows(a, name, first, last))
         tests.append({"set": name, "metric": m, "step_from": first, "step_to": last,
                       "value_from": ea.value, "value_to": eb.value, **d})
     for t, p in zip(tests, intervals.holm([t["p_value"] for t in tests])):
@@ -194,14 +217,15 @@ def _gold_evidence(a, first, last, c):
     level 1 - alpha (non-inferiority within the tolerance)."""
     ea = a["estimates"][(first, "gold_106")]["auroc"]
     eb = a["estimates"][(last, "gold_106")]["auroc"]
-    two = intervals.change(ea, eb)
-    one = intervals.change(ea, eb, level=1 - 2 * c.alpha)
+    paired = same_rows(a, "gold_106", first, last)
+    two = intervals.change(ea, eb, paired=paired)
+    one = intervals.change(ea, eb, level=1 - 2 * c.alpha, paired=paired)
     holds = one["ci"][0] > -c.gold_tolerance
-    drops = (not holds) and two["ci"][1] < 0
+    drops = one["ci"][1] < -c.gold_tolerance
     return {"set": "gold_106", "metric": "auroc", "step_from": first, "step_to": last,
             "value_from": ea.value, "value_to": eb.value, **two,
-            "one_sided_lower": one["ci"][0], "tolerance": c.gold_tolerance,
-            "holds": bool(holds), "drops": bool(drops)}
+            "one_sided_lower": one["ci"][0], "one_sided_upper": one["ci"][1],
+            "tolerance": c.gold_tolerance, "holds": bool(holds), "drops": bool(drops)}
 
 
 def _repeat_agreement(a, names, first, last):
@@ -252,23 +276,38 @@ def decide(a, c=None):
         v["outcome"] = "diversity_helps"
         v["reasons"] = [f"OOD improves: {_fmt_test(t)}" for t in tests if t["improved"]] + [
             f"in-distribution holds: {gold_text}; one-sided lower bound "
-            f"{gold['one_sided_lower']:+.3f} > -{c.gold_tolerance}"]
+            f"{gold['one_sided_lower']:+.4f} > -{c.gold_tolerance}"]
     elif gold["drops"]:
         v["outcome"] = "trade_off"
         v["reasons"] = [f"OOD improves: {_fmt_test(t)}" for t in tests if t["improved"]] + [
-            f"in-distribution drops beyond the tolerance {c.gold_tolerance}: {gold_text}"]
+            f"in-distribution drops by more than the tolerance {c.gold_tolerance}: {gold_text}; "
+            f"one-sided upper bound {gold['one_sided_upper']:+.4f} < -{c.gold_tolerance}"]
     else:
         v["reasons"] = [f"OOD improves: {_fmt_test(t)}" for t in tests if t["improved"]] + [
-            f"but the data cannot tell whether gold_106 holds within {c.gold_tolerance}: "
-            f"{gold_text} (one-sided lower bound {gold['one_sided_lower']:+.3f})"]
-    agree = v["repeat_agreement"]
-    if agree:
-        for name in better:
-            r = agree.get(name)
-            if r and r["positive"] < r["repeats"]:
-                v["reasons"].append(f"caution: the {name} change is positive in only "
-                                    f"{r['positive']} of {r['repeats']} repeated seeds")
+            f"but the data cannot tell whether gold_106 stays within {c.gold_tolerance}: "
+            f"{gold_text} (one-sided bounds {gold['one_sided_lower']:+.4f} to "
+            f"{gold['one_sided_upper']:+.4f})"]
+        v["next_steps_key"] = "gold_unbounded"
+    v["reasons"] += [f"note: {t['set']} degrades significantly: {_fmt_test(t)}"
+                     for t in tests if t["degraded"]]
+    v["reasons"] += _repeat_cautions(v["repeat_agreement"], better, v["outcome"])
     return _finish(v)
+
+
+def _repeat_cautions(agree, better, outcome):
+    """Cautions when repeated seeds disagree with the first seed's verdict."""
+    out = []
+    for name in better if agree else []:
+        r = agree.get(name)
+        if r and r["positive"] < r["repeats"]:
+            out.append(f"caution: the {name} change is positive in only {r['positive']} of "
+                       f"{r['repeats']} repeated seeds")
+    gold = (agree or {}).get("gold_106")
+    if gold and gold["deltas"] and outcome == "diversity_helps":
+        worst = min(gold["deltas"])
+        out.append(f"repeated seeds: gold_106 changes by {worst:+.3f} at worst over "
+                   f"{gold['repeats']} seeds (the verdict's interval is the first seed's)")
+    return out
 
 
 def _fmt_test(t):
@@ -283,7 +322,7 @@ def _finish(v):
     v["summary"] = OUTCOMES[v["outcome"]]
     v["claims_ood_improvement"] = v["outcome"] in ("diversity_helps", "trade_off") or any(
         t.get("improved") for t in v["ood_tests"])
-    v["next_steps"] = NEXT_STEPS[v["outcome"]]
+    v["next_steps"] = NEXT_STEPS[v.pop("next_steps_key", v["outcome"])]
     return v
 
 
@@ -339,8 +378,18 @@ def findings(a):
     sets, steps = a["sets"], a["steps"]
     main = [k for k in steps if k in common.STEP_BY_NUMBER] or steps
     n_family = a.get("n_step_comparisons", 0)
+    tests = {t["set"]: t for t in v["ood_tests"]}
+    if v.get("in_distribution"):
+        tests["gold_106"] = v["in_distribution"]
     for name, s in sets.items():
         out += _set_findings(name, s, main, n_family)
+        t = tests.get(name)
+        if t:
+            call = ("improved" if t.get("improved") else "degraded" if t.get("degraded")
+                    else "holds" if t.get("holds") else "drops" if t.get("drops")
+                    else "no clear change" if "p_adjusted" in t else "not bounded")
+            out.append(f"{name}: first -> last step (the verdict's test): {t['delta']:+.3f} "
+                       f"[{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}], {call}")
     out += _confound_findings(a, main)
     gap = {k: g for k, g in a["gap"].items() if k in main}
     if gap:

@@ -443,6 +443,7 @@ def test_extra_eval_does_not_leak_into_later_runs(cache_copy, tiny_cache, tmp_pa
 
 
 # ---- dask ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dask_scheduler_matches_local_run(tiny_cache, controls, tmp_path):
     distributed = pytest.importorskip(
         "dask.distributed", reason="dask[distributed] not installed (dev dependency)")

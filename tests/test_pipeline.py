@@ -270,6 +270,7 @@ def test_cv_folds_are_fitted_without_their_validation_rows(loaded):
     assert not np.allclose(cv["oof"][va], probe.decision(full, plan.mix.X[va]))
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_numbers_and_leave_no_files(tiny_cache, tiny_run, tmp_path):
     from pathlib import Path
     flags = [f for f in FAST_FLAGS if f not in ("--jobs", "1")]

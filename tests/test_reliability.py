@@ -1,6 +1,7 @@
 """Bad input fails clearly (exit 2, first line names file and problem) and loses no results;
 interrupted runs leave complete files; probes are hash-checked before unpickling."""
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -156,6 +157,98 @@ def f_results_parent_is_file(cache):
     return ["--results-dir", str(target / "sub")], "cannot create results directory"
 
 
+# ---- second round: degenerate data, odd files, flags checked against the data ------------
+def _all_datasets(cache, fn):
+    for stem in ("train", "test", "sycophant", "model_organism", "benchmark"):
+        p = cache / L40 / f"{stem}_activations.npy"
+        np.save(p, fn(np.load(p)))
+
+
+def _set(stem, fn, expected):
+    def fault(cache):
+        p = cache / L40 / f"{stem}_activations.npy"
+        np.save(p, fn(np.load(p)))
+        return [], expected
+    return fault
+
+
+def _value_at(value, row=3, col=5):
+    def fn(x):
+        x[row, col] = value
+        return x
+    return fn
+
+
+def f_bitrot(cache):
+    """One float32 flips its top exponent bit in the middle of the file (0.75 -> 2.6e38)."""
+    p = _acts(cache)
+    x = np.load(p)
+    r, c = x.shape[0] // 2, int(np.flatnonzero(x[x.shape[0] // 2])[0])
+    x[r, c] = 0.75
+    np.save(p, x)
+    data = bytearray(p.read_bytes())
+    data[len(data) - x.nbytes + (r * x.shape[1] + c) * 4 + 3] ^= 0x40
+    p.write_bytes(bytes(data))
+    return [], f"train_activations.npy: value 2.55e+38 at row {r}, feature {c}"
+
+
+def f_zero_features(cache):
+    _all_datasets(cache, lambda x: x[:, :0])
+    return [], "train_activations.npy: activations have no features"
+
+
+def f_zero_rows(cache):
+    np.save(cache / L40 / "test_activations.npy", np.load(cache / L40 / "test_activations.npy")[:0])
+    np.save(cache / L40 / "test_labels.npy", np.zeros(0, dtype=np.int8))
+    return [], "test_activations.npy: activations file has no rows"
+
+
+def _replace_with(stem, make, expected):
+    def fault(cache):
+        p = cache / L40 / stem
+        p.unlink()
+        make(p)
+        return [], f"{stem}: {expected}"
+    return fault
+
+
+def _label_text(text, expected):
+    def fault(cache):
+        p = cache / L40 / "sycophant_labels.json"
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return [], f"sycophant_labels.json: {expected}"
+    return fault
+
+
+def _ids_path(make, expected):
+    def fault(cache):
+        p = cache / "ids.json"
+        make(p)
+        return ["--feature-ids", str(p)], expected
+    return fault
+
+
+def f_cv_folds_over_class(cache):
+    y = np.load(cache / L40 / "train_labels.npy")
+    y[:] = 0
+    y[:3] = 1                                        # 3 AF samples in step 0's mix
+    np.save(cache / L40 / "train_labels.npy", y)
+    return ["--steps", "0"], "--cv-folds: 5 folds, but the training mix of step 0"
+
+
+def f_budget_base_without_step0(cache):
+    return ["--steps", "4", "--budget", "base"], "--budget base: step 0's mix"
+
+
+def f_budget_too_small_for_folds(cache):
+    return ["--budget", "12"], "--budget: 12 samples are too few for step"
+
+
+def f_steps_kept_from_another_config(cache):
+    return ["--steps", "4", "-C", "1"], "step_0_base.json: this folder keeps step 0 from a run " \
+                                        "with another 'C'"
+
+
 FAULTS = [
     ("cache_missing", f_cache_missing), ("layer_missing", f_layer_missing),
     ("dataset_missing", f_dataset_missing), ("empty_npy", f_empty_npy),
@@ -169,6 +262,50 @@ FAULTS = [
     ("ids_duplicated", _feature_ids([1, 2, 1], "feature id 1 appears more than once")),
     ("ids_not_integers", _feature_ids([1, "x"], "feature ids must be integers")),
     ("results_is_file", f_results_is_file), ("results_parent_is_file", f_results_parent_is_file),
+    # degenerate data
+    ("all_zero_dataset", _set("benchmark", np.zeros_like,
+                              "benchmark_activations.npy: no active feature in any of its")),
+    ("huge_finite_value", _set("train", _value_at(3e38),
+                               "train_activations.npy: value 3e+38 at row 3, feature 5")),
+    ("huge_value_eval_set", _set("test", _value_at(1e12, 2, 7),
+                                 "test_activations.npy: value 1e+12 at row 2, feature 7")),
+    ("bitrot", f_bitrot), ("zero_features", f_zero_features), ("zero_rows", f_zero_rows),
+    ("float64_out_of_float32_range",
+     _set("test", lambda x: _value_at(1e300)(x.astype(np.float64)),
+          "test_activations.npy: value 1e+300 outside the float32")),
+    ("constant_training_rows", _set("train", np.ones_like,
+                                    "train_labels.npy: every row of the training mix of step 0")),
+    # label / activation files that are not regular files, or not sane JSON
+    ("labels_json_directory", _replace_with("sycophant_labels.json", lambda p: p.mkdir(),
+                                            "labels JSON is a directory")),
+    ("labels_json_fifo", _replace_with("sycophant_labels.json", os.mkfifo,
+                                       "labels JSON is a FIFO")),
+    ("labels_json_dev_zero", _replace_with("sycophant_labels.json",
+                                           lambda p: p.symlink_to("/dev/zero"),
+                                           "labels JSON is a character device")),
+    ("labels_npy_directory", _replace_with("test_labels.npy", lambda p: p.mkdir(),
+                                           ".npy file is a directory")),
+    ("labels_npy_fifo", _replace_with("test_labels.npy", os.mkfifo, ".npy file is a FIFO")),
+    ("activations_fifo", _replace_with("sycophant_activations.npy", os.mkfifo,
+                                       ".npy file is a FIFO")),
+    ("labels_deeply_nested", _label_text("[" * 100000 + "]" * 100000,
+                                         "malformed labels JSON (nested too deeply)")),
+    ("labels_huge_number", _label_text('{"labels": [' + "9" * 5000 + "]}",
+                                       "malformed labels JSON (Exceeds the limit")),
+    ("labels_not_utf8", _label_text(b'{"labels": ["\xff"]}', "malformed labels JSON (not UTF-8")),
+    ("ids_directory", _ids_path(lambda p: p.mkdir(), "ids.json: feature-ids file is a directory")),
+    ("ids_fifo", _ids_path(os.mkfifo, "ids.json: feature-ids file is a FIFO")),
+    ("ids_dev_zero", _ids_path(lambda p: p.symlink_to("/dev/zero"),
+                               "ids.json: feature-ids file is a character device")),
+    ("ids_deeply_nested", _ids_path(lambda p: p.write_text("[" * 100000 + "]" * 100000),
+                                    "ids.json: malformed feature-ids JSON (nested too deeply)")),
+    ("ids_huge_number", _ids_path(lambda p: p.write_text("[" + "9" * 5000 + "]"),
+                                  "ids.json: malformed feature-ids JSON (Exceeds the limit")),
+    # flags that can only be checked against the data, before anything is written
+    ("cv_folds_over_class", f_cv_folds_over_class),
+    ("budget_base_without_step0", f_budget_base_without_step0),
+    ("budget_too_small_for_folds", f_budget_too_small_for_folds),
+    ("steps_kept_from_another_config", f_steps_kept_from_another_config),
 ]
 
 
@@ -284,6 +421,7 @@ def test_resume_skips_up_to_date_steps_and_reruns_changed_ones(tiny_cache, old_r
     assert again["step_1_add_sycophant.json"] == before["step_1_add_sycophant.json"]
 
 
+@pytest.mark.slow
 def test_killed_runs_leave_only_complete_files_of_one_run_each(tiny_cache, tmp_path):
     out = tmp_path / "r"
     cmd = [sys.executable, str(ROOT / "run_all.py"), "--cache-dir", str(tiny_cache),

@@ -41,8 +41,8 @@ def make_analysis(sets, steps=(0, 3), converged=True, audit=None, seed=0):
     for name, spec in sets.items():
         for k in steps:
             pos, neg = spec["scores"][k]
-            a["scores"][k][name] = {"label": np.r_[np.ones(len(pos)),
-                                                   np.zeros(0 if neg is None else len(neg))]}
+            label = np.r_[np.ones(len(pos)), np.zeros(0 if neg is None else len(neg))]
+            a["scores"][k][name] = {"label": label, "row": np.arange(len(label))}
     for name, spec in sets.items():
         rows = {}
         for k in steps:
@@ -126,6 +126,29 @@ def test_gold_drop_outside_the_tolerance_is_a_trade_off():
     v = verdict.decide(a)
     assert v["outcome"] == "trade_off", v["reasons"]
     assert v["in_distribution"]["drops"] and v["in_distribution"]["ci"][1] < 0
+
+
+def test_a_significant_drop_inside_the_tolerance_is_not_a_trade_off():
+    """gold_106 truly drops by 0.015 (inside the 0.02 tolerance): the drop is often significant
+    and "holds" often not shown, but the verdict must never say the drop exceeds the tolerance."""
+    rng = np.random.default_rng(12)
+    significant_not_holding = 0
+    for _ in range(30):
+        a = make_analysis({"gold_106": _gold(rng, 0.97, 0.955, n=(150, 150), rho=0.9),
+                           "benchmark": _bench(rng, 0.5, 0.9)})
+        v = verdict.decide(a)
+        gold = v["in_distribution"]
+        significant_not_holding += gold["ci"][1] < 0 and not gold["holds"]
+        assert v["outcome"] != "trade_off" and not gold["drops"], v["reasons"]
+    assert significant_not_holding >= 3          # the case the old rule called a trade-off
+
+
+def test_a_set_whose_rows_differ_between_steps_is_not_paired_into_the_verdict():
+    rng = np.random.default_rng(13)
+    a = make_analysis({"gold_106": _gold(rng), "benchmark": _bench(rng, 0.5, 0.9)})
+    a["scores"][3]["benchmark"]["row"] = a["scores"][3]["benchmark"]["row"] + 1
+    v = verdict.decide(a)
+    assert v["sets_used"] == [] and "differ between steps" in v["sets_excluded"][0]["reason"]
 
 
 def test_a_gold_drop_that_cannot_be_bounded_is_inconclusive_not_harmless():
@@ -235,14 +258,18 @@ def test_null_demo_end_to_end_claims_no_improvement(null, tmp_path):
     cache = tmp_path / "cache"
     demo_data.generate(cache, scale=0.1, n_features=256, seed=1, verbose=False, null=null)
     out = tmp_path / "res"
-    assert run_all.main(["--cache-dir", str(cache), "--results-dir", str(out)]
-                        + FAST_FLAGS) == 0
+    # a lower bar for the base probe: gold_106 has 10 + 10 rows at this size, and the test
+    # is about the OOD decision, which a failed premise would skip
+    assert run_all.main(["--cache-dir", str(cache), "--results-dir", str(out),
+                         "--min-base-auroc", "0.5"] + FAST_FLAGS) == 0
     v = json.loads((out / "verdict.json").read_text())
-    assert v["outcome"] in verdict.OUTCOMES
-    assert not v["claims_ood_improvement"], v["reasons"]
+    assert all(p["passed"] for p in v["premises"]), v["premises"]
+    assert v["outcome"] == "no_improvement", v["reasons"]
+    assert [t["set"] for t in v["ood_tests"]] == ["benchmark"]
+    assert not v["claims_ood_improvement"] and not v["ood_tests"][0]["improved"]
     assert v["demo"]["null"] == null
     # the all-AF sets move (source identity) but are never used
-    assert set(v["sets_used"]) <= {"benchmark"}
+    assert v["sets_used"] == ["benchmark"]
     assert {"sycophant", "model_organism"} <= {x["set"] for x in v["sets_excluded"]}
     report = (out / "report.txt").read_text()
     assert f"VERDICT: {v['outcome']}" in report and "premise ok" in report

@@ -1,0 +1,327 @@
+"""Reading a results folder without trusting it: only this tool's step files count as steps,
+each step's JSON, scores and probe must form one unit (run id and sha256 recorded in the JSON),
+and the point metrics the JSON shows are recomputed from the saved scores.
+
+Every problem is an InputError whose first line names the file: readers print one line and
+exit 2. Files that are not step files of this tool (`step_9_zzz.json`, a renamed copy whose
+record names another step) are ignored with a warning, never shown as steps.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+import common
+import owned
+import results_io
+from common import InputError
+
+STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
+MAX_JSON_BYTES = 256 * 1024 * 1024
+NUMBER = (int, float)
+RECORD_KEYS = {"step": int, "name": str, "run_id": str, "config": dict, "evaluation": dict,
+               "thresholds": dict, "training_breakdown": dict, "n_training_samples": int,
+               "cv_auroc_mean": NUMBER, "cv_auroc_std": NUMBER, "train_accuracy": NUMBER,
+               "converged": bool, "files": dict}
+CONFIG_KEYS = {"seed": int, "C": NUMBER, "penalty": str, "max_iter": int,
+               "eval_fraction": NUMBER, "cv_folds": int, "cache_dir": str}
+TOLERANCE = 1e-9
+
+
+def read_json(path, what="JSON file", limit=MAX_JSON_BYTES):
+    """A JSON document from a regular file; InputError naming the file for anything else."""
+    data = common.read_small_file(path, what, limit)
+    try:
+        return common.parse_json(data, path, what)
+    except InputError as e:
+        raise InputError(str(e).replace(f"malformed {what}", "not valid JSON", 1)) from None
+
+
+def check_folder(folder):
+    """InputError unless folder is an existing directory."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{folder}: results folder not found")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+
+
+def check_not_switching(folder):
+    """InputError when a run's switch into folder has started and not finished."""
+    for d, rec in results_io.pending_switches(folder):
+        state = ("is switching its results in right now; try again" if owned.alive(rec) else
+                 "stopped while switching its results in; run any writer on this folder "
+                 "(e.g. run_all.py --resume) to complete the switch")
+        raise InputError(f"{folder}: the run of {owned.describe(rec)} {state} ({d.name})")
+
+
+def scan(folder):
+    """({step number: JSON path}, [ignored path]) of the step-file names in a folder; names
+    of steps the tool does not have are ignored."""
+    files, ignored = {}, []
+    try:
+        paths = sorted(Path(folder).glob("step_*_*.json"))
+    except OSError:
+        return files, ignored
+    for path in paths:
+        m = STEP_FILE.match(path.name)
+        if not m:
+            continue
+        k = int(m.group(1))
+        if k not in common.ALL_STEPS:
+            ignored.append((path, f"not a step file of this tool (it has no step {k})"))
+        else:
+            files.setdefault(k, []).append(path)
+    return files, ignored
+
+
+def _check_types(path, doc, keys, where="", what="step record"):
+    """InputError naming the first missing or mistyped key."""
+    for key, kind in keys.items():
+        if key not in doc:
+            raise InputError(f"{path}: not a valid {what} (lacks '{where}{key}')")
+        value = doc[key]
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise InputError(f"{path}: '{where}{key}' has the wrong type "
+                             f"({type(value).__name__})")
+
+
+def read_record(path):
+    """A step JSON, checked for every key the readers use."""
+    record = read_json(path, "step record")
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: not a step record (a JSON {type(record).__name__})")
+    _check_types(path, record, RECORD_KEYS)
+    _check_types(path, record["config"], CONFIG_KEYS, "config.")
+    log_odds = record["thresholds"].get("log_odds")
+    if not isinstance(log_odds, dict) or not all(isinstance(v, NUMBER) for v in log_odds.values()):
+        raise InputError(f"{path}: 'thresholds.log_odds' must map FPR targets to numbers")
+    for name, entry in record["evaluation"].items():
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}: 'evaluation.{name}' is not an object")
+    return record
+
+
+def step_records(folder, warn=None):
+    """{step number: (path, record)} of a folder's step files. A file whose record names
+    another step is ignored (with a warning); two records for one step are refused."""
+    warn = warn or (lambda m: print(m, file=sys.stderr))
+    files, ignored = scan(folder)
+    out = {}
+    for path, why in ignored:
+        warn(f"warning: {path}: {why}; ignored")
+    for k, paths in sorted(files.items()):
+        for path in paths:
+            record = read_record(path)
+            slug = STEP_FILE.match(path.name).group(2)
+            if record["step"] != k or record["name"] != slug:
+                warn(f"warning: {path}: its record is step {record['step']} "
+                     f"({record['name']}), not the file's name; ignored")
+                continue
+            if k in out:
+                raise InputError(f"{folder}: two step records for step {k} "
+                                 f"({out[k][0].name}, {path.name}); move one away")
+            out[k] = (path, record)
+    return out
+
+
+def _unit_file(folder, json_path, record, key, expected):
+    """Path of a step's scores / probe file: always the documented name (a name recorded in
+    the JSON is never followed; the sha256 ties the contents to the record)."""
+    return Path(folder) / expected
+
+
+def read_scores(path, record, json_path):
+    """Per-sample scores of a step, checked against the record: sha256, run id, structure."""
+    data = common.read_small_file(path, "scores file", MAX_JSON_BYTES)
+    digest = hashlib.sha256(data).hexdigest()
+    want = record["files"].get("scores_sha256")
+    if want is not None and digest != want:
+        raise InputError(f"{path}: sha256 {digest[:12]}... does not match the {str(want)[:12]}"
+                         f"... recorded in {Path(json_path).name}; the step's files do not "
+                         "belong together")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            run_id = str(z["run_id"]) if "run_id" in z.files else None
+            arrays = {key: z[key] for key in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise InputError(f"{path}: unreadable scores file ({str(e)[:120] or type(e).__name__})"
+                         ) from None
+    if run_id != record["run_id"]:
+        raise InputError(f"{path}: scores belong to run {run_id}, the step JSON to run "
+                         f"{record['run_id']}")
+    return common_split(arrays)
+
+
+def common_split(arrays):
+    """{set: {field: array}} from flat npz keys '<set>__<field>' (set names may hold '__')."""
+    out = {}
+    for key, value in arrays.items():
+        if "__" in key:
+            name, fld = key.rsplit("__", 1)
+            out.setdefault(name, {})[fld] = value
+    return out
+
+
+def _close(a, b):
+    """Equal numbers (within TOLERANCE), or both None / equal non-numbers."""
+    if isinstance(a, NUMBER) and isinstance(b, NUMBER) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=TOLERANCE, abs_tol=TOLERANCE)
+    return a == b
+
+
+def _mismatch(saved, fresh, where):
+    """Dotted path of the first number in saved that fresh disagrees with, or None."""
+    if isinstance(fresh, dict):
+        if not isinstance(saved, dict):
+            return where
+        for key, value in fresh.items():
+            if key.endswith("_note"):
+                continue
+            bad = _mismatch(saved.get(key), value, f"{where}.{key}")
+            if bad:
+                return bad
+        return None
+    return None if _close(saved, fresh) else where
+
+
+def verify_metrics(json_path, record, scores):
+    """Recompute every point metric of the record from the scores; InputError on a mismatch."""
+    import probe
+    oof = scores.get("_oof")
+    if not oof or "score" not in oof or "label" not in oof:
+        raise InputError(f"{json_path}: its scores file lacks the out-of-fold training scores")
+    y = np.asarray(oof["label"])
+    if len(y) != record["n_training_samples"]:
+        raise InputError(f"{json_path}: n_training_samples {record['n_training_samples']} but "
+                         f"its scores file holds {len(y)} training rows")
+    fresh = probe.fpr_thresholds(np.asarray(oof["score"], dtype=np.float64)[y == 0])
+    bad = _mismatch(record["thresholds"]["log_odds"], fresh, "thresholds.log_odds")
+    for name, entry in record["evaluation"].items():
+        if bad:
+            break
+        s = scores.get(name)
+        if not s or not all(f in s for f in ("score", "label", "class")):
+            raise InputError(f"{json_path}: eval set {name} has no scores in its scores file")
+        ref_name = entry.get("reference_negatives")
+        ref = scores.get(ref_name) if isinstance(ref_name, str) else None
+        ref_neg = None if ref is None else ref["score"][ref["label"] == 0]
+        again = probe.evaluate_set(np.asarray(s["score"], dtype=np.float64), s["label"],
+                                   s["class"], record["thresholds"]["log_odds"], ref_neg,
+                                   ref_name if ref is not None else None)
+        bad = _mismatch(entry, again, f"evaluation.{name}")
+    if bad:
+        raise InputError(f"{json_path}: {bad} does not match what its scores file gives; the "
+                         "step's files do not belong together (edited by hand?)")
+
+
+def load_unit(folder, k, json_path, record):
+    """Scores of one step after checking the unit: names, sha256, run id, recomputed metrics."""
+    spath = _unit_file(folder, json_path, record, "scores", f"step_{k}_scores.npz")
+    _unit_file(folder, json_path, record, "probe", f"step_{k}_probe.pkl")
+    if not spath.exists():
+        raise InputError(f"{spath}: missing (its step JSON exists)")
+    scores = read_scores(spath, record, json_path)
+    verify_metrics(json_path, record, scores)
+    return scores
+
+
+def probe_matches(folder, k, json_path, record):
+    """True when the step's probe file exists and has the sha256 its record names."""
+    ppath = _unit_file(folder, json_path, record, "probe", f"step_{k}_probe.pkl")
+    try:
+        data = common.read_small_file(ppath, "probe file", MAX_JSON_BYTES)
+    except InputError:
+        return False
+    return hashlib.sha256(data).hexdigest() == record["files"].get("probe_sha256")
+
+
+def load_folder(folder):
+    """{step: record}, {step: scores} of a folder, every unit verified; refuses a folder whose
+    switch is pending or that changed while it was read."""
+    check_folder(folder)
+    check_not_switching(folder)
+    records, scores = {}, {}
+    for k, (path, record) in step_records(folder).items():
+        scores[k] = load_unit(folder, k, path, record)
+        records[k] = record
+    check_not_switching(folder)
+    return records, scores
+
+
+# --------------------------------------------------------------------------------------------
+# Control summaries
+# --------------------------------------------------------------------------------------------
+def _fail(path, what):
+    """InputError for a summary file with the wrong shape."""
+    raise InputError(f"{path}: not a valid {what}")
+
+
+def read_transfer(path):
+    """transfer_matrix.json checked for what the report reads, or None when absent."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return None
+    doc = read_json(path, "transfer matrix")
+    if not (isinstance(doc, dict) and isinstance(doc.get("train_mixes"), list)
+            and isinstance(doc.get("eval_sets"), list) and isinstance(doc.get("cells"), dict)
+            and all(isinstance(m, str) for m in doc["train_mixes"] + doc["eval_sets"])):
+        _fail(path, "transfer matrix (needs lists 'train_mixes', 'eval_sets' and 'cells')")
+    for mix in doc["train_mixes"]:
+        cell = doc["cells"].get(mix, {})
+        if not isinstance(cell, dict):
+            _fail(path, f"transfer matrix (cells.{mix} is not an object)")
+        if "note" in cell:
+            continue
+        for ev in doc["eval_sets"]:
+            c = cell.get(ev, {})
+            v = c.get("value") if isinstance(c, dict) else "not an object"
+            if v is not None and (isinstance(v, bool) or not isinstance(v, NUMBER)):
+                _fail(path, f"transfer matrix (cells.{mix}.{ev}.value: {str(v)[:20]!r})")
+    return doc
+
+
+def read_grid(path):
+    """grid_summary.json checked for what the report reads, or None when absent."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return None
+    doc = read_json(path, "grid summary")
+    keys = {"layer": int, "C": NUMBER, "penalty": str, "cv_auroc": NUMBER,
+            "n_nonzero_weights": int, "path": str, "metrics": dict}
+    if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list):
+        _fail(path, "grid summary (needs a list 'cells')")
+    for i, cell in enumerate(doc["cells"]):
+        if not isinstance(cell, dict):
+            _fail(path, f"grid summary (cells[{i}] is not an object)")
+        _check_types(path, cell, keys, f"cells[{i}].", "grid summary")
+    return doc
+
+
+def check_controls(folder, skip=()):
+    """Before a run writes into folder: every control folder it does not rewrite must stay
+    readable (the analysis of folder reads them). InputError naming the damaged file."""
+    folder = Path(folder)
+    if "transfer" not in skip:
+        read_transfer(folder / "transfer_matrix.json")
+    if "grid" not in skip:
+        read_grid(folder / "grid_summary.json")
+    subs = [folder / n for n in ("arm_budget", "baseline_format")]
+    if (folder / "orderings").is_dir():
+        subs += sorted(p for p in (folder / "orderings").iterdir() if p.is_dir())
+    for sub in subs:
+        if sub.name in skip or sub.parent.name in skip or not scan(sub)[0]:
+            continue
+        try:
+            load_folder(sub)
+        except InputError as e:
+            raise InputError(f"{e}\n(the analysis of {folder} reads {sub.name}/; repair or move "
+                             "it before running)") from None
