@@ -33,6 +33,7 @@ DEFAULTS = {
     "C": 10.0,                              # inverse L2/L1 strength of the logistic regression
     "penalty": "l2",                        # l2 (lbfgs) or l1 (saga)
     "max_iter": 1000,                       # solver iteration cap
+    "tol": 1e-4,                            # solver tolerance (scikit-learn's default)
     "seed": 42,                             # every random choice derives from this
     "eval_fraction": 0.2,                   # held-out share of sycophant / model_organism / benchmark
     "cv_folds": 5,                          # CV folds on the training mix
