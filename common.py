@@ -233,6 +233,10 @@ def build_parser(description):
                    help="grid over these layers (run_all.py; each cell in its own folder)")
     p.add_argument("--max-iter", type=_positive_int, default=d["max_iter"],
                    help="solver iteration cap")
+    p.add_argument("--tol", type=_positive_float, default=d["tol"],
+                   help="solver tolerance: stop when every gradient entry is <= TOL "
+                        "(scikit-learn's default, as the original research; 1e-8 fits to the "
+                        "optimum, see --solver-check)")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of every random choice")
     p.add_argument("--eval-fraction", type=_fraction, default=d["eval_fraction"],
                    help="held-out share of each split dataset")

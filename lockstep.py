@@ -18,7 +18,6 @@ import concurrent.futures
 import os
 
 import numpy as np
-from scipy.optimize import _lbfgsb
 from scipy.special import expit, xlogy
 
 import scaler_stats
@@ -34,7 +33,7 @@ MAX_LS = 50                    # line-search steps (scikit-learn's setting)
 MAX_FUN = 15000                # minimize's default maxfun for L-BFGS-B
 FACTR = 64.0                   # ftol = 64 * eps, as scikit-learn (factr = ftol / eps)
 TASK_FG, TASK_NEW_X, TASK_CONV, TASK_STOP = 3, 1, 4, 5
-CHUNKS_PER_THREAD = 2          # row chunks per thread for the X.V product
+CHUNKS_PER_THREAD = 4          # row chunks per thread (X.V tasks; memory while building)
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,7 +83,8 @@ class Universe:
 
     def xv(self, V, cover, dtype=np.float32):
         """X @ V for the universe rows (n x k); column i needs rows < cover[i] only (cover is
-        non-increasing), other entries are left 0."""
+        non-increasing), other entries are left 0. float64: the values are cast chunk by
+        chunk (a product in float64, as scipy's with float32 data and a float64 vector)."""
         k = V.shape[1]
         Y = np.zeros((self.n, k), dtype=dtype)
 
@@ -93,8 +93,11 @@ class Universe:
             kc = int(np.count_nonzero(cover > start))
             if kc:
                 Vc = np.ascontiguousarray(V[:, :kc], dtype=dtype)
-                A = XT if dtype == np.float32 else XT.astype(dtype)
-                Y[start:stop, :kc] = A.T @ Vc
+                Yc = np.zeros((stop - start, kc), dtype=dtype)
+                _sparsetools.csc_matvecs(stop - start, self.p, kc, XT.indptr, XT.indices,
+                                         XT.data.astype(dtype, copy=False), Vc.ravel(),
+                                         Yc.ravel())
+                Y[start:stop, :kc] = Yc
         self._map(one, self.chunks)
         return Y
 
@@ -214,6 +217,7 @@ class Fit:
     def advance(self):
         """Step the solver until it asks for a new function value (True) or stops (False),
         exactly as scipy's L-BFGS-B driver loop does."""
+        from scipy.optimize import _lbfgsb           # scipy.optimize: imported when used
         while True:
             self.g = self.g.astype(np.float64)
             _lbfgsb.setulb(MEMORY, self.x, self.bound, self.bound, self.nbd, self.f, self.g,

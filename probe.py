@@ -19,15 +19,7 @@ import joblib
 import numpy as np
 import scipy
 import scipy.sparse as sp
-import sklearn
-from scipy.optimize import minimize
 from scipy.special import expit
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import common
@@ -47,6 +39,9 @@ def make_pipeline(cfg, seed):
     sparse; for L2, fit() solves the centred problem and folds the centring into the
     intercept (see lbfgs_logistic).
     """
+    from sklearn.linear_model import LogisticRegression    # scikit-learn: imported when used
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
     solver = "lbfgs" if cfg["penalty"] == "l2" else "saga"
     clf = LogisticRegression(C=cfg["C"], l1_ratio=0.0 if cfg["penalty"] == "l2" else 1.0,
                              solver=solver, max_iter=cfg["max_iter"], random_state=seed,
@@ -67,6 +62,7 @@ def lbfgs_logistic(X, y, mean, scale, C, *, sample_weight=None, max_iter=1000, t
     else float64. Returns (w in standardized units, intercept for centred data, n_iter,
     converged).
     """
+    from scipy.optimize import minimize
     n, p = X.shape
     sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     total = sw.sum()
@@ -102,7 +98,7 @@ def fit(pipe, X, y, sample_weight=None):
     """
     if pipe[-1].l1_ratio == 0.0:
         return fit_l2(pipe, X, y, sample_weight)[:3]
-    clf = pipe[-1]
+    from sklearn.exceptions import ConvergenceWarning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         pipe.fit(X, y, clf__sample_weight=sample_weight)
@@ -227,6 +223,7 @@ def plan_step(step, datasets, splits, cfg, seed):
             raise common.InputError(f"--budget: {budget} samples requested, but step "
                                     f"{step.number}'s mix has only {len(mix.y)}")
         mix = mix.subset(subsample_stratified(mix_strata(mix), budget, seed))
+    from sklearn.model_selection import StratifiedKFold
     skf = StratifiedKFold(n_splits=cfg["cv_folds"], shuffle=True, random_state=seed)
     folds = [(np.sort(tr), np.sort(va))
              for tr, va in skf.split(np.zeros(len(mix.y)), mix_strata(mix, cfg["cv_folds"]))]
@@ -375,6 +372,7 @@ def _execute_tasks(plans, jobs=1):
 
 def cv_summary(plan, fitted):
     """Out-of-fold scores, fold AUROCs and convergence from a plan's fitted folds."""
+    from sklearn.metrics import roc_auc_score
     mix = plan.mix
     oof = np.empty(len(mix.y), dtype=np.float64)
     aurocs, converged = [], True
@@ -407,6 +405,7 @@ def _rate(flags):
 
 def evaluate_set(score, y, classes, thresholds, reference_neg=None, reference_name=None):
     """Every metric of one eval set from its scores; AUROC only where both classes exist."""
+    from sklearn.metrics import roc_auc_score
     af, neg = score[y == 1], score[y == 0]
     out = {
         "n_samples": int(len(y)),
@@ -500,8 +499,10 @@ def finish_step(plan, fitted, datasets, splits):
     """Score every eval set with the plan's probe and assemble (record, scores, pipe)."""
     pipe, converged, n_iter, train_scores, _ = fitted[0]
     cv = cv_summary(plan, fitted)
-    return _evaluate_step(plan.step, datasets, splits, plan.cfg, plan.mix, pipe, converged,
-                          n_iter, cv, train_scores)
+    record, scores, pipe = _evaluate_step(plan.step, datasets, splits, plan.cfg, plan.mix, pipe,
+                                          converged, n_iter, cv, train_scores)
+    record["solver"] = {"final": fitted[0][4], "cv_folds": [f[4] for f in fitted[1:]]}
+    return record, scores, pipe
 
 
 def run_step(step, datasets, splits, cfg, seed, jobs=1):
@@ -577,6 +578,7 @@ def output_paths(results_dir, step):
 
 def versions():
     """Versions of the packages that produce the numbers."""
+    import sklearn
     return {"python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
             "joblib": joblib.__version__}

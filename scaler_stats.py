@@ -19,7 +19,6 @@ one-fit computations, so they are the same numbers:
 from __future__ import annotations
 
 import numpy as np
-from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
 
 U = np.finfo(np.float64).eps / 2          # unit roundoff of float64
 SAFETY = 8.0                               # margin on the rounding-error bound
@@ -99,6 +98,7 @@ def _exact_variance(universe, j, member, n, mean, c):
 def _scaler_attributes(mean32, mean64, var, n):
     """What StandardScaler(with_mean=False).fit stores, from the float64 mean and the float32
     variance (scikit-learn casts both through float32)."""
+    from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
     v32, recomputed = var
     mean_ = mean64.astype(np.float32).astype(np.float64)
     var_ = v32.astype(np.float64)

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import common
+import overlap
 import probe
 from common import DATASETS, InputError, timed
 
@@ -37,7 +38,8 @@ def make_config(args, cache_dir, feature_ids, layer=None, C=None, penalty=None):
     return {
         "cache_dir": str(Path(cache_dir).resolve()), "layer": layer or args.layer,
         "C": C if C is not None else args.C[0], "penalty": penalty or args.penalty[0],
-        "max_iter": args.max_iter, "seed": args.seed, "eval_fraction": args.eval_fraction,
+        "max_iter": args.max_iter, "tol": args.tol, "seed": args.seed,
+        "eval_fraction": args.eval_fraction,
         "cv_folds": args.cv_folds,
         "feature_ids_file": str(args.feature_ids) if args.feature_ids else None,
         "feature_ids": feature_ids, "n_boot": args.n_boot, "repeats": args.repeats,
@@ -122,6 +124,17 @@ class Context:
     log: object
     fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
 
+    def leakage_audit(self):
+        """The audit's result; waits for it when it still runs next to the fits."""
+        if isinstance(self.audit, overlap.Job):
+            job = self.audit
+            with timed("leakage audit (wait)"):
+                self.audit, lines = job.result()
+            common.TIMINGS[f"leakage audit ({job.mode}, background)"] = job.seconds
+            for line in lines:
+                self.log(line)
+        return self.audit
+
 
 def quiet_log(args):
     """print, or a no-op under --quiet."""
@@ -145,8 +158,8 @@ def prepare(args, steps, layer=None, audit=True):
               f"{n} is skipped", file=sys.stderr)
     optional = [n for n in optional if n not in absent]
     source = common.data_source(cache_dir)
-    if not getattr(args, "dask_scheduler", None):
-        _warm_workers(args.jobs)        # spawn while the data loads
+    if not getattr(args, "dask_scheduler", None) and "l1" in args.penalty:
+        _warm_workers(args.jobs)        # L1 fits run in worker processes: spawn them now
     if source == "demo":
         log("*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***")
     t0 = time.perf_counter()
@@ -163,9 +176,14 @@ def prepare(args, steps, layer=None, audit=True):
                   None, log)
     if audit:
         splits = common.make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
-        with timed("leakage audit"):
-            ctx.audit = leakage_audit(datasets, splits, args.near_dup_threshold, log)
+        ctx.audit = overlap.start(_audit_lines, datasets, splits, args.near_dup_threshold)
     return ctx
+
+
+def _audit_lines(datasets, splits, threshold):
+    """The leakage audit and the lines it logs (printed in order when the result is used)."""
+    lines = []
+    return leakage_audit(datasets, splits, threshold, lines.append), lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,7 +243,7 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
             "inputs": ctx.fingerprints, "split_sizes": {
                 n: {"train": int(len(v.train)), "eval": int(len(v.eval))}
                 for n, v in splits[seeds[0]].items()},
-            "leakage_audit": ctx.audit, "versions": probe.versions(),
+            "leakage_audit": ctx.leakage_audit(), "versions": probe.versions(),
             "timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         })
         with timed("write"):

@@ -1,0 +1,101 @@
+"""Run independent work next to the main line: in a forked child process (its own core and
+memory, no GIL contention) when the process is single-threaded, else in a thread.
+
+    job = overlap.start(fn, *args)     # returns at once
+    ...                                # the main line goes on
+    value = job.result()               # fn's return value, or its exception re-raised
+
+The child inherits the parent's memory copy-on-write (the loaded data is not copied or
+pickled); only the return value travels back, pickled through a pipe. The child's output is
+whatever fn prints itself; callers that want ordered output collect lines and print them.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+import time
+
+
+class Job:
+    """A function running in a forked child or a thread; result() waits for it."""
+
+    def __init__(self, fn, args, kwargs, fork=None):
+        self.started = time.perf_counter()
+        fork = can_fork() if fork is None else fork
+        self.mode = "process" if fork else "thread"
+        self._out = None
+        if fork:
+            ctx = multiprocessing.get_context("fork")
+            self._recv, send = ctx.Pipe(duplex=False)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self._proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
+            self._proc.start()
+            send.close()
+        else:
+            self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs),
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self, fn, args, kwargs):
+        """Thread body: keep the value or the exception."""
+        try:
+            self._out = ("ok", fn(*args, **kwargs), time.perf_counter() - self.started)
+        except BaseException as e:                # handed to result(), which re-raises it
+            self._out = ("error", e, time.perf_counter() - self.started)
+
+    def result(self):
+        """fn's return value (waiting for it); its exception is re-raised here."""
+        if self._out is None:
+            if self.mode == "thread":
+                self._thread.join()
+            else:
+                try:
+                    self._out = self._recv.recv()
+                except EOFError:
+                    self._proc.join()
+                    raise RuntimeError(f"background process died (exit code "
+                                       f"{self._proc.exitcode})") from None
+                self._proc.join()
+                self._recv.close()
+        kind, value, self.seconds = self._out
+        if kind == "error":
+            raise value
+        return value
+
+    def cancel(self):
+        """Stop a child process that is no longer wanted (a thread is left to finish)."""
+        if self.mode == "process" and self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+
+
+def _child(send, fn, args, kwargs):
+    """Child process body: send (kind, value, seconds) back and leave without cleanup
+    handlers (they belong to the parent)."""
+    t0 = time.perf_counter()
+    try:
+        out = ("ok", fn(*args, **kwargs), time.perf_counter() - t0)
+    except BaseException as e:
+        out = ("error", e, time.perf_counter() - t0)
+    try:
+        send.send(out)
+    except Exception as e:                         # an unpicklable value or exception
+        send.send(("error", RuntimeError(f"background result not transferable: {e!r}"),
+                   time.perf_counter() - t0))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def can_fork():
+    """Fork only from a single-threaded process on a platform that has fork."""
+    return (hasattr(os, "fork") and "fork" in multiprocessing.get_all_start_methods()
+            and threading.active_count() == 1)
+
+
+def start(fn, *args, **kwargs):
+    """Start fn(*args, **kwargs) next to the caller; returns a Job."""
+    return Job(fn, args, kwargs)
