@@ -40,7 +40,8 @@ DEFAULTS = {
     "n_boot": 1000,                         # bootstrap resamples for confidence intervals
     "repeats": 1,                           # independent seeds (split, folds, model)
     "near_dup_threshold": 0.99,             # cosine similarity counted as a near duplicate
-    "jobs": -1,                             # parallel fits (-1: all cores)
+    "jobs": -1,                             # threads of the fits' products (-1: all cores)
+    "sidecar_dir": None,                    # sparse sidecars: None = next to the .npy files
 }
 DEMO_CACHE_DIR = ROOT / "cache" / "demo"
 DEMO_RESULTS_DIR = ROOT / "results" / "demo"
@@ -259,10 +260,16 @@ def build_parser(description):
     p.add_argument("--extra-eval", nargs="+", default=None, metavar="NAME",
                    help="also evaluate <NAME>_activations.npy + <NAME>_labels.json|.npy whole, "
                         "at every step (never trained on)")
+    p.add_argument("--sidecar-dir", type=Path, default=d["sidecar_dir"], metavar="DIR",
+                   help="where the sparse sidecar copies of the activations go (default: next "
+                        "to each .npy; use this when the cache folder is read-only)")
+    p.add_argument("--no-sidecar", action="store_true",
+                   help="neither read nor write sparse sidecars (convert the dense files)")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="run the fits on an existing dask.distributed cluster (needs dask)")
     p.add_argument("--jobs", type=int, default=d["jobs"],
-                   help="parallel fits (final probe + CV folds); -1: all cores")
+                   help="threads for the lockstep fits' products (L2); worker processes for "
+                        "L1 fits and dask tasks; -1: all cores")
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     return p
 
@@ -432,11 +439,30 @@ def _row_chunks(path, rows=LOAD_CHUNK_ROWS):
             yield start, np.frombuffer(buf, dtype=dtype).reshape(k, shape[1])
 
 
-def load_activations(path, feature_ids=None):
-    """Read a dense activations file chunk-wise into CSR float32 (optionally a column subset)."""
+def load_activations(path, feature_ids=None, sidecar=None):
+    """CSR float32 activations (optionally a column subset) and the negative-value count;
+    with a sidecar store (sidecar.Store) the whole matrix comes from its verified sparse
+    sidecar, or is converted and stored there."""
     n_rows, n_features = activation_shape(path)
     if n_rows == 0:
         raise InputError(f"{path}: activations file has no rows")
+    if sidecar is None:
+        return _dense_to_csr(path, n_rows, n_features, feature_ids)
+    source = fingerprint(path)
+    cached = sidecar.load(path, (n_rows, n_features), source)
+    if cached is None:
+        cached = _dense_to_csr(path, n_rows, n_features, None)
+        sidecar.save(path, *cached, source)
+    X, n_neg = cached
+    if feature_ids is None:
+        return X, n_neg
+    X = X[:, np.asarray(feature_ids, dtype=np.intp)].tocsr()
+    X.sort_indices()
+    return X, int(np.count_nonzero(X.data < 0))
+
+
+def _dense_to_csr(path, n_rows, n_features, feature_ids):
+    """Read a dense activations file chunk-wise into CSR float32 (optionally a column subset)."""
     cols = None if feature_ids is None else np.asarray(feature_ids, dtype=np.intp)
     data, indices, counts, n_neg = [], [], [], 0
     for start, block in _row_chunks(path):
@@ -546,8 +572,9 @@ def check_present(cache_dir, layer, names):
                          + f"\n{layout_help(cache_dir, layer)}")
 
 
-def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print):
-    """Load the named datasets once; validate shapes, labels and feature counts across files.
+def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print, sidecar=None):
+    """Load the named datasets once; validate shapes, labels and feature counts across files
+    (sidecar: a sidecar.Store of sparse copies, or None).
 
     Returns (datasets: dict name -> Dataset, feature_ids list or None, n_features_in_cache).
     """
@@ -567,7 +594,7 @@ def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print):
         y, classes = load_labels(lab, name)
         if len(y) != shapes[name][0]:
             raise InputError(f"{lab}: {len(y)} labels for {shapes[name][0]} rows in {acts.name}")
-        X, n_neg = load_activations(acts, feature_ids)
+        X, n_neg = load_activations(acts, feature_ids, sidecar)
         if n_neg:
             warn(f"note: {acts}: {n_neg} negative values (SAE activations are >= 0; "
                  "is this the right file?)")
@@ -754,7 +781,7 @@ def atomic_write(path, data):
             tmp.unlink()
 
 
-RUN_ONLY_KEYS = ("jobs", "quiet", "dask_scheduler")   # config keys that never change a number
+RUN_ONLY_KEYS = ("jobs", "quiet", "dask_scheduler", "sidecar")   # never change a number
 
 
 def comparable(config):

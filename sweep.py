@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import common
 import overlap
 import probe
+import sidecar
 from common import DATASETS, InputError, timed
 
 FORMAT_FEATURES = ("n_active", "mean_active", "max", "l1")
@@ -50,6 +51,9 @@ def make_config(args, cache_dir, feature_ids, layer=None, C=None, penalty=None):
         "budget_n": None, "baseline": None,
         "jobs": args.jobs, "quiet": args.quiet,
         "dask_scheduler": getattr(args, "dask_scheduler", None),
+        "sidecar": ("off" if getattr(args, "no_sidecar", False)
+                    else str(args.sidecar_dir) if getattr(args, "sidecar_dir", None)
+                    else "next to the .npy files"),
     }
 
 
@@ -163,15 +167,19 @@ def prepare(args, steps, layer=None, audit=True):
     if source == "demo":
         log("*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***")
     t0 = time.perf_counter()
+    warn = lambda m: print(m, file=sys.stderr)          # noqa: E731
+    store = None if args.no_sidecar else sidecar.Store(args.sidecar_dir, note=warn)
     with timed("load"):
         datasets, feature_ids, n_cache_features = common.load_cache(
-            cache_dir, layer, needed + optional, args.feature_ids,
-            warn=lambda m: print(m, file=sys.stderr))
+            cache_dir, layer, needed + optional, args.feature_ids, warn=warn, sidecar=store)
         fingerprints = common.input_fingerprints(datasets, args.feature_ids)
+    st = store.stats if store else None
     log(f"loaded {len(datasets)} datasets from {common.layer_dir(cache_dir, layer)} "
         f"({n_cache_features} features"
         f"{'' if feature_ids is None else f', using {len(feature_ids)}'}) "
-        f"in {time.perf_counter() - t0:.1f}s")
+        f"in {time.perf_counter() - t0:.1f}s"
+        + (f" (sparse sidecars: {st['hits']} read, {st['written']} written, "
+           f"{st['bytes'] / 1e6:.0f} MB on disk)" if st else ""))
     ctx = Context(args, Path(cache_dir), layer, source, datasets, feature_ids, fingerprints,
                   None, log)
     if audit:
