@@ -437,15 +437,56 @@ def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=
     return output
 
 
-def write_outputs(results_dir, a, formats=("txt", "html")):
-    """Report(s), dashboard and figures of an analyzed results folder; return the paths."""
+def write_outputs(results_dir, a, formats=("txt", "html"), figure_job=None):
+    """Report(s), dashboard and figures of an analyzed results folder; return the paths.
+    figure_job (start_figures()): the figures are drawn there while the reports are written."""
+    job = figure_job or _InProcess()
+    job.send((results_dir, a))
+    try:
+        written = [write_report(results_dir, fmt_name=f, a=a) for f in formats]
+    except BaseException:
+        job.cancel()                    # no figures for results whose report failed
+        raise
+    pngs, note = job.result()
+    if note:
+        print(note, file=sys.stderr)
+    return written + pngs
+
+
+def start_figures():
+    """A separate process (overlap.py) that imports matplotlib now, then draws the figures of
+    the results handed to it by write_outputs; close() it when no figures are wanted."""
+    import overlap
+    return overlap.start(_draw_figures, inbox=True)
+
+
+def _draw_figures(receive, work=None):
+    """(PNG paths, note or None) for the (results_dir, analysis) received; ([], None) when
+    closed without work."""
     import figures
-    written = [write_report(results_dir, fmt_name=f, a=a) for f in formats]
+    results_dir, a = work or receive() or (None, None)
+    if results_dir is None:
+        return [], None
     pngs = figures.write_figures(results_dir, a=a)
-    if not pngs and not figures.HAVE_MATPLOTLIB:
-        print(figures.MISSING_NOTE, file=sys.stderr)
-    written += pngs
-    return written
+    return pngs, (figures.MISSING_NOTE if not pngs and not figures.HAVE_MATPLOTLIB else None)
+
+
+class _InProcess:
+    """The figures drawn here and now (no separate process)."""
+
+    def __init__(self):
+        self.work = None
+
+    def send(self, work):
+        """Keep the work for result()."""
+        self.work = work
+
+    def result(self):
+        """Draw and return (paths, note)."""
+        return _draw_figures(None, self.work)
+
+    def cancel(self):
+        """Nothing runs yet: nothing to stop."""
 
 
 def main(argv=None):

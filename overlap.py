@@ -5,6 +5,9 @@ memory, no GIL contention) when the process is single-threaded, else in a thread
     ...                                # the main line goes on
     value = job.result()               # fn's return value, or its exception re-raised
 
+    job = overlap.start(fn, inbox=True)   # fn(receive) gets work later: job.send(obj);
+                                          # receive() returns it (None once job.close())
+
 The child inherits the parent's memory copy-on-write (the loaded data is not copied or
 pickled); only the return value travels back, pickled through a pipe. The child's output is
 whatever fn prints itself; callers that want ordered output collect lines and print them.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import sys
 import threading
 import time
@@ -21,23 +25,47 @@ import time
 class Job:
     """A function running in a forked child or a thread; result() waits for it."""
 
-    def __init__(self, fn, args, kwargs, fork=None):
+    def __init__(self, fn, args, kwargs, fork=None, inbox=False):
         self.started = time.perf_counter()
         fork = can_fork() if fork is None else fork
         self.mode = "process" if fork else "thread"
         self._out = None
+        self._to = None
         if fork:
             ctx = multiprocessing.get_context("fork")
             self._recv, send = ctx.Pipe(duplex=False)
+            if inbox:
+                child_in, self._to = ctx.Pipe(duplex=False)
+                args = (_receiver(child_in),) + tuple(args)
             sys.stdout.flush()
             sys.stderr.flush()
             self._proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
             self._proc.start()
             send.close()
+            if inbox:
+                child_in.close()
         else:
+            if inbox:
+                self._queue = queue.Queue()
+                args = (self._queue.get,) + tuple(args)
             self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs),
                                             daemon=True)
             self._thread.start()
+
+    def send(self, obj):
+        """Hand work to fn (it receives obj from its receive())."""
+        if self.mode == "process":
+            self._to.send(obj)
+        else:
+            self._queue.put(obj)
+
+    def close(self):
+        """No more work: fn's receive() returns None."""
+        if self.mode == "process":
+            if self._to is not None and not self._to.closed:
+                self._to.close()
+        else:
+            self._queue.put(None)
 
     def _run(self, fn, args, kwargs):
         """Thread body: keep the value or the exception."""
@@ -72,6 +100,16 @@ class Job:
             self._proc.join()
 
 
+def _receiver(conn):
+    """receive() of a child: the next object sent, None once the parent closed its end."""
+    def receive():
+        try:
+            return conn.recv()
+        except EOFError:
+            return None
+    return receive
+
+
 def _child(send, fn, args, kwargs):
     """Child process body: send (kind, value, seconds) back and leave without cleanup
     handlers (they belong to the parent)."""
@@ -96,6 +134,7 @@ def can_fork():
             and threading.active_count() == 1)
 
 
-def start(fn, *args, **kwargs):
-    """Start fn(*args, **kwargs) next to the caller; returns a Job."""
-    return Job(fn, args, kwargs)
+def start(fn, *args, inbox=False, **kwargs):
+    """Start fn(*args, **kwargs) next to the caller (with inbox: fn(receive, *args, ...));
+    returns a Job."""
+    return Job(fn, args, kwargs, inbox=inbox)

@@ -75,14 +75,19 @@ def main(argv=None):
     p.add_argument("--transfer", action="store_true",
                    help="also train on each source alone and on all-but-one (transfer matrix)")
     args = p.parse_args(argv)
+    figure_job = None
     try:
         with common.extra_evals(args.extra_eval):
-            return _main(args)
+            figure_job = generate_report.start_figures()      # imports matplotlib meanwhile
+            return _main(args, figure_job)
     except common.InputError as e:
         return common.die(str(e))
+    finally:
+        if figure_job is not None:
+            figure_job.close()
 
 
-def _main(args):
+def _main(args, figure_job=None):
     """Run what the flags ask for; InputError on bad input."""
     log = sweep.quiet_log(args)
     _, results_dir = common.resolve_paths(args)
@@ -123,7 +128,7 @@ def _main(args):
     if not args.quiet:
         sys.stdout.write(compare_all_steps.render_console(a))
     with common.timed("report, figures, dashboard"):
-        written = generate_report.write_outputs(results_dir, a=a)
+        written = generate_report.write_outputs(results_dir, a=a, figure_job=figure_job)
     log("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -31,13 +31,22 @@ ARRAYS = ("data", "indices", "indptr")
 
 
 class Store:
-    """Where sidecars live and how problems are reported (note: one-line messages)."""
+    """Where sidecars live; what happened is kept as one-line notes (`notes`, also passed to
+    `note` when given) for the caller to print once loading succeeded."""
 
-    def __init__(self, folder=None, note=print):
+    def __init__(self, folder=None, note=None):
         self.folder = None if folder is None else Path(folder)
-        self.note = note
+        self.notes = []
+        self._note = note
+        self.refused = {}
         self.unwritable = set()
         self.stats = {"hits": 0, "written": 0, "rebuilt": 0, "bytes": 0}
+
+    def note(self, text):
+        """Keep a one-line note."""
+        self.notes.append(text)
+        if self._note is not None:
+            self._note(text)
 
     def path_for(self, dense):
         """The sidecar of a dense file: next to it, or in the folder, keyed by its path."""
@@ -58,8 +67,7 @@ class Store:
             X, n_neg = _read(path, shape, fingerprint)
             _spot_check(dense, X)
         except (_Invalid, OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-            self.note(f"note: {path}: {e}; rebuilding it from {Path(dense).name}")
-            self.stats["rebuilt"] += 1
+            self.refused[path] = str(e)          # noted once it is rebuilt (save)
             return None
         self.stats["hits"] += 1
         self.stats["bytes"] += path.stat().st_size
@@ -91,6 +99,10 @@ class Store:
                 tmp.unlink()
         self.stats["written"] += 1
         self.stats["bytes"] += path.stat().st_size
+        if path in self.refused:
+            self.stats["rebuilt"] += 1
+            self.note(f"note: {path}: {self.refused.pop(path)}; rebuilt from "
+                      f"{Path(dense).name}")
         return path
 
 

@@ -127,6 +127,13 @@ class Context:
     audit: dict | None
     log: object
     fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
+    notes: list = field(default_factory=list)    # printed once the input is validated
+
+    def flush_notes(self):
+        """Print the notes kept while loading (after validation: errors come first)."""
+        for line in self.notes:
+            print(line, file=sys.stderr)
+        self.notes = []
 
     def leakage_audit(self):
         """The audit's result; waits for it when it still runs next to the fits."""
@@ -168,7 +175,7 @@ def prepare(args, steps, layer=None, audit=True):
         log("*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***")
     t0 = time.perf_counter()
     warn = lambda m: print(m, file=sys.stderr)          # noqa: E731
-    store = None if args.no_sidecar else sidecar.Store(args.sidecar_dir, note=warn)
+    store = None if args.no_sidecar else sidecar.Store(args.sidecar_dir)
     with timed("load"):
         datasets, feature_ids, n_cache_features = common.load_cache(
             cache_dir, layer, needed + optional, args.feature_ids, warn=warn, sidecar=store)
@@ -181,7 +188,7 @@ def prepare(args, steps, layer=None, audit=True):
         + (f" (sparse sidecars: {st['hits']} read, {st['written']} written, "
            f"{st['bytes'] / 1e6:.0f} MB on disk)" if st else ""))
     ctx = Context(args, Path(cache_dir), layer, source, datasets, feature_ids, fingerprints,
-                  None, log)
+                  None, log, notes=list(store.notes) if store else [])
     if audit:
         splits = common.make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
         ctx.audit = overlap.start(_audit_lines, datasets, splits, args.near_dup_threshold)
@@ -207,6 +214,7 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
               for s in seeds}
     for s in seeds:
         validate_steps(steps, datasets, splits[s])
+    ctx.flush_notes()
     records, todo = {}, []
     for step in steps:
         paths = probe.output_paths(results_dir, step)

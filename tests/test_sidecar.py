@@ -19,6 +19,13 @@ def sidecars(folder):
     return sorted(p.name for p in folder.glob(f"*{sidecar.SUFFIX}"))
 
 
+def clear(cache):
+    """Remove sidecars a copied cache brought along (the session's runs wrote some)."""
+    for p in (cache / LAYER).glob(f"*{sidecar.SUFFIX}"):
+        p.unlink()
+    return cache
+
+
 def run(cache, out, *extra):
     """One quick sweep (steps 0 and 3); exit code."""
     return run_all.main(["--cache-dir", str(cache), "--results-dir", str(out), "--steps", "0",
@@ -38,6 +45,7 @@ def load(path, store, feature_ids=None):
 
 
 def test_first_run_writes_sidecars_later_runs_use_them_same_numbers(cache_copy, tmp_path):
+    clear(cache_copy)
     assert run(cache_copy, tmp_path / "plain", "--no-sidecar") == 0
     assert sidecars(cache_copy / LAYER) == []                      # --no-sidecar writes none
     assert run(cache_copy, tmp_path / "first") == 0
@@ -76,6 +84,7 @@ def test_stale_sidecar_is_rebuilt_from_the_changed_dense_file(cache_copy, tmp_pa
     np.save(path, arr)                                      # same size, new content and mtime
     X, _ = load(path, store)
     assert len(notes) == 1 and "stale" in notes[0] and notes[0].startswith("note: ")
+    assert "rebuilt" in notes[0]
     assert X[3].nnz == 1 and X[3, 7] == 5.0
     assert load(path, store)[0][3, 7] == 5.0 and len(notes) == 1      # the rebuilt one is fine
 
@@ -109,6 +118,7 @@ def test_corrupt_sidecar_is_refused_and_rebuilt(cache_copy, damage):
 
 def test_unwritable_sidecar_folder_is_noted_once_and_the_run_goes_on(cache_copy, tmp_path,
                                                                      capsys):
+    clear(cache_copy)
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     assert run(cache_copy, tmp_path / "out", "--sidecar-dir", blocker / "sub") == 0
@@ -119,6 +129,7 @@ def test_unwritable_sidecar_folder_is_noted_once_and_the_run_goes_on(cache_copy,
 
 
 def test_sidecar_dir_keeps_the_cache_folder_untouched(cache_copy, tmp_path):
+    clear(cache_copy)
     before = sorted(p.name for p in (cache_copy / LAYER).iterdir())
     assert run(cache_copy, tmp_path / "out", "--sidecar-dir", tmp_path / "sc") == 0
     assert sorted(p.name for p in (cache_copy / LAYER).iterdir()) == before
