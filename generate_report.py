@@ -334,12 +334,18 @@ def verdict_section(a):
         "next steps:\n" + "\n".join(f"- {s}" for s in v["next_steps"])])
 
 
+def solver_section(a):
+    """How far each fit stopped from its optimum, and the --solver-check control."""
+    import solver_check
+    return solver_check.section(a)
+
+
 def build_sections(a, header=True, n_metrics=2):
     """All sections in report order (None-valued ones dropped)."""
     secs = [header_section(a)] if header else []
     secs += [progression_section(a)] + set_sections(a, n_metrics) + [
         per_class_section(a), inflection_section(a), gap_section(a), repeats_section(a),
-        anatomy_section(a)] + arm_sections(a) + [orderings_section(a), transfer_section(a),
+        anatomy_section(a), solver_section(a)] + arm_sections(a) + [orderings_section(a), transfer_section(a),
                                                  grid_section(a), audit_section(a), verdict_section(a)]
     return [s for s in secs if s is not None]
 

@@ -11,6 +11,8 @@ Controls (each writes into its own subfolder or file of the results folder):
     --baseline format      the sweep with a format-statistics-only probe (baseline_format/)
     --orderings all        the 6 orders of adding the OOD sources (orderings/<order>/)
     --transfer             train on each source alone / all-but-one (transfer_matrix.json)
+    --solver-check [TOL]   every step refitted at --tol TOL (1e-8): does the verdict depend on
+                           where the solver stops? (solver_check/)
     --layers 16 31 40 53, -C 0.1 1 10, --penalty l1 l2
                            a grid: every cell in grid/layer_<L>/C_<C>/penalty_<p>/
 """
@@ -23,6 +25,7 @@ import common
 import compare_all_steps
 import generate_report
 import probe
+import solver_check
 import sweep
 
 
@@ -74,6 +77,11 @@ def main(argv=None):
                    help="also run the 6 orders of adding the OOD sources")
     p.add_argument("--transfer", action="store_true",
                    help="also train on each source alone and on all-but-one (transfer matrix)")
+    p.add_argument("--solver-check", nargs="?", type=common._positive_float, default=None,
+                   const=solver_check.CHECK_TOL, metavar="TOL",
+                   help="also refit every step at a tight tolerance (default 1e-8) into "
+                        "solver_check/: do the numbers and the verdict depend on where the "
+                        "solver stops?")
     args = p.parse_args(argv)
     figure_job = None
     try:
@@ -123,6 +131,8 @@ def _main(args, figure_job=None):
             if args.transfer:
                 doc, path = sweep.run_transfer(ctx, results_dir, config)
                 log(transfer_table(doc) + f"\nwrote {path}")
+            if args.solver_check:
+                solver_check.run(ctx, steps, results_dir, config, args.solver_check, args.resume)
     with common.timed("analysis"):
         a = analysis.analyze(results_dir)
     if not args.quiet:
