@@ -470,11 +470,22 @@ def _draw_figures(receive, work=None):
     """(PNG paths, note or None) for the (results_dir, analysis) received; ([], None) when
     closed without work."""
     import figures
+    import overlap
     results_dir, a = work or receive() or (None, None)
     if results_dir is None:
         return [], None
-    pngs = figures.write_figures(results_dir, a=a)
-    return pngs, (figures.MISSING_NOTE if not pngs and not figures.HAVE_MATPLOTLIB else None)
+    if not figures.HAVE_MATPLOTLIB:
+        return [], figures.MISSING_NOTE
+    first = {figures.SCORES_FILE}                        # the costly one, drawn here ...
+    other = overlap.start(figures.write_figures, results_dir, a=a,   # ... the others next to it
+                          only={figures.SWEEP_FILE, figures.TRANSFER_FILE})
+    try:
+        pngs = figures.write_figures(results_dir, a=a, only=first) + other.result()
+    except BaseException:
+        other.cancel()
+        raise
+    order = [figures.SWEEP_FILE, figures.SCORES_FILE, figures.TRANSFER_FILE]
+    return sorted(pngs, key=lambda p: order.index(p.name)), None
 
 
 class _InProcess:

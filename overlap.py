@@ -10,13 +10,15 @@ memory, no GIL contention) when the process is single-threaded, else in a thread
 
 The child inherits the parent's memory copy-on-write (the loaded data is not copied or
 pickled); only the return value travels back, pickled through a pipe. The child's output is
-whatever fn prints itself; callers that want ordered output collect lines and print them.
+whatever fn prints itself; callers that want ordered output collect lines and print them. A
+child left waiting for work ends when the parent closes the inbox or exits.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -32,15 +34,18 @@ class Job:
         self._out = None
         self._to = None
         if fork:
-            ctx = multiprocessing.get_context("fork")
-            self._recv, send = ctx.Pipe(duplex=False)
+            self._recv, send = multiprocessing.Pipe(duplex=False)
             if inbox:
-                child_in, self._to = ctx.Pipe(duplex=False)
+                child_in, self._to = multiprocessing.Pipe(duplex=False)
                 args = (_receiver(child_in),) + tuple(args)
             sys.stdout.flush()
             sys.stderr.flush()
-            self._proc = ctx.Process(target=_child, args=(send, fn, args, kwargs), daemon=True)
-            self._proc.start()
+            self._pid = os.fork()
+            if self._pid == 0:                                  # the child: never returns
+                self._recv.close()
+                if inbox:
+                    self._to.close()
+                _child(send, fn, args, kwargs)
             send.close()
             if inbox:
                 child_in.close()
@@ -60,12 +65,19 @@ class Job:
             self._queue.put(obj)
 
     def close(self):
-        """No more work: fn's receive() returns None."""
-        if self.mode == "process":
-            if self._to is not None and not self._to.closed:
-                self._to.close()
-        else:
+        """No more work: fn's receive() returns None; a child process is waited for."""
+        if self.mode == "thread":
             self._queue.put(None)
+            return
+        if self._to is not None and not self._to.closed:
+            self._to.close()
+        if self._pid:
+            try:
+                self._out = self._recv.recv()
+            except EOFError:
+                pass
+            self._reap()
+            self._recv.close()
 
     def _run(self, fn, args, kwargs):
         """Thread body: keep the value or the exception."""
@@ -83,10 +95,9 @@ class Job:
                 try:
                     self._out = self._recv.recv()
                 except EOFError:
-                    self._proc.join()
-                    raise RuntimeError(f"background process died (exit code "
-                                       f"{self._proc.exitcode})") from None
-                self._proc.join()
+                    status = self._reap()
+                    raise RuntimeError(f"background process died ({status})") from None
+                self._reap()
                 self._recv.close()
         kind, value, self.seconds = self._out
         if kind == "error":
@@ -95,9 +106,20 @@ class Job:
 
     def cancel(self):
         """Stop a child process that is no longer wanted (a thread is left to finish)."""
-        if self.mode == "process" and self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join()
+        if self.mode == "process" and self._pid:
+            try:
+                os.kill(self._pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self._reap()
+
+    def _reap(self):
+        """Wait for the child process to end; its exit status as text."""
+        if not self._pid:
+            return "already reaped"
+        _, status = os.waitpid(self._pid, 0)
+        self._pid = None
+        return f"wait status {status}"
 
 
 def _receiver(conn):
@@ -120,6 +142,8 @@ def _child(send, fn, args, kwargs):
         out = ("error", e, time.perf_counter() - t0)
     try:
         send.send(out)
+    except (BrokenPipeError, ConnectionResetError):
+        pass                                       # the parent no longer wants the result
     except Exception as e:                         # an unpicklable value or exception
         send.send(("error", RuntimeError(f"background result not transferable: {e!r}"),
                    time.perf_counter() - t0))
@@ -130,8 +154,7 @@ def _child(send, fn, args, kwargs):
 
 def can_fork():
     """Fork only from a single-threaded process on a platform that has fork."""
-    return (hasattr(os, "fork") and "fork" in multiprocessing.get_all_start_methods()
-            and threading.active_count() == 1)
+    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 def start(fn, *args, inbox=False, **kwargs):

@@ -95,7 +95,7 @@ def section(a):
                      "n/a" if st["cv_relative_gap"] is None else f"{st['cv_relative_gap']:.0%}",
                      _num(f.get("max_abs_gradient"))])
     blocks = [rep.Table(["step", "iter fit/CV", "stop", "objective", "gap/obj.", "CV gap/obj.",
-                         "max |grad|"], rows, right={1, 3, 4, 5, 6}),
+                         "max grad"], rows, right={1, 3, 4, 5, 6}),
               f"tol = {s['tol']:g}: L-BFGS stops when every gradient entry is <= tol "
               "(scikit-learn's default stopping rule, as in the original research). objective = "
               "mean loss + L2 penalty; gap = objective - a dual lower bound, so the objective "
@@ -128,7 +128,7 @@ def _check_blocks(a, c, rep):
             f"{c['tight_verdict']} ({'unchanged' if same else 'CHANGES'}).")
     if not c["tight_converged"]:
         text += " WARNING: some tight fits hit the iteration cap (recorded as not converged)."
-    return [rep.Table(["eval set", "metric"] + [f"step {k}" for k in steps] + ["max |change|"],
+    return [rep.Table(["eval set", "metric"] + [f"step {k}" for k in steps] + ["max change"],
                       rows, right=set(range(2, 3 + len(steps)))), text]
 
 

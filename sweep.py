@@ -225,7 +225,9 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
             todo.append(step)
     if not todo:
         return records
-    plans = [probe.plan_step(step, datasets, splits[s], config, s) for step in todo for s in seeds]
+    with timed("plan"):
+        plans = [probe.plan_step(step, datasets, splits[s], config, s)
+                 for step in todo for s in seeds]
     t = time.perf_counter()
     fitted, n_new = fit_plans(ctx, plans, datasets)
     log(f"{label}fitted {n_new * (config['cv_folds'] + 1)} probes for step(s) "
