@@ -12,6 +12,11 @@ import demo_data  # noqa: E402
 import run_all  # noqa: E402
 
 TINY = {"scale": 0.1, "n_features": 256, "seed": 0}
+
+
+def pytest_configure(config):
+    """Register the `slow` marker: `pytest -m "not slow"` is the quick everyday run."""
+    config.addinivalue_line("markers", "slow: takes several seconds (CI runs it)")
 FAST_FLAGS = ["--n-boot", "200", "--quiet", "--jobs", "1"]
 
 
