@@ -443,9 +443,11 @@ def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=
     return output
 
 
-def write_outputs(results_dir, a, formats=("txt", "html"), figure_job=None):
+def write_outputs(results_dir, a, formats=("txt", "html"), figure_job=None, figures=True):
     """Report(s), dashboard and figures of an analyzed results folder; return the paths.
     figure_job (start_figures()): the figures are drawn there while the reports are written."""
+    if not figures:
+        return [write_report(results_dir, fmt_name=f, a=a) for f in formats]
     job = figure_job or _InProcess()
     job.send((results_dir, a))
     try:

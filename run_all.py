@@ -1,5 +1,6 @@
 """Run the distribution sweep: every step in one process (each dataset loaded once, all probes
-fitted in one parallel batch), then the comparison, the report, figures and dashboard.
+fitted together in lockstep), then the comparison, the report and the dashboard (figures with
+--figures).
 
     python run_all.py --demo                    # synthetic demo cache -> results/demo/
     python run_all.py --cache-dir DIR           # real cache -> results/distribution_sweep/
@@ -66,6 +67,9 @@ def main(argv=None):
                    help="steps to run (4 = OOD-only control)")
     p.add_argument("--compare-only", action="store_true",
                    help="only print the comparison of existing results")
+    p.add_argument("--figures", action="store_true",
+                   help="also draw the PNG figures (about 2 CPU-seconds of matplotlib; "
+                        "python figures.py draws them later from the results)")
     p.add_argument("--resume", action="store_true",
                    help="skip steps whose outputs exist and match the config and inputs")
     p.add_argument("--budget", metavar="N|base", default=None,
@@ -86,7 +90,8 @@ def main(argv=None):
     figure_job = None
     try:
         with common.extra_evals(args.extra_eval):
-            figure_job = generate_report.start_figures()      # imports matplotlib meanwhile
+            if args.figures and not args.compare_only:
+                figure_job = generate_report.start_figures()  # imports matplotlib meanwhile
             return _main(args, figure_job)
     except common.InputError as e:
         return common.die(str(e))
@@ -138,8 +143,11 @@ def _main(args, figure_job=None):
     if not args.quiet:
         sys.stdout.write(compare_all_steps.render_console(a))
     with common.timed("report, figures, dashboard"):
-        written = generate_report.write_outputs(results_dir, a=a, figure_job=figure_job)
+        written = generate_report.write_outputs(results_dir, a=a, figure_job=figure_job,
+                                                figures=args.figures)
     log("\nwrote " + ", ".join(str(p) for p in written))
+    if not args.figures:
+        log(f"figures: python figures.py --results-dir {results_dir} (or run_all.py --figures)")
     return 0
 
 

@@ -172,8 +172,9 @@ class TreeSampler(threading.Thread):
 
 def run_measured(module, argv, cwd, work_dir, tag):
     """Run MODULE.main(argv) in a fresh `python -c CHILD_DRIVER` process; return {rc, wall_s,
-    peak_rss_bytes (child's VmHWM), tree_pss_peak_bytes, tree_rss_peak_bytes (sampled),
-    timings (common.TIMINGS), log}.
+    cpu_s (user + system CPU of the child and every process it reaped: audit, figure and
+    worker processes), peak_rss_bytes (child's VmHWM), tree_pss_peak_bytes,
+    tree_rss_peak_bytes (sampled), timings (common.TIMINGS), log}.
 
     stdout and stderr go to <work_dir>/<tag>.log. Wall time runs from just before the fork
     to the reaping of the child, so it covers interpreter start-up, imports and shutdown.
@@ -187,7 +188,8 @@ def run_measured(module, argv, cwd, work_dir, tag):
         sampler = TreeSampler(proc.pid)
         sampler.start()
         try:
-            rc = proc.wait()
+            _, status, usage = os.wait4(proc.pid, 0)     # rusage: the child + what it reaped
+            proc.returncode = rc = os.waitstatus_to_exitcode(status)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -201,7 +203,8 @@ def run_measured(module, argv, cwd, work_dir, tag):
         child = {}
     # VmHWM missing only if the child died before writing it: fall back to the sampled peak
     own = child.get("vmhwm_bytes") or sampler.own_rss_peak
-    return {"rc": rc, "wall_s": wall, "peak_rss_bytes": own,
+    return {"rc": rc, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_bytes": own,
             "tree_pss_peak_bytes": sampler.pss_peak, "tree_rss_peak_bytes": sampler.rss_peak,
             "timings": child.get("timings", {}), "log": str(log_path)}
 
@@ -291,12 +294,12 @@ def run_sweep(cache_dir, results_dir, jobs, work_dir, tag, repo=REPO, extra=()):
 
 
 def run_original(cache_dir, work_dir):
-    """The emulated original scripts, steps 0-3 one process each: (summed wall s, largest
-    peak RSS, per-step metrics)."""
+    """The emulated original scripts, steps 0-3 one process each: (summed wall s, summed CPU
+    s, largest peak RSS, per-step metrics)."""
     here = Path(__file__).resolve().parent
-    wall, peak, metrics = 0.0, 0, []
+    wall, cpu, peak, metrics = 0.0, 0.0, 0, []
     for k in range(4):
-        out = Path(work_dir) / f"original_{k}.json"
+        out = Path(work_dir) / f"original_{k}_metrics.json"
         m = run_measured("original_scripts", ["--cache-dir", str(cache_dir), "--step", str(k),
                                               "--out", str(out)], here, work_dir, f"original_{k}")
         if m["rc"] != 0:
@@ -305,9 +308,10 @@ def run_original(cache_dir, work_dir):
         print(f"    step {k}: {m['wall_s']:.1f} s, peak RSS {gb(m['peak_rss_bytes'])} GB",
               flush=True)
         wall += m["wall_s"]
+        cpu += m["cpu_s"]
         peak = max(peak, m["peak_rss_bytes"])
         metrics.append(json.loads(out.read_text()))
-    return wall, peak, metrics
+    return wall, cpu, peak, metrics
 
 
 class ChildFailed(Exception):
@@ -359,6 +363,8 @@ def print_runs(runs, title="End to end"):
     print(f"\n{title}, {n} run(s) (subprocess start to exit)")
     rows = []
     for label, vals, fmt in (("wall time (s)", walls, lambda v: f"{v:.2f}"),
+                             ("CPU time, process tree (s)", [r["cpu_s"] for r in runs],
+                              lambda v: f"{v:.2f}"),
                              ("peak RSS, main process (GB)", rss, gb),
                              ("peak PSS sum, process tree (GB)", pss, gb),
                              ("peak RSS sum, process tree (GB)", tree_rss, gb)):
@@ -471,6 +477,9 @@ def parse_args(argv):
                    help="scratch folder for results and scaling caches (default: a new temp dir)")
     p.add_argument("--compare-ref", default=None, metavar="REV",
                    help="also run git revision REV (e.g. main) side by side, alternating runs")
+    p.add_argument("--extra", default="", metavar="ARGS",
+                   help="extra run_all.py arguments for this checkout's runs only, e.g. "
+                        "--extra=--no-figures")
     p.add_argument("--skip-original", action="store_true",
                    help="do not run the emulated original scripts (nor their agreement check)")
     p.add_argument("--skip-scaling", action="store_true", help="no scaling table")
@@ -490,7 +499,7 @@ def parse_args(argv):
 def timed_runs(args, work, created, ref_dir):
     """The cold run, then --repeats alternating pairs (this checkout / the reference, the
     order switching each time); returns (cold run, runs, reference runs)."""
-    ours = ["--sidecar-dir", str(work / "sidecars")]
+    ours = ["--sidecar-dir", str(work / "sidecars")] + args.extra.split()
     created.append(work / "sidecars")
 
     def one(tag, repo=REPO, extra=ours):
@@ -554,7 +563,7 @@ def main(argv=None):
               f"{size['nnz'] / 1e6:.1f} M non-zeros, {size['bytes'] / GB:.2f} GB on disk")
         print("  run: python -c <driver: run_all.main(argv), dump common.TIMINGS, VmHWM> "
               + " ".join(sweep_argv(args.cache_dir, "<tmp>", args.jobs,
-                                    ["--sidecar-dir", "<work>/sidecars"])))
+                                    ["--sidecar-dir", "<work>/sidecars"] + args.extra.split())))
         print("  memory: main process = VmHWM of the child (/proc/self/status); process tree = "
               f"child + descendants summed, PSS sampled every {SLOW_POLL_S:g} s, RSS every "
               f"{POLL_S:g} s, from /proc")
@@ -584,11 +593,13 @@ def main(argv=None):
         original, agree = None, None
         if not args.skip_original:
             print("\n  original research scripts (emulated), steps 0-3 ...", flush=True)
-            wall, peak, metrics = run_original(args.cache_dir, work)
-            original = {"wall_s": wall, "peak_rss_bytes": peak}
+            wall, cpu, peak, metrics = run_original(args.cache_dir, work)
+            original = {"wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": peak}
             ratio = wall / statistics.median(r["wall_s"] for r in runs)
-            print(f"  original scripts: {wall:.1f} s in all, peak RSS {gb(peak)} GB: "
-                  f"{ratio:.1f}x our median wall time")
+            cpu_ratio = cpu / statistics.median(r["cpu_s"] for r in runs)
+            print(f"  original scripts: {wall:.1f} s wall ({cpu:.1f} CPU-s) in all, peak RSS "
+                  f"{gb(peak)} GB: {ratio:.1f}x our median wall time, {cpu_ratio:.1f}x our "
+                  "median CPU time")
             agree = compare.original_agreement(metrics, runs[0]["results"])
             agree["max_abs_diff"] = agreement_summary(agree)
             doc["original"], doc["agreement"] = original, agree

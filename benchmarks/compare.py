@@ -114,6 +114,7 @@ def side_by_side(runs, ref_runs, fmt_gb, table):
     sec = lambda v: f"{v:.2f}"                                      # noqa: E731
     rows = []
     for label, key, f in (("wall time (s)", "wall_s", sec),
+                          ("CPU time, process tree (s)", "cpu_s", sec),
                           ("peak RSS, main process (GB)", "peak_rss_bytes", fmt_gb),
                           ("peak PSS sum, process tree (GB)", "tree_pss_peak_bytes", fmt_gb)):
         ours, ref = [r[key] for r in runs], [r[key] for r in ref_runs]
