@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 import common
 import lockstep
+import solver_check
 
 SCHEMA_VERSION = 1
 TOP_FEATURES = 20      # strongest weights listed per step (standardized units)
@@ -109,7 +110,7 @@ def fit(pipe, X, y, sample_weight=None):
 
 def fit_l2(pipe, X, y, sample_weight=None, certify=False):
     """The L2 branch of fit(); returns (pipe, converged, n_iter, solver record or None); with
-    certify, the record holds the stopping point's duality gap (lockstep.certificate)."""
+    certify, the record holds the stopping point's duality gap (solver_check.certificate)."""
     scaler, clf = pipe[0], pipe[-1]
     scaler.fit(X)
     scale = np.ones(X.shape[1]) if scaler.scale_ is None else scaler.scale_
@@ -304,7 +305,7 @@ def fit_task(cfg, seed, parts, subset, y, rows, score_rows, sample_weight):
             pipe, converged, n_iter, solver = fit_l2(pipe, X, y[rows], sw, certify=True)
         else:
             pipe, converged, n_iter = fit(pipe, X, y[rows], sw)
-            solver = lockstep.record(n_iter, converged, pipe[-1].tol, cfg["max_iter"])
+            solver = solver_check.record(n_iter, converged, pipe[-1].tol, cfg["max_iter"])
         scores = decision(pipe, rows_matrix(parts, subset, score_rows))
     return pipe, converged, n_iter, scores, solver
 
