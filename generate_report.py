@@ -345,8 +345,9 @@ def build_sections(a, header=True, n_metrics=2):
     secs = [header_section(a)] if header else []
     secs += [progression_section(a)] + set_sections(a, n_metrics) + [
         per_class_section(a), inflection_section(a), gap_section(a), repeats_section(a),
-        anatomy_section(a), solver_section(a)] + arm_sections(a) + [orderings_section(a), transfer_section(a),
+        anatomy_section(a)] + arm_sections(a) + [orderings_section(a), transfer_section(a),
                                                  grid_section(a), audit_section(a), verdict_section(a)]
+    secs.append(solver_section(a))      # does the verdict depend on where the solver stopped?
     return [s for s in secs if s is not None]
 
 

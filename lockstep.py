@@ -26,7 +26,7 @@ import solver_check
 
 try:                                           # accumulating sparse kernels (C += A @ B)
     from scipy.sparse import _sparsetools
-    HAVE_KERNELS = hasattr(_sparsetools, "csr_matvecs")
+    HAVE_KERNELS = hasattr(_sparsetools, "csr_matvecs") and hasattr(_sparsetools, "csc_matvecs")
 except ImportError:                            # pragma: no cover - depends on the scipy build
     _sparsetools, HAVE_KERNELS = None, False
 
@@ -284,10 +284,9 @@ def solve(universe, fits):
 
 
 def certificates(universe, fits):
-    """Solver record with the duality gap of every fit at its final point
-    (solver_check.certificate);
-    batched products: X'.c for all, and X.v / X'.r only for a fit whose final point is not
-    its last evaluated one (line-search failure)."""
+    """Solver record with the duality gap (solver_check.certificate) of every fit at its final
+    point: one batched X'.c, plus X.v / X'.r for a fit whose final point is not its last
+    evaluated one (after a failed line search the solver goes back to the previous point)."""
     stale = [f for f in fits if not np.array_equal(f.x, f.evaluated_at)]
     if stale:
         _evaluate(universe, stale)             # scores z and gradient at the final point
