@@ -39,19 +39,21 @@ DEFAULTS = {
     "C": 10.0,                              # inverse L2/L1 strength of the logistic regression
     "penalty": "l2",                        # l2 (lbfgs) or l1 (saga)
     "max_iter": 1000,                       # solver iteration cap
+    "tol": 1e-4,                            # solver tolerance (scikit-learn's default)
     "seed": 42,                             # every random choice derives from this
     "eval_fraction": 0.2,                   # held-out share of sycophant / model_organism / benchmark
     "cv_folds": 5,                          # CV folds on the training mix
     "repeats": 1,                           # independent seeds (split, folds, model)
     "near_dup_threshold": 0.99,             # cosine similarity counted as a near duplicate
-    "jobs": -1,                             # parallel fits (-1: all cores)
+    "jobs": -1,                             # threads of the fits' products (-1: all cores)
+    "sidecar_dir": None,                    # sparse sidecars: None = next to the .npy files
     # the verdict (analysis only; see verdict.py)
     "gold_tolerance": 0.02,                 # largest gold_106 AUROC drop still called "holds"
     "min_base_auroc": 0.7,                  # step 0's gold_106 AUROC lower bound must reach this
 }
 # Accepted ranges of the numeric flags (checked before any data is read).
 LIMITS = {
-    "C": (1e-6, 1e6), "max_iter": (1, 1_000_000), "seed": (0, 2 ** 32 - 1),
+    "C": (1e-6, 1e6), "tol": (1e-15, 1.0), "max_iter": (1, 1_000_000), "seed": (0, 2 ** 32 - 1),
     "cv_folds": (2, 100), "repeats": (1, 1000), "jobs": (-1, 1024),
 }
 EXTRA_EVAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")   # --extra-eval names
@@ -216,15 +218,19 @@ def _number(text, kind):
             f"must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
-def _positive_float(text):
-    """argparse type: -C, a finite float > 0 within LIMITS['C']."""
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    lo, hi = LIMITS["C"]
-    if not lo <= value <= hi:
-        raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}], got {text}")
-    return value
+def bounded_float(key):
+    """argparse type: a finite float > 0 within LIMITS[key] (-C, --tol)."""
+    lo, hi = LIMITS[key]
+
+    def parse(text):
+        value = _number(text, float)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}], got {text}")
+        return value
+    parse.__name__ = key
+    return parse
 
 
 def _fraction(text):
@@ -344,7 +350,7 @@ def build_parser(description):
     p.add_argument("--demo", action="store_true",
                    help=f"use the synthetic demo cache ({DEMO_CACHE_DIR.relative_to(ROOT)}, "
                         "generated when absent) and demo results folder")
-    p.add_argument("-C", dest="C", type=_positive_float, nargs="+", default=[d["C"]],
+    p.add_argument("-C", dest="C", type=bounded_float("C"), nargs="+", default=[d["C"]],
                    help="inverse regularization strength (several values: a grid, run_all.py)")
     p.add_argument("--penalty", choices=("l1", "l2"), nargs="+", default=[d["penalty"]],
                    help="regularization, l2 (lbfgs) or l1 (saga); several: a grid")
@@ -352,6 +358,10 @@ def build_parser(description):
                    help="grid over these layers (run_all.py; each cell in its own folder)")
     p.add_argument("--max-iter", type=_bounded_int("max_iter"), default=d["max_iter"],
                    help="solver iteration cap")
+    p.add_argument("--tol", type=bounded_float("tol"), default=d["tol"],
+                   help="solver tolerance: stop when every gradient entry is <= TOL "
+                        "(scikit-learn's default, as the original research; 1e-8 fits to the "
+                        "optimum, see --solver-check)")
     p.add_argument("--seed", type=_bounded_int("seed"), default=d["seed"],
                    help="seed of every random choice")
     p.add_argument("--eval-fraction", type=_fraction, default=d["eval_fraction"],
@@ -375,10 +385,16 @@ def build_parser(description):
     p.add_argument("--extra-eval", type=_extra_name, nargs="+", default=None, metavar="NAME",
                    help="also evaluate <NAME>_activations.npy + <NAME>_labels.json|.npy whole, "
                         "at every step (never trained on)")
+    p.add_argument("--sidecar-dir", type=Path, default=d["sidecar_dir"], metavar="DIR",
+                   help="where the sparse sidecar copies of the activations go (default: next "
+                        "to each .npy; use this when the cache folder is read-only)")
+    p.add_argument("--no-sidecar", action="store_true",
+                   help="neither read nor write sparse sidecars (convert the dense files)")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="run the fits on an existing dask.distributed cluster (needs dask)")
     p.add_argument("--jobs", type=_bounded_int("jobs"), default=d["jobs"],
-                   help="parallel fits (final probe + CV folds); -1: all cores")
+                   help="threads for the lockstep fits' products (L2); worker processes for "
+                        "L1 fits and dask tasks; -1: all cores")
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     return p
 
@@ -618,11 +634,30 @@ def _row_chunks(path, rows=LOAD_CHUNK_ROWS):
             yield start, np.frombuffer(buf, dtype=dtype).reshape(k, shape[1])
 
 
-def load_activations(path, feature_ids=None):
-    """Read a dense activations file chunk-wise into CSR float32 (optionally a column subset)."""
+def load_activations(path, feature_ids=None, sidecar=None):
+    """CSR float32 activations (optionally a column subset) and the negative-value count;
+    with a sidecar store (sidecar.Store) the whole matrix comes from its verified sparse
+    sidecar, or is converted and stored there."""
     n_rows, n_features = activation_shape(path)
     if n_rows == 0:
         raise InputError(f"{path}: activations file has no rows")
+    if sidecar is None:
+        return _dense_to_csr(path, n_rows, n_features, feature_ids)
+    source = fingerprint(path)
+    cached = sidecar.load(path, (n_rows, n_features), source)
+    if cached is None:
+        cached = _dense_to_csr(path, n_rows, n_features, None)
+        sidecar.save(path, *cached, source)
+    X, n_neg = cached
+    if feature_ids is None:
+        return X, n_neg
+    X = X[:, np.asarray(feature_ids, dtype=np.intp)].tocsr()
+    X.sort_indices()
+    return X, int(np.count_nonzero(X.data < 0))
+
+
+def _dense_to_csr(path, n_rows, n_features, feature_ids):
+    """Read a dense activations file chunk-wise into CSR float32 (optionally a column subset)."""
     cols = None if feature_ids is None else np.asarray(feature_ids, dtype=np.intp)
     data, indices, counts, n_neg = [], [], [], 0
     for start, block in _row_chunks(path):
@@ -730,8 +765,9 @@ def check_present(cache_dir, layer, names):
                          + f"\n{layout_help(cache_dir, layer)}")
 
 
-def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print):
-    """Load the named datasets once; validate shapes, labels and feature counts across files.
+def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print, sidecar=None):
+    """Load the named datasets once; validate shapes, labels and feature counts across files
+    (sidecar: a sidecar.Store of sparse copies, or None).
 
     Returns (datasets: dict name -> Dataset, feature_ids list or None, n_features_in_cache).
     """
@@ -751,7 +787,7 @@ def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print):
         y, classes = load_labels(lab, name)
         if len(y) != shapes[name][0]:
             raise InputError(f"{lab}: {len(y)} labels for {shapes[name][0]} rows in {acts.name}")
-        X, n_neg = load_activations(acts, feature_ids)
+        X, n_neg = load_activations(acts, feature_ids, sidecar)
         if n_neg:
             warn(f"note: {acts}: {n_neg} negative values (SAE activations are >= 0; "
                  "is this the right file?)")
@@ -928,7 +964,7 @@ def atomic_write(path, data):
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-RUN_ONLY_KEYS = ("jobs", "quiet", "dask_scheduler")   # config keys that never change a number
+RUN_ONLY_KEYS = ("jobs", "quiet", "dask_scheduler", "sidecar")   # never change a number
 
 
 def comparable(config):

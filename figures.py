@@ -383,21 +383,25 @@ def transfer_figure(a, mixes, evals, cells):
 # --------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------
-def write_figures(results_dir, a=None, allow_mixed=False):
-    """Write every figure the results support; return their paths ([] without matplotlib)."""
+def write_figures(results_dir, a=None, allow_mixed=False, only=None):
+    """Write every figure the results support (or those of them named in `only`); return their
+    paths ([] without matplotlib)."""
     if not HAVE_MATPLOTLIB:
         return []
+    want = (lambda name: only is None or name in only)              # noqa: E731
     results_dir = Path(results_dir)
     a = a or analysis.analyze(results_dir, allow_mixed)
-    arm = _analyze_arm(results_dir, allow_mixed, a)
-    scores = _load_step_scores(results_dir, a)
+    arm = _analyze_arm(results_dir, allow_mixed, a) if want(SWEEP_FILE) else None
+    scores = _load_step_scores(results_dir, a) if want(SCORES_FILE) else None
     tpath = results_dir / TRANSFER_JSON
     transfer = load_transfer(tpath) if tpath.exists() else None     # bad input fails up front
     paths = []
     with matplotlib.style.context("default"), matplotlib.rc_context(STYLE):
-        paths.append(_save(sweep_figure(a, arm), results_dir / SWEEP_FILE))
-        paths.append(_save(score_figure(a, scores), results_dir / SCORES_FILE))
-        if transfer is not None:
+        if want(SWEEP_FILE):
+            paths.append(_save(sweep_figure(a, arm), results_dir / SWEEP_FILE))
+        if want(SCORES_FILE):
+            paths.append(_save(score_figure(a, scores), results_dir / SCORES_FILE))
+        if transfer is not None and want(TRANSFER_FILE):
             paths.append(_save(transfer_figure(a, *transfer), results_dir / TRANSFER_FILE))
     return paths
 

@@ -393,6 +393,12 @@ def verdict_section(a):
         "next steps:\n" + "\n".join(f"- {s}" for s in v["next_steps"])])
 
 
+def solver_section(a):
+    """How far each fit stopped from its optimum, and the --solver-check control."""
+    import solver_check
+    return solver_check.section(a)
+
+
 def build_sections(a, header=True, n_metrics=2):
     """All sections in report order (None-valued ones dropped)."""
     secs = [header_section(a)] if header else []
@@ -400,6 +406,7 @@ def build_sections(a, header=True, n_metrics=2):
         per_class_section(a), inflection_section(a), gap_section(a), repeats_section(a),
         anatomy_section(a)] + arm_sections(a) + [orderings_section(a), transfer_section(a),
                                                  grid_section(a), audit_section(a), verdict_section(a)]
+    secs.append(solver_section(a))      # does the verdict depend on where the solver stopped?
     return [s for s in secs if s is not None]
 
 
@@ -496,16 +503,71 @@ def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=
     return output
 
 
-def write_outputs(results_dir, a, formats=("txt", "html")):
-    """Report(s), dashboard and figures of an analyzed results folder; return the paths."""
+def write_outputs(results_dir, a, formats=("txt", "html"), figure_job=None, figures=True):
+    """Report(s), dashboard and figures of an analyzed results folder; return the paths.
+    figure_job (start_figures()): the figures are drawn there while the reports are written."""
+    if not figures:
+        return ([write_report(results_dir, fmt_name=f, a=a) for f in formats]
+                + [verdict.write(results_dir, a)])
+    job = figure_job or _InProcess()
+    job.send((results_dir, a))
+    try:
+        written = ([write_report(results_dir, fmt_name=f, a=a) for f in formats]
+                   + [verdict.write(results_dir, a)])
+    except BaseException:
+        job.cancel()                    # no figures for results whose report failed
+        raise
+    pngs, note = job.result()
+    if note:
+        print(note, file=sys.stderr)
+    return written + pngs
+
+
+def start_figures():
+    """A separate process (overlap.py) that imports matplotlib now, then draws the figures of
+    the results handed to it by write_outputs; close() it when no figures are wanted."""
+    import overlap
+    return overlap.start(_draw_figures, inbox=True)
+
+
+def _draw_figures(receive, work=None):
+    """(PNG paths, note or None) for the (results_dir, analysis) received; ([], None) when
+    closed without work."""
     import figures
-    written = [write_report(results_dir, fmt_name=f, a=a) for f in formats]
-    written.append(verdict.write(results_dir, a))
-    pngs = figures.write_figures(results_dir, a=a)
-    if not pngs and not figures.HAVE_MATPLOTLIB:
-        print(figures.MISSING_NOTE, file=sys.stderr)
-    written += pngs
-    return written
+    import overlap
+    results_dir, a = work or receive() or (None, None)
+    if results_dir is None:
+        return [], None
+    if not figures.HAVE_MATPLOTLIB:
+        return [], figures.MISSING_NOTE
+    first = {figures.SCORES_FILE}                        # the costly one, drawn here ...
+    other = overlap.start(figures.write_figures, results_dir, a=a,   # ... the others next to it
+                          only={figures.SWEEP_FILE, figures.TRANSFER_FILE})
+    try:
+        pngs = figures.write_figures(results_dir, a=a, only=first) + other.result()
+    except BaseException:
+        other.cancel()
+        raise
+    order = [figures.SWEEP_FILE, figures.SCORES_FILE, figures.TRANSFER_FILE]
+    return sorted(pngs, key=lambda p: order.index(p.name)), None
+
+
+class _InProcess:
+    """The figures drawn here and now (no separate process)."""
+
+    def __init__(self):
+        self.work = None
+
+    def send(self, work):
+        """Keep the work for result()."""
+        self.work = work
+
+    def result(self):
+        """Draw and return (paths, note)."""
+        return _draw_figures(None, self.work)
+
+    def cancel(self):
+        """Nothing runs yet: nothing to stop."""
 
 
 def main(argv=None):

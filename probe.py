@@ -21,20 +21,14 @@ import joblib
 import numpy as np
 import scipy
 import scipy.sparse as sp
-import sklearn
-from scipy.optimize import minimize
 from scipy.special import expit
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 import common
 import intervals
+import lockstep
 import owned
+import solver_check
 
 SCHEMA_VERSION = 1
 TOP_FEATURES = 20      # strongest weights listed per step (standardized units)
@@ -50,9 +44,13 @@ def make_pipeline(cfg, seed):
     sparse; for L2, fit() solves the centred problem and folds the centring into the
     intercept (see lbfgs_logistic).
     """
+    from sklearn.linear_model import LogisticRegression    # scikit-learn: imported when used
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
     solver = "lbfgs" if cfg["penalty"] == "l2" else "saga"
     clf = LogisticRegression(C=cfg["C"], l1_ratio=0.0 if cfg["penalty"] == "l2" else 1.0,
-                             solver=solver, max_iter=cfg["max_iter"], random_state=seed)
+                             solver=solver, max_iter=cfg["max_iter"], random_state=seed,
+                             tol=cfg.get("tol", common.DEFAULTS["tol"]))
     return Pipeline([("scaler", StandardScaler(with_mean=False)), ("clf", clf)])
 
 
@@ -69,6 +67,7 @@ def lbfgs_logistic(X, y, mean, scale, C, *, sample_weight=None, max_iter=1000, t
     else float64. Returns (w in standardized units, intercept for centred data, n_iter,
     converged).
     """
+    from scipy.optimize import minimize
     n, p = X.shape
     sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     total = sw.sum()
@@ -102,26 +101,49 @@ def fit(pipe, X, y, sample_weight=None):
     LogisticRegression whose intercept absorbs the centring: the same function of x as
     StandardScaler() + LogisticRegression fitted densely. L1 probes use scikit-learn's saga.
     """
-    scaler, clf = pipe[0], pipe[-1]
-    if clf.l1_ratio == 0.0:
-        scaler.fit(X)
-        scale = np.ones(X.shape[1]) if scaler.scale_ is None else scaler.scale_
-        mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
-        w, b, n_iter, converged = lbfgs_logistic(
-            X, y, mean, scale, clf.C, sample_weight=sample_weight, max_iter=clf.max_iter,
-            tol=clf.tol)
-        clf.classes_ = np.array([0, 1])
-        clf.coef_ = w.reshape(1, -1)
-        clf.intercept_ = np.array([b - np.dot(mean / scale, w)])
-        clf.n_iter_ = np.array([n_iter], dtype=np.int32)
-        clf.n_features_in_ = X.shape[1]
-        return pipe, converged, n_iter
+    if pipe[-1].l1_ratio == 0.0:
+        return fit_l2(pipe, X, y, sample_weight)[:3]
+    from sklearn.exceptions import ConvergenceWarning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         pipe.fit(X, y, clf__sample_weight=sample_weight)
     n_iter = int(np.max(pipe[-1].n_iter_))
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     return pipe, converged, n_iter
+
+
+def fit_l2(pipe, X, y, sample_weight=None, certify=False):
+    """The L2 branch of fit(); returns (pipe, converged, n_iter, solver record or None); with
+    certify, the record holds the stopping point's duality gap (solver_check.certificate)."""
+    scaler, clf = pipe[0], pipe[-1]
+    scaler.fit(X)
+    scale = np.ones(X.shape[1]) if scaler.scale_ is None else scaler.scale_
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    w, b, n_iter, converged = lbfgs_logistic(
+        X, y, mean, scale, clf.C, sample_weight=sample_weight, max_iter=clf.max_iter,
+        tol=clf.tol)
+    set_l2_solution(pipe, w, b - np.dot(mean / scale, w), n_iter, X.shape[1])
+    solver = None
+    if certify:
+        solver = lockstep.certify_one(X, y, sample_weight, clf.C, clf.tol, clf.max_iter,
+                                      mean, scale, w, b, n_iter, converged)
+    return pipe, converged, n_iter, solver
+
+
+def set_l2_solution(pipe, w, intercept, n_iter, n_features, scaler=None):
+    """Store an L2 solution (standardized weights, intercept for uncentred data) in a
+    pipeline; `scaler`: StandardScaler attributes computed elsewhere (lockstep)."""
+    clf = pipe[-1]
+    if scaler is not None:
+        for key, value in scaler.items():
+            setattr(pipe[0], key, value)
+        pipe[0].n_features_in_ = n_features
+    clf.classes_ = np.array([0, 1])
+    clf.coef_ = w.reshape(1, -1)
+    clf.intercept_ = np.array([intercept])
+    clf.n_iter_ = np.array([n_iter], dtype=np.int32)
+    clf.n_features_in_ = n_features
+    return pipe
 
 
 def linear_form(pipe):
@@ -206,6 +228,7 @@ def plan_step(step, datasets, splits, cfg, seed):
             raise common.InputError(f"--budget: {budget} samples requested, but step "
                                     f"{step.number}'s mix has only {len(mix.y)}")
         mix = mix.subset(subsample_stratified(mix_strata(mix), budget, seed))
+    from sklearn.model_selection import StratifiedKFold
     skf = StratifiedKFold(n_splits=cfg["cv_folds"], shuffle=True, random_state=seed)
     with warnings.catch_warnings():     # sources smaller than the folds: checked below
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
@@ -284,7 +307,7 @@ def rows_matrix(parts, subset, rows):
 
 def fit_task(cfg, seed, parts, subset, y, rows, score_rows, sample_weight):
     """One unit of work: fit a fresh probe on some rows of a mix (single-threaded BLAS) and
-    score `score_rows` with it; returns (pipe, converged, n_iter, float64 scores).
+    score `score_rows` with it; returns (pipe, converged, n_iter, float64 scores, solver).
 
     Every fit starts from zero weights: warm starting a fold from a model that saw its
     validation rows stops the solver at once near that model and leaks (measured: CV AUROC
@@ -292,10 +315,14 @@ def fit_task(cfg, seed, parts, subset, y, rows, score_rows, sample_weight):
     """
     with threadpool_limits(1):
         sw = None if sample_weight is None else sample_weight[rows]
-        pipe, converged, n_iter = fit(make_pipeline(cfg, seed), rows_matrix(parts, subset, rows),
-                                      y[rows], sw)
+        X, pipe = rows_matrix(parts, subset, rows), make_pipeline(cfg, seed)
+        if pipe[-1].l1_ratio == 0.0:
+            pipe, converged, n_iter, solver = fit_l2(pipe, X, y[rows], sw, certify=True)
+        else:
+            pipe, converged, n_iter = fit(pipe, X, y[rows], sw)
+            solver = solver_check.record(n_iter, converged, pipe[-1].tol, cfg["max_iter"])
         scores = decision(pipe, rows_matrix(parts, subset, score_rows))
-    return pipe, converged, n_iter, scores
+    return pipe, converged, n_iter, scores, solver
 
 
 def _tasks(plans, shared=None):
@@ -309,11 +336,37 @@ def _tasks(plans, shared=None):
 
 
 def execute(plans, jobs=1):
-    """Fit every task of every plan in one joblib batch; returns per plan
-    [(pipe, converged, n_iter, scores)], the full-mix fit first, then the folds.
+    """Fit every task of every plan; returns per plan [(pipe, converged, n_iter, scores,
+    solver)], the full-mix fit first, then the folds.
 
-    Local worker processes map the matrices from files written once per batch; in-process
-    and remote (dask) tasks get the matrices themselves."""
+    On this machine, L2 plans are fitted in lockstep in this process (lockstep.py; --jobs =
+    threads for its products); L1 plans, and every plan when joblib's backend is remote
+    (--dask-scheduler), go to joblib as one task per fit: local worker processes map the
+    matrices from files written once per batch, remote tasks get the matrices themselves."""
+    fitted = [None] * len(plans)
+    backend = joblib.parallel.get_active_backend()[0].__class__.__name__
+    local = backend in ("LokyBackend", "MultiprocessingBackend", "ThreadingBackend",
+                        "SequentialBackend")
+    if local and lockstep.HAVE_KERNELS:
+        for i, results in enumerate(lockstep.run_plans(plans, lockstep.thread_count(jobs))):
+            if results is not None:
+                fitted[i] = [_from_lockstep(plans[i], r) for r in results]
+    rest = [i for i, f in enumerate(fitted) if f is None]
+    if rest:
+        for i, f in zip(rest, _execute_tasks([plans[i] for i in rest], jobs)):
+            fitted[i] = f
+    return fitted
+
+
+def _from_lockstep(plan, r):
+    """A lockstep result (lockstep.run_plans) as (pipe, converged, n_iter, scores, solver)."""
+    pipe = set_l2_solution(make_pipeline(plan.cfg, plan.seed), r["coef"], r["intercept"],
+                           r["n_iter"], plan.mix.n_features, scaler=r["scaler"])
+    return pipe, r["converged"], r["n_iter"], r["scores"], r["solver"]
+
+
+def _execute_tasks(plans, jobs=1):
+    """One joblib batch of per-fit tasks (see execute)."""
     owners = [i for i, plan in enumerate(plans) for _ in range(len(plan.folds) + 1)]
     backend = joblib.parallel.get_active_backend()[0].__class__.__name__
     local_workers = (backend in ("LokyBackend", "MultiprocessingBackend")
@@ -335,10 +388,11 @@ def execute(plans, jobs=1):
 
 def cv_summary(plan, fitted):
     """Out-of-fold scores, fold AUROCs and convergence from a plan's fitted folds."""
+    from sklearn.metrics import roc_auc_score
     mix = plan.mix
     oof = np.empty(len(mix.y), dtype=np.float64)
     aurocs, converged = [], True
-    for (_, va), (_, conv, _, scores) in zip(plan.folds, fitted[1:]):
+    for (_, va), (_, conv, _, scores, _) in zip(plan.folds, fitted[1:]):
         oof[va] = scores
         aurocs.append(float(roc_auc_score(mix.y[va], scores)))
         converged &= conv
@@ -367,6 +421,7 @@ def _rate(flags):
 
 def evaluate_set(score, y, classes, thresholds, reference_neg=None, reference_name=None):
     """Every metric of one eval set from its scores; AUROC only where both classes exist."""
+    from sklearn.metrics import roc_auc_score
     af, neg = score[y == 1], score[y == 0]
     out = {
         "n_samples": int(len(y)),
@@ -460,10 +515,12 @@ def add_confidence_intervals(evaluation, scores, thresholds):
 # --------------------------------------------------------------------------------------------
 def finish_step(plan, fitted, datasets, splits):
     """Score every eval set with the plan's probe and assemble (record, scores, pipe)."""
-    pipe, converged, n_iter, train_scores = fitted[0]
+    pipe, converged, n_iter, train_scores, _ = fitted[0]
     cv = cv_summary(plan, fitted)
-    return _evaluate_step(plan.step, datasets, splits, plan.cfg, plan.mix, pipe, converged,
-                          n_iter, cv, train_scores)
+    record, scores, pipe = _evaluate_step(plan.step, datasets, splits, plan.cfg, plan.mix, pipe,
+                                          converged, n_iter, cv, train_scores)
+    record["solver"] = {"final": fitted[0][4], "cv_folds": [f[4] for f in fitted[1:]]}
+    return record, scores, pipe
 
 
 def run_step(step, datasets, splits, cfg, seed, jobs=1):
@@ -539,6 +596,7 @@ def output_paths(results_dir, step):
 
 def versions():
     """Versions of the packages that produce the numbers."""
+    import sklearn
     return {"python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
             "joblib": joblib.__version__}

@@ -1,5 +1,6 @@
 """Run the distribution sweep: every step in one process (each dataset loaded once, all probes
-fitted in one parallel batch), then the comparison, the report, figures and dashboard.
+fitted together in lockstep), then the comparison, the report and the dashboard (figures with
+--figures).
 
     python run_all.py --demo                    # synthetic demo cache -> results/demo/
     python run_all.py --cache-dir DIR           # real cache -> results/distribution_sweep/
@@ -11,6 +12,8 @@ Controls (each writes into its own subfolder or file of the results folder):
     --baseline format      the sweep with a format-statistics-only probe (baseline_format/)
     --orderings all        the 6 orders of adding the OOD sources (orderings/<order>/)
     --transfer             train on each source alone / all-but-one (transfer_matrix.json)
+    --solver-check [TOL]   every step refitted at --tol TOL (1e-8): does the verdict depend on
+                           where the solver stops? (solver_check/)
     --layers 16 31 40 53, -C 0.1 1 10, --penalty l1 l2
                            a grid: every cell in grid/layer_<L>/C_<C>/penalty_<p>/
 """
@@ -26,6 +29,7 @@ import generate_report
 import probe
 import results_io
 import results_read
+import solver_check
 import sweep
 import verdict
 
@@ -69,6 +73,9 @@ def main(argv=None):
                    help="steps to run (4 = OOD-only control)")
     p.add_argument("--compare-only", action="store_true",
                    help="only print the comparison of existing results")
+    p.add_argument("--figures", action="store_true",
+                   help="also draw the PNG figures (about 2 CPU-seconds of matplotlib; "
+                        "python figures.py draws them later from the results)")
     p.add_argument("--resume", action="store_true",
                    help="skip steps whose outputs exist and match the config and inputs")
     p.add_argument("--budget", metavar="N|base", type=_budget, default=None,
@@ -80,12 +87,25 @@ def main(argv=None):
                    help="also run the 6 orders of adding the OOD sources")
     p.add_argument("--transfer", action="store_true",
                    help="also train on each source alone and on all-but-one (transfer matrix)")
+    p.add_argument("--solver-check", nargs="?", type=common.bounded_float("tol"), default=None,
+                   const=solver_check.CHECK_TOL, metavar="TOL",
+                   help="also refit every step at a tight tolerance (default 1e-8) into "
+                        "solver_check/: do the numbers and the verdict depend on where the "
+                        "solver stops?")
     args = p.parse_args(argv)
 
     def body():
-        """The run inside one results-folder session."""
-        with common.extra_evals(args.extra_eval):
-            return _main(args)
+        """The run inside one results-folder session; with --figures, matplotlib is imported
+        and the figures drawn in a separate process meanwhile."""
+        figure_job = None
+        try:
+            with common.extra_evals(args.extra_eval):
+                if args.figures and not args.compare_only:
+                    figure_job = generate_report.start_figures()
+                return _main(args, figure_job)
+        finally:
+            if figure_job is not None:
+                figure_job.close()
     return results_io.run_cli(body)
 
 
@@ -102,7 +122,7 @@ def _budget(text):
     return str(n)
 
 
-def _main(args):
+def _main(args, figure_job=None):
     """Run what the flags ask for; InputError on bad input."""
     log = sweep.quiet_log(args)
     _, results_dir = common.resolve_paths(args)
@@ -145,14 +165,19 @@ def _main(args):
             if args.transfer:
                 doc, path = sweep.run_transfer(ctx, results_dir, config)
                 log(transfer_table(doc) + f"\nwrote {path}")
+            if args.solver_check:
+                solver_check.run(ctx, steps, results_dir, config, args.solver_check, args.resume)
         results_io.commit_all()            # every folder of the run switched in together
     with common.timed("analysis"):
         a = analysis.analyze(results_dir, criteria=verdict.Criteria.from_args(args))
     if not args.quiet:
         sys.stdout.write(compare_all_steps.render_console(a))
     with common.timed("report, figures, dashboard"):
-        written = generate_report.write_outputs(results_dir, a=a)
+        written = generate_report.write_outputs(results_dir, a=a, figure_job=figure_job,
+                                                figures=args.figures)
     log("\nwrote " + ", ".join(str(p) for p in written))
+    if not args.figures:
+        log(f"figures: python figures.py --results-dir {results_dir} (or run_all.py --figures)")
     return 0
 
 

@@ -23,9 +23,11 @@ import scipy.sparse as sp
 
 import common
 import datacheck
+import overlap
 import probe
 import results_io
 import results_read
+import sidecar
 from common import DATASETS, InputError, timed
 
 FORMAT_FEATURES = ("n_active", "mean_active", "max", "l1")
@@ -39,7 +41,8 @@ def make_config(args, cache_dir, feature_ids, layer=None, C=None, penalty=None):
     return {
         "cache_dir": str(Path(cache_dir).resolve()), "layer": layer or args.layer,
         "C": C if C is not None else args.C[0], "penalty": penalty or args.penalty[0],
-        "max_iter": args.max_iter, "seed": args.seed, "eval_fraction": args.eval_fraction,
+        "max_iter": args.max_iter, "tol": args.tol, "seed": args.seed,
+        "eval_fraction": args.eval_fraction,
         "cv_folds": args.cv_folds,
         "feature_ids_file": str(args.feature_ids) if args.feature_ids else None,
         "feature_ids": feature_ids, "repeats": args.repeats,
@@ -50,6 +53,9 @@ def make_config(args, cache_dir, feature_ids, layer=None, C=None, penalty=None):
         "budget_n": None, "baseline": None,
         "jobs": args.jobs, "quiet": args.quiet,
         "dask_scheduler": getattr(args, "dask_scheduler", None),
+        "sidecar": ("off" if getattr(args, "no_sidecar", False)
+                    else str(args.sidecar_dir) if getattr(args, "sidecar_dir", None)
+                    else "next to the .npy files"),
     }
 
 
@@ -164,6 +170,17 @@ class Context:
     demo: dict | None = None                     # the demo generator's settings, if a demo
     fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
 
+    def leakage_audit(self):
+        """The audit's result; waits for it when it still runs next to the fits."""
+        if isinstance(self.audit, overlap.Job):
+            job = self.audit
+            with timed("leakage audit (wait)"):
+                self.audit, lines = job.result()
+            common.TIMINGS[f"leakage audit ({job.mode}, background)"] = job.seconds
+            for line in lines:
+                self.log(line)
+        return self.audit
+
 
 _DEFERRED = []     # warnings held back until the run's inputs have passed every check
 
@@ -221,29 +238,40 @@ def prepare(args, steps, layer=None, audit=True):
               f"{n} is skipped", file=sys.stderr)
     optional = [n for n in optional if n not in absent]
     source = common.data_source(cache_dir)
-    if not getattr(args, "dask_scheduler", None):
-        _warm_workers(args.jobs)        # spawn while the data loads
+    if not getattr(args, "dask_scheduler", None) and "l1" in args.penalty:
+        _warm_workers(args.jobs)        # L1 fits run in worker processes: spawn them now
     if source == "demo":
         log("*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***")
     t0 = time.perf_counter()
+    store = None if args.no_sidecar else sidecar.Store(args.sidecar_dir)
     with timed("load"):
         datasets, feature_ids, n_cache_features = common.load_cache(
             cache_dir, layer, needed + optional, args.feature_ids,
-            warn=lambda m: print(m, file=sys.stderr))
+            warn=lambda m: print(m, file=sys.stderr), sidecar=store)
         datacheck.check_datasets(datasets, feature_ids, _deferring(_stderr))
         fingerprints = common.input_fingerprints(datasets, args.feature_ids)
+    st = store.stats if store else None
     log(f"loaded {len(datasets)} datasets from {common.layer_dir(cache_dir, layer)} "
         f"({n_cache_features} features"
         f"{'' if feature_ids is None else f', using {len(feature_ids)}'}) "
         f"in {time.perf_counter() - t0:.1f}s; input fingerprints: sha256 of the whole of "
-        f"{len(fingerprints)} files")
+        f"{len(fingerprints)} files"
+        + (f"; sparse sidecars: {st['hits']} read, {st['written']} written, "
+           f"{st['bytes'] / 1e6:.0f} MB on disk" if st else ""))
+    _DEFERRED.extend((_stderr, note) for note in (store.notes if store else []))  # printed
+    # once the inputs pass every check, so that an error stays the first line
     ctx = Context(args, Path(cache_dir), layer, source, datasets, feature_ids, fingerprints,
                   None, log, common.demo_info(cache_dir))
     if audit:
         splits = common.make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
-        with timed("leakage audit"):
-            ctx.audit = leakage_audit(datasets, splits, args.near_dup_threshold, _deferring(log))
+        ctx.audit = overlap.start(_audit_lines, datasets, splits, args.near_dup_threshold)
     return ctx
+
+
+def _audit_lines(datasets, splits, threshold):
+    """The leakage audit and the lines it logs (printed in order when the result is used)."""
+    lines = []
+    return leakage_audit(datasets, splits, threshold, lines.append), lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,7 +299,9 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
         flush_warnings()
         return records
     check_kept_steps(results_dir, todo, config, ctx)
-    plans = [probe.plan_step(step, datasets, splits[s], config, s) for step in todo for s in seeds]
+    with timed("plan"):
+        plans = [probe.plan_step(step, datasets, splits[s], config, s)
+                 for step in todo for s in seeds]
     flush_warnings()
     t = time.perf_counter()
     fitted, n_new = fit_plans(ctx, plans, datasets)
@@ -309,7 +339,7 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
             "inputs": ctx.fingerprints, "split_sizes": {
                 n: {"train": int(len(v.train)), "eval": int(len(v.eval))}
                 for n, v in splits[seeds[0]].items()},
-            "leakage_audit": ctx.audit, "versions": probe.versions(),
+            "leakage_audit": ctx.leakage_audit(), "versions": probe.versions(),
             "timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         })
         with timed("write"):

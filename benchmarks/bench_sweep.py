@@ -1,32 +1,30 @@
-"""python benchmarks/bench_sweep.py [--repeats 3] [--quick] [--json bench.json]
+"""python benchmarks/bench_sweep.py [--compare-ref main] [--repeats 3] [--quick] [--json bench.json]
 
-Benchmark of the default distribution sweep (4 steps, 5-fold CV, 4 eval sets, bootstrap CIs)
+Benchmark of the default distribution sweep (4 steps, 5-fold CV, 4 eval sets, closed-form intervals)
 on the full-size synthetic demo cache:
 
-1. End to end: `run_all.py --cache-dir <cache> --results-dir <tmp> --quiet` is run --repeats
-   times, each in a fresh subprocess; wall time is process start to exit (demo generation
-   excluded). Each child dumps `common.TIMINGS` (per-phase wall seconds) to a JSON file.
-2. Peak memory of every child, two ways:
-   - main process: VmHWM (the kernel's RSS high-water mark of the process's own address
-     space), read by the child from /proc/self/status when the sweep returns. Not ru_maxrss:
-     Linux seeds a child's ru_maxrss with the parent's high-water mark at fork/exec, so
-     wait4()/RUSAGE_CHILDREN would report this benchmark's own peak for a small child;
-   - process tree: PSS (proportional set size: shared pages split between the processes
-     sharing them) of the child plus all its descendants (joblib workers), summed, sampled
-     from /proc every 0.5 s; the summed RSS (an upper bound) is sampled every 50 ms.
-3. Scaling: one run per cell of {0.5x, 1x, 2x samples} x {4,096, 16,384, 49,152 features}
-   (caches generated under --work-dir and deleted afterwards unless --keep), with the wall
-   time and peak memory per non-zero activation.
-4. AUROC agreement with a dense reference: for every step, StandardScaler() +
-   LogisticRegression(C=10, max_iter=1000) fitted on the dense float64 training mix, scored
-   with decision_function on the dense eval rows, compared with the tool's saved metrics.
-5. Targets (<= 6 s median wall time, <= 0.8 GB peak RSS, AUROC agreement <= 0.005) with
-   PASS/FAIL next to the measured values.
+1. End to end: `run_all.py --cache-dir <cache> --results-dir <tmp> --quiet` in a fresh
+   subprocess per run; wall time is process start to exit (demo generation excluded). Each
+   child dumps `common.TIMINGS` (per-phase wall seconds) to a JSON file. This checkout's runs
+   keep their sparse sidecars in the work dir (--sidecar-dir): the first run converts the
+   dense files and writes them (reported as the cold run), the timed runs read them.
+2. --compare-ref REV: the same sweep from git revision REV (exported with `git archive` into
+   the work dir, run with the same Python), alternating with this checkout's runs; wall time,
+   memory and every phase side by side, and whether the two give identical numbers.
+3. Peak memory of every child: main process VmHWM (read by the child from /proc/self/status;
+   not ru_maxrss, which Linux seeds with the parent's peak at fork) and the process tree's
+   summed PSS (child + descendants: audit and figure processes, workers), sampled from /proc.
+4. The original research scripts, emulated (benchmarks/original_scripts.py: dense float64
+   np.load, StandardScaler + LogisticRegression(C=10, max_iter=1000), 5-fold cross_val_score
+   per step, same mixes and eval sets), steps 0-3 one process each; their summed wall time
+   against ours, and the agreement of our AUROCs / detection rates with their dense fits.
+5. Scaling: one run per cell of {0.5x, 1x, 2x samples} x {4,096, 16,384, 49,152 features}.
+6. Targets, PASS/FAIL: >= 2x faster than REV (median wall), identical numbers to REV, original
+   scripts >= 5x slower than ours, main-process peak RSS <= 0.55 GB, agreement <= 0.005.
 
-Flags: --repeats N, --cache-dir DIR, --work-dir DIR, --skip-scaling, --skip-agreement, --quick
-(scaling on the small cells only), --keep, --jobs N (passed to run_all.py), --json PATH.
-Exit status: 0 when every run completed (whatever the PASS/FAIL lines say), 1 when a child
-run failed, 2 on bad arguments.
+Flags: --repeats N, --cache-dir DIR, --work-dir DIR, --compare-ref REV, --skip-original,
+--skip-scaling, --quick, --keep, --jobs N, --json PATH. Exit status: 0 when every run
+completed (whatever the PASS/FAIL lines say), 1 when a child run failed, 2 on bad arguments.
 """
 from __future__ import annotations
 
@@ -47,6 +45,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import compare  # noqa: E402
 
 LAYER = 40                              # the sweep's default layer (common.DEFAULTS["layer"])
 DEMO_SEED = 0                           # demo_data.py defaults: the full-size demo cache
@@ -56,11 +57,10 @@ SCALES = (0.5, 1.0, 2.0)                # scaling table: demo `scale` ...
 FEATURES = (4096, 16384, 49152)         # ... x SAE width
 QUICK_SCALES = (0.5, 1.0)               # --quick: leave out the 2x and 49,152-feature cells
 QUICK_FEATURES = (4096, 16384)
-TARGET_WALL_S = 6.0
-TARGET_RSS_GB = 0.8
+TARGET_SPEEDUP = 2.0                    # reference revision's median wall / ours
+TARGET_ORIGINAL = 5.0                   # original scripts' wall / ours
+TARGET_RSS_GB = 0.55                    # main process peak RSS
 TARGET_AUROC_DIFF = 0.005
-REF_C = 10.0
-REF_MAX_ITER = 1000
 POLL_S = 0.05                           # tree RSS sampling interval (s)
 SLOW_POLL_S = 0.5                       # descendant rescan + tree PSS sampling interval (s)
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -172,8 +172,9 @@ class TreeSampler(threading.Thread):
 
 def run_measured(module, argv, cwd, work_dir, tag):
     """Run MODULE.main(argv) in a fresh `python -c CHILD_DRIVER` process; return {rc, wall_s,
-    peak_rss_bytes (child's VmHWM), tree_pss_peak_bytes, tree_rss_peak_bytes (sampled),
-    timings (common.TIMINGS), log}.
+    cpu_s (user + system CPU of the child and every process it reaped: audit, figure and
+    worker processes), peak_rss_bytes (child's VmHWM), tree_pss_peak_bytes,
+    tree_rss_peak_bytes (sampled), timings (common.TIMINGS), log}.
 
     stdout and stderr go to <work_dir>/<tag>.log. Wall time runs from just before the fork
     to the reaping of the child, so it covers interpreter start-up, imports and shutdown.
@@ -187,7 +188,8 @@ def run_measured(module, argv, cwd, work_dir, tag):
         sampler = TreeSampler(proc.pid)
         sampler.start()
         try:
-            rc = proc.wait()
+            _, status, usage = os.wait4(proc.pid, 0)     # rusage: the child + what it reaped
+            proc.returncode = rc = os.waitstatus_to_exitcode(status)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -201,7 +203,8 @@ def run_measured(module, argv, cwd, work_dir, tag):
         child = {}
     # VmHWM missing only if the child died before writing it: fall back to the sampled peak
     own = child.get("vmhwm_bytes") or sampler.own_rss_peak
-    return {"rc": rc, "wall_s": wall, "peak_rss_bytes": own,
+    return {"rc": rc, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_bytes": own,
             "tree_pss_peak_bytes": sampler.pss_peak, "tree_rss_peak_bytes": sampler.rss_peak,
             "timings": child.get("timings", {}), "log": str(log_path)}
 
@@ -272,22 +275,43 @@ def cache_size(cache_dir):
 # --------------------------------------------------------------------------------------------
 # Sweep runs
 # --------------------------------------------------------------------------------------------
-def sweep_argv(cache_dir, results_dir, jobs):
+def sweep_argv(cache_dir, results_dir, jobs, extra=()):
     """run_all.py arguments of the default sweep."""
     argv = ["--cache-dir", str(cache_dir), "--results-dir", str(results_dir), "--quiet"]
     if jobs is not None:
         argv += ["--jobs", str(jobs)]
-    return argv
+    return argv + list(extra)
 
 
-def run_sweep(cache_dir, results_dir, jobs, work_dir, tag):
-    """One measured run of the sweep in a fresh subprocess; dict with timings."""
-    m = run_measured("run_all", sweep_argv(cache_dir, results_dir, jobs), REPO, work_dir,
+def run_sweep(cache_dir, results_dir, jobs, work_dir, tag, repo=REPO, extra=()):
+    """One measured run of the sweep (from `repo`) in a fresh subprocess; dict with timings."""
+    m = run_measured("run_all", sweep_argv(cache_dir, results_dir, jobs, extra), repo, work_dir,
                      f"run_{tag}")
     if m["rc"] != 0:
         raise ChildFailed(f"run {tag} exited with {m['rc']}; last lines of {m['log']}:\n"
                           + log_tail(m["log"]))
     return m
+
+
+def run_original(cache_dir, work_dir):
+    """The emulated original scripts, steps 0-3 one process each: (summed wall s, summed CPU
+    s, largest peak RSS, per-step metrics)."""
+    here = Path(__file__).resolve().parent
+    wall, cpu, peak, metrics = 0.0, 0.0, 0, []
+    for k in range(4):
+        out = Path(work_dir) / f"original_{k}_metrics.json"
+        m = run_measured("original_scripts", ["--cache-dir", str(cache_dir), "--step", str(k),
+                                              "--out", str(out)], here, work_dir, f"original_{k}")
+        if m["rc"] != 0:
+            raise ChildFailed(f"original scripts, step {k}: exit {m['rc']}; last lines of "
+                              f"{m['log']}:\n" + log_tail(m["log"]))
+        print(f"    step {k}: {m['wall_s']:.1f} s, peak RSS {gb(m['peak_rss_bytes'])} GB",
+              flush=True)
+        wall += m["wall_s"]
+        cpu += m["cpu_s"]
+        peak = max(peak, m["peak_rss_bytes"])
+        metrics.append(json.loads(out.read_text()))
+    return wall, cpu, peak, metrics
 
 
 class ChildFailed(Exception):
@@ -297,73 +321,6 @@ class ChildFailed(Exception):
 def spread(values):
     """{median, min, max} of a list of numbers."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-# --------------------------------------------------------------------------------------------
-# AUROC agreement with the dense reference
-# --------------------------------------------------------------------------------------------
-def dense_reference_agreement(cache_dir, results_dir):
-    """Per step and eval set: the tool's metrics (from its step JSON) vs the dense reference."""
-    import common
-    import warnings
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    names = [n for n in common.DATASETS
-             if not common.missing_files(cache_dir, LAYER, [n])]
-    datasets, _, _ = common.load_cache(cache_dir, LAYER, names, warn=lambda m: None)
-    rows, fits = [], []
-    splits_by_seed = {}
-    for step in common.STEPS:
-        path = Path(results_dir) / f"step_{step.number}_{step.slug}.json"
-        record = json.loads(path.read_text())
-        cfg = record["config"]
-        key = (cfg["seed"], cfg["eval_fraction"])
-        if key not in splits_by_seed:
-            splits_by_seed[key] = common.make_splits(datasets, cfg["eval_fraction"], cfg["seed"])
-        splits = splits_by_seed[key]
-        mix = common.build_mix(step, datasets, splits)
-        X = mix.X.toarray().astype(np.float64)
-        ref = make_pipeline(StandardScaler(), LogisticRegression(C=REF_C, max_iter=REF_MAX_ITER))
-        t0 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            ref.fit(X, mix.y)
-        fits.append({"step": step.number, "n_train": int(X.shape[0]),
-                     "fit_s": time.perf_counter() - t0,
-                     "n_iter": int(np.max(ref[-1].n_iter_)),
-                     "converged": not any(issubclass(w.category, ConvergenceWarning)
-                                          for w in caught)})
-        del X
-        scores = {}
-        for name, ds, idx in common.eval_sets(datasets, splits):
-            scores[name] = (ref.decision_function(ds.X[idx].toarray().astype(np.float64)),
-                            ds.y[idx])
-        for name, (s, y) in scores.items():
-            tool = record["evaluation"][name]
-            if len(np.unique(y)) == 2:
-                rows.append(_agree(step, name, "AUROC", tool["auroc"], roc_auc_score(y, s)))
-                continue
-            rows.append(_agree(step, name, "detection rate", tool["detection_rate"],
-                               float(np.mean(s >= 0))))
-            ref_name = common.DATASETS[name].reference
-            if ref_name in scores and tool.get("auroc_vs_reference_negatives") is not None:
-                rs, ry = scores[ref_name]
-                neg = rs[ry == 0]
-                yy = np.r_[np.ones(len(s)), np.zeros(len(neg))]
-                rows.append(_agree(step, name, f"AUROC vs {ref_name} neg.",
-                                   tool["auroc_vs_reference_negatives"],
-                                   roc_auc_score(yy, np.r_[s, neg])))
-    return {"rows": rows, "reference_fits": fits}
-
-
-def _agree(step, name, metric, tool, ref):
-    """One agreement row."""
-    return {"step": step.number, "eval_set": name, "metric": metric, "tool": float(tool),
-            "reference": float(ref), "abs_diff": abs(float(tool) - float(ref))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,20 +349,22 @@ def gb(nbytes):
     return f"{nbytes / GB:.3f}"
 
 
-PHASE_ORDER = ("load", "leakage audit", "build mix", "fit + CV", "evaluate", "statistics",
-               "write", "analysis", "report, figures, dashboard")
+PHASE_ORDER = ("load", "leakage audit", "leakage audit (wait)", "plan", "fit + CV",
+               "evaluate", "statistics", "write", "analysis", "report, figures, dashboard")
 
 
-def print_runs(runs):
+def print_runs(runs, title="End to end"):
     """End-to-end and per-phase tables of the repeated runs."""
     n = len(runs)
     walls = [r["wall_s"] for r in runs]
     rss = [r["peak_rss_bytes"] for r in runs]
     pss = [r["tree_pss_peak_bytes"] for r in runs]
     tree_rss = [r["tree_rss_peak_bytes"] for r in runs]
-    print(f"\nEnd to end, {n} run(s) (subprocess start to exit)")
+    print(f"\n{title}, {n} run(s) (subprocess start to exit)")
     rows = []
     for label, vals, fmt in (("wall time (s)", walls, lambda v: f"{v:.2f}"),
+                             ("CPU time, process tree (s)", [r["cpu_s"] for r in runs],
+                              lambda v: f"{v:.2f}"),
                              ("peak RSS, main process (GB)", rss, gb),
                              ("peak PSS sum, process tree (GB)", pss, gb),
                              ("peak RSS sum, process tree (GB)", tree_rss, gb)):
@@ -422,11 +381,12 @@ def print_runs(runs):
         s = spread([r["timings"].get(p, 0.0) for r in runs])
         rows.append([p, f"{s['median']:.2f}", f"{s['min']:.2f}", f"{s['max']:.2f}",
                      f"{100 * s['median'] / med_wall:.0f}%"])
-    other = spread([r["wall_s"] - sum(r["timings"].values()) for r in runs])
+    other = spread([compare.other(r) for r in runs])
     rows.append(["other (start-up, imports, untimed)", f"{other['median']:.2f}",
                  f"{other['min']:.2f}", f"{other['max']:.2f}",
                  f"{100 * other['median'] / med_wall:.0f}%"])
-    print(f"\nPer phase (common.TIMINGS, wall s, {n} run(s))")
+    print(f"\nPer phase (common.TIMINGS, wall s, {n} run(s); '{compare.BACKGROUND}' phases ran "
+          "next to others and are not part of the sum)")
     print(table(["phase", "median", "min", "max", "of wall"], rows))
 
 
@@ -455,13 +415,13 @@ def print_scaling(cells):
 
 def print_agreement(agree):
     """Agreement table and its maximum per metric kind."""
-    print("\nAgreement with the dense reference (StandardScaler + LogisticRegression(C=10, "
-          "max_iter=1000), float64)")
+    print("\nAgreement with the original scripts' dense fits (StandardScaler + "
+          "LogisticRegression(C=10, max_iter=1000), float64)")
     rows = [[str(r["step"]), r["eval_set"], r["metric"], f"{r['tool']:.6f}",
              f"{r['reference']:.6f}", f"{r['abs_diff']:.1e}"] for r in agree["rows"]]
     print(table(["step", "eval set", "metric", "tool", "reference", "|diff|"], rows, left=3))
     fits = agree["reference_fits"]
-    print("  reference fits: " + "; ".join(
+    print("  dense fits (5 CV folds + final): " + "; ".join(
         f"step {f['step']} n={f['n_train']} {f['fit_s']:.0f}s {f['n_iter']} it"
         f"{'' if f['converged'] else ' NOT CONVERGED'}" for f in fits))
 
@@ -475,18 +435,24 @@ def agreement_summary(agree):
             for k, f in kinds.items()}
 
 
-def print_targets(runs, agree):
+def print_targets(runs, ref_runs, same, original, agree):
     """Targets next to the measured values."""
     out = []
     wall = statistics.median(r["wall_s"] for r in runs)
+    if ref_runs:
+        ratio = statistics.median(r["wall_s"] for r in ref_runs) / wall
+        out.append(["speed-up over the reference revision (median wall)",
+                    f">= {TARGET_SPEEDUP:g}x", f"{ratio:.2f}x", verdict(ratio >= TARGET_SPEEDUP)])
+        out.append(["numbers identical to the reference revision", "yes",
+                    "yes" if same["identical"] else f"no ({len(same['differences'])} fields)",
+                    verdict(same["identical"])])
+    if original:
+        ratio = original["wall_s"] / wall
+        out.append(["original scripts' wall / ours", f">= {TARGET_ORIGINAL:g}x",
+                    f"{ratio:.1f}x", verdict(ratio >= TARGET_ORIGINAL)])
     rss = max(r["peak_rss_bytes"] for r in runs)
-    tree = max(r["tree_pss_peak_bytes"] for r in runs)
-    out.append(["wall time, median of runs", f"<= {TARGET_WALL_S:g} s", f"{wall:.2f} s",
-                verdict(wall <= TARGET_WALL_S)])
     out.append(["peak RSS, main process, max of runs", f"<= {TARGET_RSS_GB:g} GB",
                 f"{gb(rss)} GB", verdict(rss <= TARGET_RSS_GB * GB)])
-    out.append(["peak PSS sum, process tree, max of runs", f"<= {TARGET_RSS_GB:g} GB",
-                f"{gb(tree)} GB", verdict(tree <= TARGET_RSS_GB * GB)])
     if agree:
         for kind, v in agreement_summary(agree).items():
             if v is not None:
@@ -509,8 +475,14 @@ def parse_args(argv):
                    help="full-size demo cache (generated here unless DEMO_CACHE.json matches)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="scratch folder for results and scaling caches (default: a new temp dir)")
+    p.add_argument("--compare-ref", default=None, metavar="REV",
+                   help="also run git revision REV (e.g. main) side by side, alternating runs")
+    p.add_argument("--extra", default="", metavar="ARGS",
+                   help="extra run_all.py arguments for this checkout's runs only, e.g. "
+                        "--extra=--no-figures")
+    p.add_argument("--skip-original", action="store_true",
+                   help="do not run the emulated original scripts (nor their agreement check)")
     p.add_argument("--skip-scaling", action="store_true", help="no scaling table")
-    p.add_argument("--skip-agreement", action="store_true", help="no dense-reference check")
     p.add_argument("--quick", action="store_true",
                    help="scaling on 0.5x/1x samples and 4,096/16,384 features only")
     p.add_argument("--keep", action="store_true",
@@ -522,6 +494,34 @@ def parse_args(argv):
     if args.repeats < 1:
         p.error("--repeats: must be >= 1")
     return args
+
+
+def timed_runs(args, work, created, ref_dir):
+    """The cold run, then --repeats alternating pairs (this checkout / the reference, the
+    order switching each time); returns (cold run, runs, reference runs)."""
+    ours = ["--sidecar-dir", str(work / "sidecars")] + args.extra.split()
+    created.append(work / "sidecars")
+
+    def one(tag, repo=REPO, extra=ours):
+        results = work / f"results_{tag}"
+        created.append(results)
+        print(f"  {tag} ...", end="", flush=True)
+        r = run_sweep(args.cache_dir, results, args.jobs, work, tag, repo, extra)
+        print(f" {r['wall_s']:.1f} s, peak RSS {gb(r['peak_rss_bytes'])} GB", flush=True)
+        r["results"] = str(results)
+        return r
+
+    cold = one("cold")                      # converts the dense files, writes the sidecars
+    runs, ref_runs = [], []
+    for i in range(args.repeats):
+        pair = [("ours", None), ("ref", ref_dir)] if i % 2 == 0 else [("ref", ref_dir),
+                                                                      ("ours", None)]
+        for who, repo in pair:
+            if who == "ours":
+                runs.append(one(f"ours{i + 1}"))
+            elif repo is not None:
+                ref_runs.append(one(f"ref{i + 1}", repo, ()))
+    return cold, runs, ref_runs
 
 
 def main(argv=None):
@@ -538,8 +538,8 @@ def main(argv=None):
         "cpus": os.cpu_count(), "python": platform.python_version(), "numpy": numpy.__version__,
         "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
         "loadavg_at_start": os.getloadavg()},
-        "targets": {"wall_s": TARGET_WALL_S, "peak_rss_gb": TARGET_RSS_GB,
-                    "auroc_abs_diff": TARGET_AUROC_DIFF}}
+        "targets": {"speedup": TARGET_SPEEDUP, "original_ratio": TARGET_ORIGINAL,
+                    "peak_rss_gb": TARGET_RSS_GB, "auroc_abs_diff": TARGET_AUROC_DIFF}}
     try:
         print("bench_sweep: default distribution sweep, end to end")
         m = doc["machine"]
@@ -547,6 +547,12 @@ def main(argv=None):
               f"scipy {m['scipy']}, scikit-learn {m['scikit-learn']}, load average "
               + " ".join(f"{x:.2f}" for x in m["loadavg_at_start"]))
         print(f"  work dir: {work}")
+        ref_dir = None
+        if args.compare_ref:
+            ref_dir, commit = compare.export_revision(REPO, args.compare_ref, work / "reference")
+            created.append(ref_dir)
+            doc["reference"] = {"rev": args.compare_ref, "commit": commit}
+            print(f"  reference: {args.compare_ref} = {commit[:12]} (git archive into {ref_dir})")
         gen = ensure_cache(args.cache_dir, DEMO_SEED, DEMO_SCALE, DEMO_FEATURES, work)
         size = cache_size(args.cache_dir)
         doc["cache"] = {"path": str(args.cache_dir), **gen, **size}
@@ -556,30 +562,48 @@ def main(argv=None):
               + f"): {size['rows']} rows x {size['features']} features, "
               f"{size['nnz'] / 1e6:.1f} M non-zeros, {size['bytes'] / GB:.2f} GB on disk")
         print("  run: python -c <driver: run_all.main(argv), dump common.TIMINGS, VmHWM> "
-              + " ".join(sweep_argv(args.cache_dir, "<tmp>", args.jobs)))
+              + " ".join(sweep_argv(args.cache_dir, "<tmp>", args.jobs,
+                                    ["--sidecar-dir", "<work>/sidecars"] + args.extra.split())))
         print("  memory: main process = VmHWM of the child (/proc/self/status); process tree = "
               f"child + descendants summed, PSS sampled every {SLOW_POLL_S:g} s, RSS every "
               f"{POLL_S:g} s, from /proc")
 
-        runs = []
-        first_results = work / "results_run1"
-        for i in range(args.repeats):
-            results = work / f"results_run{i + 1}"
-            created.append(results)
-            print(f"  run {i + 1}/{args.repeats} ...", end="", flush=True)
-            r = run_sweep(args.cache_dir, results, args.jobs, work, f"run{i + 1}")
-            print(f" {r['wall_s']:.1f} s, peak RSS {gb(r['peak_rss_bytes'])} GB", flush=True)
-            runs.append(r)
-            if i > 0 and not args.keep:
-                shutil.rmtree(results, ignore_errors=True)
-        doc["runs"] = runs
-        doc["summary"] = {"wall_s": spread([r["wall_s"] for r in runs]),
-                          "peak_rss_bytes": spread([r["peak_rss_bytes"] for r in runs]),
-                          "tree_pss_peak_bytes": spread([r["tree_pss_peak_bytes"] for r in runs]),
-                          "tree_rss_peak_bytes": spread([r["tree_rss_peak_bytes"] for r in runs]),
-                          "phases": {p: spread([r["timings"].get(p, 0.0) for r in runs])
-                                     for p in {p for r in runs for p in r["timings"]}}}
-        print_runs(runs)
+        cold, runs, ref_runs = timed_runs(args, work, created, ref_dir)
+        sidecar_bytes = sum(p.stat().st_size for p in (work / "sidecars").glob("*"))
+        doc.update({"cold_run": cold, "runs": runs, "reference_runs": ref_runs,
+                    "sidecar_bytes": sidecar_bytes})
+        print(f"\nCold run (dense files converted, sparse sidecars written: "
+              f"{sidecar_bytes / GB:.3f} GB on disk for {size['bytes'] / GB:.2f} GB dense): "
+              f"{cold['wall_s']:.2f} s, load {cold['timings'].get('load', 0):.2f} s")
+        print_runs(runs, "This checkout (sidecars warm)")
+        same = None
+        if ref_runs:
+            print_runs(ref_runs, f"Reference {args.compare_ref}")
+            print(f"\nSide by side ({len(runs)} alternating pairs; load average now "
+                  + " ".join(f"{x:.2f}" for x in os.getloadavg()) + ")")
+            print(compare.side_by_side(runs, ref_runs, gb, table))
+            same = compare.results_agreement(runs[0]["results"], ref_runs[0]["results"])
+            doc["reference_agreement"] = same
+            print(f"  numbers: {same['steps']} step records compared on "
+                  f"{', '.join(compare.COMPARED)}: "
+                  + ("identical" if same["identical"] else
+                     f"{len(same['differences'])} differences, largest {same['max_abs_diff']:.2e}"
+                     f" ({same['differences'][:4]})"))
+
+        original, agree = None, None
+        if not args.skip_original:
+            print("\n  original research scripts (emulated), steps 0-3 ...", flush=True)
+            wall, cpu, peak, metrics = run_original(args.cache_dir, work)
+            original = {"wall_s": wall, "cpu_s": cpu, "peak_rss_bytes": peak}
+            ratio = wall / statistics.median(r["wall_s"] for r in runs)
+            cpu_ratio = cpu / statistics.median(r["cpu_s"] for r in runs)
+            print(f"  original scripts: {wall:.1f} s wall ({cpu:.1f} CPU-s) in all, peak RSS "
+                  f"{gb(peak)} GB: {ratio:.1f}x our median wall time, {cpu_ratio:.1f}x our "
+                  "median CPU time")
+            agree = compare.original_agreement(metrics, runs[0]["results"])
+            agree["max_abs_diff"] = agreement_summary(agree)
+            doc["original"], doc["agreement"] = original, agree
+            print_agreement(agree)
 
         cells = []
         if not args.skip_scaling:
@@ -602,7 +626,8 @@ def main(argv=None):
                     created.append(results)
                     print(f"  cell {scale:g}x / {nf}: {sz['rows']} rows, "
                           f"{sz['nnz'] / 1e6:.0f} M nnz ...", end="", flush=True)
-                    r = run_sweep(cache, results, args.jobs, work, f"s{scale:g}_f{nf}")
+                    r = run_sweep(cache, results, args.jobs, work, f"s{scale:g}_f{nf}",
+                                  extra=["--sidecar-dir", str(work / "sidecars")])
                     print(f" {r['wall_s']:.1f} s, peak RSS {gb(r['peak_rss_bytes'])} GB",
                           flush=True)
                     cells.append({"scale": scale, "features": nf, **sz, **r,
@@ -615,15 +640,7 @@ def main(argv=None):
             doc["scaling"] = cells
             print_scaling(cells)
 
-        agree = None
-        if not args.skip_agreement:
-            print("\n  agreement: fitting the dense reference for every step ...", flush=True)
-            agree = dense_reference_agreement(args.cache_dir, first_results)
-            agree["max_abs_diff"] = agreement_summary(agree)
-            doc["agreement"] = agree
-            print_agreement(agree)
-
-        doc["verdicts"] = print_targets(runs, agree)
+        doc["verdicts"] = print_targets(runs, ref_runs, same, original, agree)
         print("  (timings on a shared machine are noisy; peak RSS is the max over runs)")
     except ChildFailed as e:
         print(f"\nerror: {e}", file=sys.stderr)
@@ -636,7 +653,7 @@ def main(argv=None):
             for path in created:
                 shutil.rmtree(path, ignore_errors=True)
             for f in list(work.glob("run_*.json")) + list(work.glob("generate_*.json")) \
-                    + list(work.glob("*.log")):
+                    + list(work.glob("original_*.json")) + list(work.glob("*.log")):
                 f.unlink(missing_ok=True)
             if made_work_dir:
                 shutil.rmtree(work, ignore_errors=True)

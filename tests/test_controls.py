@@ -37,7 +37,7 @@ FOLDS = ["--cv-folds", "3"]      # every run compared with the `controls` main s
 @pytest.fixture(scope="module", autouse=True)
 def text_report_only():
     """run_all.py writes report.txt only (no figures, no dashboard) in this module."""
-    def write_outputs(results_dir, a, formats=("txt",)):
+    def write_outputs(results_dir, a, formats=("txt",), **_):
         return [generate_report.write_report(results_dir, fmt_name="txt", a=a)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(generate_report, "write_outputs", write_outputs)

@@ -30,7 +30,7 @@ import run_all
 from conftest import FAST_FLAGS, ROOT
 from test_reliability import L40, snapshot
 
-DERIVED = ("report.txt", "dashboard.html", "sweep.png", "score_distributions.png")
+DERIVED = ("report.txt", "dashboard.html", "verdict.json")   # figures are off by default
 
 
 @pytest.fixture
@@ -320,17 +320,28 @@ def medium_cache(tmp_path_factory):
 @pytest.mark.parametrize("sig,code,text", [
     (signal.SIGINT, 130, "interrupted; results folder unchanged"),
     (signal.SIGTERM, 143, "interrupted (SIGTERM); results folder unchanged")])
-def test_signals_stop_workers_and_keep_the_folder(sig, code, text, medium_cache, old_results):
+@pytest.mark.parametrize("mode", ["l1 worker processes", "lockstep, audit and figure processes"])
+def test_signals_stop_workers_and_keep_the_folder(sig, code, text, mode, medium_cache,
+                                                  old_results):
+    """L1 fits run in joblib worker processes (mapping files under /dev/shm); L2 fits run in
+    this process next to a forked audit child and, with --figures, a figure process. An
+    interrupt must stop every one of them and leave the folder as it was."""
     before = snapshot(old_results)
+    extra = ["--penalty", "l1"] if mode.startswith("l1") else ["--figures"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "run_all.py"), "--cache-dir",
                              str(medium_cache), "--results-dir", str(old_results), "--jobs", "2",
-                             "--quiet"],
+                             "--quiet"] + extra,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
-    _wait_for(lambda: list(shm.glob(f"sweep-{proc.pid}-*")) or proc.poll() is not None,
-              "the fit batch to start")
+    if mode.startswith("l1"):
+        _wait_for(lambda: list(shm.glob(f"sweep-{proc.pid}-*")) or proc.poll() is not None,
+                  "the fit batch to start")
+    else:
+        _wait_for(lambda: len(_children(proc.pid)) >= 2 or proc.poll() is not None,
+                  "the audit and figure processes to start")
     assert proc.poll() is None, proc.stderr.read()
     workers = _children(proc.pid)
+    assert workers
     proc.send_signal(sig)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == code, err

@@ -1,0 +1,147 @@
+"""Lockstep fitting (lockstep.py, scaler_stats.py) against the per-fit reference path
+(probe.fit_task -> probe.lbfgs_logistic on each fit's own matrix): the same bits."""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import common
+import lockstep
+import probe
+import scaler_stats
+
+CFG = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3, "tol": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_cache):
+    datasets, _, _ = common.load_cache(tiny_cache, 40, list(common.DATASETS))
+    return datasets
+
+
+def reference(plan):
+    """Every fit of a plan on its own matrix, one by one (today's per-fit path)."""
+    everything = np.arange(len(plan.mix.y))
+    return [probe.fit_task(plan.cfg, plan.seed, plan.mix.parts, plan.mix.rows, plan.mix.y,
+                           rows, score_rows, plan.sample_weight)
+            for rows, score_rows in [(everything, everything)] + list(plan.folds)]
+
+
+def assert_same_fits(new, ref):
+    """Coefficients, intercept, iterations, convergence, scores, scaler and solver record."""
+    assert len(new) == len(ref)
+    for k, (a, b) in enumerate(zip(new, ref)):
+        assert np.array_equal(a[0][-1].coef_, b[0][-1].coef_), k
+        assert np.array_equal(a[0][-1].intercept_, b[0][-1].intercept_), k
+        assert a[1:3] == b[1:3], k                                 # converged, n_iter
+        assert np.array_equal(a[3], b[3]), k                       # float64 scores
+        for attr in ("scale_", "var_", "mean_", "n_samples_seen_", "n_features_in_"):
+            va, vb = getattr(a[0][0], attr), getattr(b[0][0], attr)
+            assert np.array_equal(va, vb) and np.asarray(va).dtype == np.asarray(vb).dtype, attr
+        assert a[4] == b[4], k                                     # solver record
+
+
+def plans_for(loaded, steps, cfg=CFG, seeds=(0,), **extra):
+    """Plans of the given steps and seeds on the tiny cache."""
+    out = []
+    for seed in seeds:
+        splits = common.make_splits(loaded, 0.2, seed)
+        out += [probe.plan_step(common.step_spec(k), loaded, splits, dict(cfg, **extra), seed)
+                for k in steps]
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lockstep_equals_per_fit_reference(loaded, threads):
+    plans = plans_for(loaded, [0, 1, 2, 3, 4], seeds=(0, 1))     # two splits in one universe
+    with threadpool_limits(1):
+        new = probe.execute(plans, jobs=threads)
+        for plan, fits in zip(plans, new):
+            assert_same_fits(fits, reference(plan))
+    assert all(f[4]["n_iter"] > 3 for fits in new for f in fits)   # real fits, not trivial
+
+
+def test_lockstep_with_weights_and_a_fixed_budget(loaded):
+    """Sample weights (class and source weighting) and a row subset of the mix (budget)."""
+    plans = plans_for(loaded, [1, 3], class_weight="balanced", source_weight="equal")
+    budget = plans_for(loaded, [3], budget_n=200)
+    with threadpool_limits(1):
+        new = probe.execute(plans + budget, jobs=2)
+        for plan, fits in zip(plans + budget, new):
+            assert plan.sample_weight is not None or plan.mix.rows is not None
+            assert_same_fits(fits, reference(plan))
+
+
+def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
+    """An L1 plan, and a mix whose sources are not in the universe's order, are fitted one
+    by one; the L2 plans next to them still run in lockstep."""
+    splits = common.make_splits(loaded, 0.2, 0)
+    backwards = common.StepSpec(7, "backwards", ("benchmark", "train"), "?")
+    plans = [probe.plan_step(common.STEPS[3], loaded, splits, CFG, 0),
+             probe.plan_step(backwards, loaded, splits, CFG, 0),
+             probe.plan_step(common.STEPS[0], loaded, splits, dict(CFG, penalty="l1"), 0)]
+    blocks, positions = lockstep.plan_positions(plans)
+    assert positions[0] is not None and positions[1] is None and positions[2] is None
+    with threadpool_limits(1):
+        new = probe.execute(plans, jobs=1)
+        for plan, fits in zip(plans[:2], new[:2]):
+            assert_same_fits(fits, reference(plan))
+    assert "objective" not in new[2][0][4] and new[2][0][4]["n_iter"] > 0     # L1: no gap
+
+
+def test_scaler_statistics_exact_path_equals_scikit_learn(loaded, monkeypatch):
+    """With the rounding check forced to doubt every column, every variance is recomputed
+    value by value; both paths give scikit-learn's StandardScaler exactly."""
+    from sklearn.preprocessing import StandardScaler
+    plan = plans_for(loaded, [3])[0]
+    blocks, positions = lockstep.plan_positions([plan])
+    universe = lockstep.Universe(blocks, plan.mix.n_features)
+    rows = [positions[0][tr] for tr, _ in plan.folds] + [positions[0]]
+    mats = [probe.rows_matrix(plan.mix.parts, None, tr) for tr, _ in plan.folds] + [plan.mix.X]
+    fast = scaler_stats.batch(universe, rows)
+    monkeypatch.setattr(scaler_stats, "SAFETY", 1e30)
+    slow = scaler_stats.batch(universe, rows)
+    for s, X in zip(slow, mats):                   # every column holding a value
+        assert s["exact_recomputed"] == np.count_nonzero(np.diff(X.tocsc().indptr))
+    for f, s, X in zip(fast, slow, mats):
+        ref = StandardScaler(with_mean=False).fit(X)
+        mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+        for got in (f, s):
+            assert np.array_equal(got["mean"], mean)
+            for attr in ("mean_", "var_", "scale_", "n_samples_seen_"):
+                assert np.array_equal(got[attr], getattr(ref, attr)), attr
+
+
+def test_duality_gap_bounds_the_distance_to_the_optimum(loaded):
+    """The recorded gap is >= objective - optimum (optimum from a much tighter solve) and
+    shrinks when the solver runs to a tight tolerance."""
+    loose = plans_for(loaded, [0, 3])
+    tight = plans_for(loaded, [0, 3], tol=1e-10, max_iter=20000)
+    with threadpool_limits(1):
+        a, b = probe.execute(loose, jobs=1), probe.execute(tight, jobs=1)
+    for fits_a, fits_b in zip(a, b):
+        for fa, fb in zip(fits_a, fits_b):
+            s, t = fa[4], fb[4]
+            assert s["objective"] >= t["objective"] - 1e-12
+            assert s["duality_gap"] >= s["objective"] - t["objective"] - 1e-9
+            assert t["relative_gap"] < 1e-3 and t["relative_gap"] <= s["relative_gap"]
+            assert 0 <= s["relative_gap"] <= 1 and s["max_abs_gradient"] <= 1e-4
+
+
+def test_exact_variance_is_scikit_learns_float64_two_pass(loaded):
+    """The value-by-value fallback reproduces scikit-learn's float64 variance bit for bit
+    (its Cython pass run on float64 data, before any float32 cast)."""
+    from sklearn.utils.sparsefuncs_fast import _csr_mean_variance_axis0
+    plan = plans_for(loaded, [3])[0]
+    blocks, positions = lockstep.plan_positions([plan])
+    universe = lockstep.Universe(blocks, plan.mix.n_features, threads=2)
+    tr = plan.folds[0][0]
+    X = probe.rows_matrix(plan.mix.parts, None, tr).astype(np.float64)
+    means, variances, _ = _csr_mean_variance_axis0(X.data, X.shape[0], X.shape[1], X.indices,
+                                                   X.indptr, np.ones(X.shape[0]))
+    member = np.zeros(universe.n, dtype=bool)
+    member[positions[0][tr]] = True
+    counts = np.diff(X.tocsc().indptr)
+    assert counts.max() > 20                          # long enough for summation order to matter
+    ours = [scaler_stats._exact_variance(universe, j, member, float(X.shape[0]), means[j],
+                                         float(counts[j])) for j in range(X.shape[1])]
+    assert np.array_equal(np.array(ours), np.asarray(variances))

@@ -1,0 +1,86 @@
+"""Work next to the main line (overlap.py): the audit in a forked process, the figures on
+request; the results equal doing the same work in line."""
+import json
+
+import pytest
+
+import common
+import figures
+import generate_report
+import overlap
+import run_all
+import sweep
+from conftest import FAST_FLAGS
+
+
+def _boom(x):
+    """Fail in the background."""
+    raise common.InputError(f"bad {x}")
+
+
+def _echo(receive, tag):
+    """Return every object received until the inbox closes."""
+    got = []
+    while (item := receive()) is not None:
+        got.append(item)
+    return tag, got
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_job_returns_the_value_or_reraises_the_error(fork):
+    assert overlap.Job(sum, ([1, 2, 3],), {}, fork=fork).result() == 6
+    job = overlap.Job(_boom, ("input",), {}, fork=fork)
+    with pytest.raises(common.InputError, match="bad input"):
+        job.result()
+    assert job.mode == ("process" if fork else "thread")
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_job_inbox_receives_until_closed(fork):
+    job = overlap.Job(_echo, ("t",), {}, fork=fork, inbox=True)
+    job.send({"a": 1})
+    job.send([2])
+    job.close()
+    assert job._out is not None or job.mode == "thread"
+    assert job.result() == ("t", [{"a": 1}, [2]])
+
+
+def test_audit_in_the_background_equals_the_audit_in_line(tiny_cache, tmp_path):
+    args = common.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
+                                                "--no-sidecar"])
+    ctx = sweep.prepare(args, [common.STEPS[3]])
+    assert isinstance(ctx.audit, overlap.Job)
+    splits = common.make_splits(ctx.datasets, args.eval_fraction, args.seed)
+    direct = sweep.leakage_audit(ctx.datasets, splits, args.near_dup_threshold, lambda m: None)
+    assert ctx.leakage_audit() == direct
+    assert any("background" in k for k in common.TIMINGS)
+
+
+def test_figures_only_on_request_and_the_same_bytes(tiny_cache, tmp_path, capsys):
+    base = ["--cache-dir", str(tiny_cache), "--steps", "0", "1", "--jobs", "1"]
+    assert run_all.main(base + ["--results-dir", str(tmp_path / "plain")]) == 0
+    assert not list((tmp_path / "plain").glob("*.png"))
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last == (f"figures: python figures.py --results-dir {tmp_path / 'plain'} "
+                    "(or run_all.py --figures)")
+    assert run_all.main(base + ["--results-dir", str(tmp_path / "fig"), "--figures",
+                                "--quiet"]) == 0
+    drawn = {p.name: p.read_bytes() for p in (tmp_path / "fig").glob("*.png")}
+    assert sorted(drawn) == sorted([figures.SWEEP_FILE, figures.SCORES_FILE])
+    in_line = {p.name: p.read_bytes() for p in figures.write_figures(tmp_path / "plain")}
+    assert in_line == drawn                    # same numbers, same figures, however drawn
+
+
+def test_write_outputs_cancels_the_figures_when_the_report_fails(tiny_run, tmp_path,
+                                                                monkeypatch):
+    import analysis
+    a = analysis.analyze(tiny_run)
+    job = generate_report.start_figures()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(generate_report, "write_report", fail)
+    with pytest.raises(OSError, match="disk full"):
+        generate_report.write_outputs(tmp_path, a, figure_job=job)
+    if job.mode == "process":                  # stopped and reaped (a thread runs to its end)
+        assert job._pid is None and not list(tmp_path.glob("*.png"))

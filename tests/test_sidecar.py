@@ -1,0 +1,151 @@
+"""Sparse sidecar cache (sidecar.py): written on first load, used only when it is verified to
+be the dense file's, rebuilt when stale or corrupt, never required."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import common
+import run_all
+import sidecar
+from conftest import FAST_FLAGS
+
+LAYER = "layer_40"
+
+
+def sidecars(folder):
+    """Sidecar files in a folder."""
+    return sorted(p.name for p in folder.glob(f"*{sidecar.SUFFIX}"))
+
+
+def clear(cache):
+    """Remove sidecars a copied cache brought along (the session's runs wrote some)."""
+    for p in (cache / LAYER).glob(f"*{sidecar.SUFFIX}"):
+        p.unlink()
+    return cache
+
+
+def run(cache, out, *extra):
+    """One quick sweep (step 0: loading is what matters here); exit code."""
+    return run_all.main(["--cache-dir", str(cache), "--results-dir", str(out), "--steps", "0",
+                         *FAST_FLAGS, *map(str, extra)])
+
+
+def metrics(out):
+    """What a run computed, per step."""
+    return {p.name: {k: json.loads(p.read_text())[k]
+                     for k in ("evaluation", "cv_auroc_folds", "n_iter", "cv_n_iter")}
+            for p in sorted(out.glob("step_*.json"))}
+
+
+def load(path, store, feature_ids=None):
+    """load_activations through a sidecar store."""
+    return common.load_activations(path, feature_ids, store)
+
+
+@pytest.mark.slow
+def test_first_run_writes_sidecars_later_runs_use_them_same_numbers(cache_copy, tmp_path):
+    clear(cache_copy)
+    assert run(cache_copy, tmp_path / "plain", "--no-sidecar") == 0
+    assert sidecars(cache_copy / LAYER) == []                      # --no-sidecar writes none
+    assert run(cache_copy, tmp_path / "first") == 0
+    written = sidecars(cache_copy / LAYER)
+    assert len(written) == 5
+    stamps = {n: (cache_copy / LAYER / n).stat().st_mtime_ns for n in written}
+    assert run(cache_copy, tmp_path / "second") == 0
+    assert {n: (cache_copy / LAYER / n).stat().st_mtime_ns for n in written} == stamps
+    assert metrics(tmp_path / "plain") == metrics(tmp_path / "first") \
+        == metrics(tmp_path / "second")
+    dense = sum((cache_copy / LAYER / f"{d.stem}_activations.npy").stat().st_size
+                for d in common.DATASETS.values())
+    assert sum((cache_copy / LAYER / n).stat().st_size for n in written) < dense
+
+
+def test_sidecar_equals_the_dense_conversion_also_for_a_feature_subset(tiny_cache, tmp_path):
+    path = tiny_cache / LAYER / "train_activations.npy"
+    store = sidecar.Store(tmp_path / "sc", note=lambda m: None)
+    for ids in (None, [200, 3, 17, 5, 199]):
+        ref, ref_neg = common.load_activations(path, ids)
+        for _ in range(2):                                 # written, then read back
+            X, n_neg = load(path, store, ids)
+            assert X.dtype == np.float32 and X.has_sorted_indices and n_neg == ref_neg
+            assert (X != ref).nnz == 0 and X.shape == ref.shape
+    assert store.stats["hits"] == 3 and store.stats["written"] == 1
+
+
+def test_stale_sidecar_is_rebuilt_from_the_changed_dense_file(cache_copy, tmp_path):
+    path = cache_copy / LAYER / "test_activations.npy"
+    notes = []
+    store = sidecar.Store(note=notes.append)
+    load(path, store)
+    arr = np.load(path)
+    arr[3, :] = 0.0
+    arr[3, 7] = 5.0
+    np.save(path, arr)                                      # same size, new content and mtime
+    X, _ = load(path, store)
+    assert len(notes) == 1 and "stale" in notes[0] and notes[0].startswith("note: ")
+    assert "rebuilt" in notes[0]
+    assert X[3].nnz == 1 and X[3, 7] == 5.0
+    assert load(path, store)[0][3, 7] == 5.0 and len(notes) == 1      # the rebuilt one is fine
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "other_rows"])
+def test_corrupt_sidecar_is_refused_and_rebuilt(cache_copy, damage):
+    path = cache_copy / LAYER / "sycophant_activations.npy"
+    notes = []
+    store = sidecar.Store(note=notes.append)
+    ref, _ = load(path, store)
+    side = store.path_for(path)
+    raw = bytearray(side.read_bytes())
+    if damage == "flip":                                    # one bit inside the values
+        with zipfile.ZipFile(side) as z:
+            info = z.getinfo("data.npy")
+        raw[info.header_offset + 200] ^= 0x10
+        side.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        side.write_bytes(bytes(raw[: len(raw) // 2]))
+    elif damage == "garbage":
+        side.write_bytes(b"not a zip file at all")
+    else:                                                   # consistent file, wrong values
+        fp = common.fingerprint(path)
+        with open(side, "wb") as f:
+            np.savez(f, **sidecar._arrays(ref[::-1].tocsr(), 0, fp))
+    X, _ = load(path, store)
+    assert len(notes) == 1 and notes[0].startswith(f"note: {side}: "), notes
+    assert (X != ref).nnz == 0
+    assert load(path, store)[0].nnz == ref.nnz and len(notes) == 1
+
+
+def test_unwritable_sidecar_folder_is_noted_once_and_the_run_goes_on(cache_copy, tmp_path,
+                                                                     capsys):
+    clear(cache_copy)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert run(cache_copy, tmp_path / "out", "--sidecar-dir", blocker / "sub") == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "sidecar" in ln]
+    assert len(lines) == 1 and lines[0].startswith(f"note: {blocker / 'sub'}: cannot write"), err
+    assert sidecars(cache_copy / LAYER) == []
+
+
+def test_sidecar_dir_keeps_the_cache_folder_untouched(cache_copy, tmp_path):
+    clear(cache_copy)
+    before = sorted(p.name for p in (cache_copy / LAYER).iterdir())
+    assert run(cache_copy, tmp_path / "out", "--sidecar-dir", tmp_path / "sc") == 0
+    assert sorted(p.name for p in (cache_copy / LAYER).iterdir()) == before
+    assert len(sidecars(tmp_path / "sc")) == 5
+    rec = json.loads(next((tmp_path / "out").glob("step_0_*.json")).read_text())
+    assert rec["config"]["sidecar"] == str(tmp_path / "sc")
+    assert "sidecar" in common.RUN_ONLY_KEYS
+
+
+def test_non_finite_dense_file_is_an_error_even_with_a_sidecar_folder(cache_copy, tmp_path,
+                                                                      capsys):
+    path = cache_copy / LAYER / "train_activations.npy"
+    arr = np.load(path)
+    arr[2, 4] = np.nan
+    np.save(path, arr)
+    assert run(cache_copy, tmp_path / "out", "--sidecar-dir", tmp_path / "sc") == 2
+    assert capsys.readouterr().err.startswith(f"error: {path}: non-finite value nan")
+    assert "train" not in " ".join(sidecars(tmp_path / "sc"))

@@ -1,0 +1,64 @@
+"""--tol, the per-fit solver record and the --solver-check control (solver_check.py)."""
+import json
+
+import pytest
+
+import analysis
+import generate_report
+import run_all
+import solver_check
+from conftest import FAST_FLAGS
+
+
+def step_json(folder, k):
+    """A step's JSON record."""
+    return json.loads(next(folder.glob(f"step_{k}_*.json")).read_text())
+
+
+@pytest.fixture(scope="module")
+def checked(tiny_cache, tmp_path_factory):
+    """Steps 0 and 3 with the solver-sensitivity control."""
+    out = tmp_path_factory.mktemp("solver")
+    assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out), "--steps",
+                         "0", "3", "--solver-check", *FAST_FLAGS]) == 0
+    return out
+
+
+def test_every_fit_records_where_it_stopped(checked):
+    rec = step_json(checked, 3)
+    assert rec["config"]["tol"] == 1e-4
+    fits = [rec["solver"]["final"]] + rec["solver"]["cv_folds"]
+    assert len(fits) == rec["config"]["cv_folds"] + 1
+    assert [f["n_iter"] for f in fits] == [rec["n_iter"]] + rec["cv_n_iter"]
+    for f in fits:
+        assert f["tol"] == 1e-4 and f["stop"] == "converged" and f["converged"]
+        assert f["max_abs_gradient"] <= 1e-4
+        assert f["dual_bound"] <= f["objective"]
+        assert f["duality_gap"] == pytest.approx(f["objective"] - f["dual_bound"])
+
+
+def test_solver_check_refits_at_a_tight_tolerance_and_reports_it(checked):
+    tight, main = step_json(checked / solver_check.FOLDER, 3), step_json(checked, 3)
+    assert tight["config"]["tol"] == solver_check.CHECK_TOL
+    assert tight["config"]["max_iter"] >= solver_check.CHECK_MAX_ITER
+    assert tight["n_iter"] > main["n_iter"]
+    assert tight["solver"]["final"]["objective"] <= main["solver"]["final"]["objective"]
+    assert tight["solver"]["final"]["relative_gap"] < 1e-3
+    a = analysis.analyze(checked)
+    s = solver_check.summary(a)
+    assert s["check"]["verdict"] == a["verdict"]["outcome"]
+    assert set(s["check"]["excess"]) == {0, 3} and min(s["check"]["excess"].values()) >= 0
+    text = generate_report.render_text(generate_report.build_sections(a))
+    assert "Solver: how far each fit stopped from its optimum" in text
+    assert "Verdict at the default tolerance" in text
+    assert ("(unchanged)" in text) != ("(CHANGES)" in text)
+    assert (checked / "report.txt").read_text().count("Solver check (solver_check/)") == 1
+
+
+def test_tol_must_be_positive(tiny_cache, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(tmp_path), "--tol",
+                      "0"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument --tol: must be > 0")
+    assert not list(tmp_path.iterdir())
