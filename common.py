@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-import owned
+from sweeplib import owned
 
 ROOT = Path(__file__).resolve().parent
 
@@ -859,7 +859,7 @@ def make_splits(datasets, eval_fraction, seed, dedup=False):
         elif role == "eval":
             splits[name] = Split(np.arange(0), np.arange(n))
         elif dedup:
-            import stats
+            from sweeplib import stats
             groups = stats.duplicate_groups(ds.X)
             rng_seed = split_seed(seed, name)
             tr, ev = stats.grouped_stratified_split(ds.classes, groups, eval_fraction,
@@ -974,5 +974,5 @@ def comparable(config):
 
 def main_step(number, argv=None):
     """Entry point of a numbered step script: run that step alone (see sweep.py)."""
-    import sweep
+    from sweeplib import sweep
     return sweep.main_step(number, argv)

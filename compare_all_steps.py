@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 
-import analysis
+from sweeplib import analysis
 import common
 import generate_report as rep
-import results_io
-import verdict
+from sweeplib import results_io
+from sweeplib import verdict
 
 
 def render_console(a, stream=sys.stdout):

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-import analysis
+from sweeplib import analysis
 import common
-import probe
-import results_io
-import results_read
-import verdict
+from sweeplib import probe
+from sweeplib import results_io
+from sweeplib import results_read
+from sweeplib import verdict
 
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
 TRANSFER_FILE = "transfer_matrix.json"

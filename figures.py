@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-import analysis
+from sweeplib import analysis
 import common
-import probe
-import results_io
-import results_read
+from sweeplib import probe
+from sweeplib import results_io
+from sweeplib import results_read
 
 try:
     import matplotlib

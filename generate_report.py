@@ -16,10 +16,10 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import analysis
+from sweeplib import analysis
 import common
-import results_io
-import verdict
+from sweeplib import results_io
+from sweeplib import verdict
 
 
 @dataclass
@@ -395,7 +395,7 @@ def verdict_section(a):
 
 def solver_section(a):
     """How far each fit stopped from its optimum, and the --solver-check control."""
-    import solver_check
+    from sweeplib import solver_check
     return solver_check.section(a)
 
 
@@ -526,7 +526,7 @@ def write_outputs(results_dir, a, formats=("txt", "html"), figure_job=None, figu
 def start_figures():
     """A separate process (overlap.py) that imports matplotlib now, then draws the figures of
     the results handed to it by write_outputs; close() it when no figures are wanted."""
-    import overlap
+    from sweeplib import overlap
     return overlap.start(_draw_figures, inbox=True)
 
 
@@ -534,7 +534,7 @@ def _draw_figures(receive, work=None):
     """(PNG paths, note or None) for the (results_dir, analysis) received; ([], None) when
     closed without work."""
     import figures
-    import overlap
+    from sweeplib import overlap
     results_dir, a = work or receive() or (None, None)
     if results_dir is None:
         return [], None

@@ -22,16 +22,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-import analysis
+from sweeplib import analysis
 import common
 import compare_all_steps
 import generate_report
-import probe
-import results_io
-import results_read
-import solver_check
-import sweep
-import verdict
+from sweeplib import probe
+from sweeplib import results_io
+from sweeplib import results_read
+from sweeplib import solver_check
+from sweeplib import sweep
+from sweeplib import verdict
 
 
 def grid_table(rows):

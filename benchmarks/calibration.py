@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import intervals  # noqa: E402
+from sweeplib import intervals  # noqa: E402
 
 SCENARIOS = {"planted": (None, None), "planted full": (None, 1.0),   # (null mode, scale)
              "null clean": ("clean", None), "null source": ("source", None)}
@@ -45,11 +45,11 @@ DECISIVE = ("diversity_helps", "trade_off")
 
 def one_run(scenario, seed, work, scale, n_features):
     """Generate one demo cache, run the sweep and the analysis; return what the verdict said."""
-    import analysis
+    from sweeplib import analysis
     import common
     import demo_data
-    import results_io
-    import sweep
+    from sweeplib import results_io
+    from sweeplib import sweep
     cache = Path(work) / scenario.replace(" ", "_") / f"cache_{seed}"
     out = Path(work) / scenario.replace(" ", "_") / f"results_{seed}"
     t0 = time.perf_counter()

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import analysis
+from sweeplib import analysis
 import common
 import compare_all_steps
 import demo_data
 import generate_report
-import probe
+from sweeplib import probe
 import run_all
-import sweep
+from sweeplib import sweep
 from conftest import FAST_FLAGS, ROOT, TINY
 
 OOD = ("sycophant", "model_organism", "benchmark")

@@ -9,7 +9,7 @@ import pytest
 
 import common
 import dashboard
-import probe
+from sweeplib import probe
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -246,8 +246,8 @@ def test_screenshot_is_a_png(dash, tmp_path):
 @needs_chromium
 def test_verdict_premises_and_reasons_are_shown(tiny_run, tmp_path):
     """The dashboard shows the same verdict as verdict.json: outcome, reasons, premise checks."""
-    import analysis
-    import verdict
+    from sweeplib import analysis
+    from sweeplib import verdict
     root = tmp_path / "results"
     shutil.copytree(tiny_run, root)
     a = analysis.analyze(root)

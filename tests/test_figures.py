@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-import analysis
+from sweeplib import analysis
 import common
 import figures
 import run_all

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import binom, norm
 from sklearn.metrics import roc_auc_score
 
-import intervals
+from sweeplib import intervals
 
 MIN_COVERAGE = 0.93
 

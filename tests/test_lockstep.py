@@ -5,9 +5,9 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import common
-import lockstep
-import probe
-import scaler_stats
+from sweeplib import lockstep
+from sweeplib import probe
+from sweeplib import scaler_stats
 
 CFG = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3, "tol": 1e-4}
 

@@ -7,9 +7,9 @@ import pytest
 import common
 import figures
 import generate_report
-import overlap
+from sweeplib import overlap
 import run_all
-import sweep
+from sweeplib import sweep
 from conftest import FAST_FLAGS
 
 
@@ -73,7 +73,7 @@ def test_figures_only_on_request_and_the_same_bytes(tiny_cache, tmp_path, capsys
 
 def test_write_outputs_cancels_the_figures_when_the_report_fails(tiny_run, tmp_path,
                                                                 monkeypatch):
-    import analysis
+    from sweeplib import analysis
     a = analysis.analyze(tiny_run)
     job = generate_report.start_figures()
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-import analysis
+from sweeplib import analysis
 import common
-import probe
+from sweeplib import probe
 import run_all
 from conftest import FAST_FLAGS, ROOT
 

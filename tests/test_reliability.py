@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import analysis
+from sweeplib import analysis
 import common
-import probe
+from sweeplib import probe
 import run_all
 from conftest import FAST_FLAGS, ROOT
 

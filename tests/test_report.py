@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-import analysis
+from sweeplib import analysis
 import compare_all_steps
 import generate_report as rep
 import run_all

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import analysis
+from sweeplib import analysis
 import common
 import compare_all_steps
 import dashboard
-import datacheck
+from sweeplib import datacheck
 import figures
 import generate_report
-import owned
-import probe
-import results_io
+from sweeplib import owned
+from sweeplib import probe
+from sweeplib import results_io
 import run_all
 from conftest import FAST_FLAGS, ROOT
 from test_reliability import L40, snapshot

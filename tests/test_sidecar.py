@@ -8,7 +8,7 @@ import pytest
 
 import common
 import run_all
-import sidecar
+from sweeplib import sidecar
 from conftest import FAST_FLAGS
 
 LAYER = "layer_40"

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-import analysis
+from sweeplib import analysis
 import generate_report
 import run_all
-import solver_check
+from sweeplib import solver_check
 from conftest import FAST_FLAGS
 
 

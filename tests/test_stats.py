@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import stats  # noqa: E402
+from sweeplib import stats  # noqa: E402
 
 
 # ---------------------------------------------------------------- leakage audit

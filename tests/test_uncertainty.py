@@ -14,13 +14,13 @@ import time
 import numpy as np
 import pytest
 
-import analysis
+from sweeplib import analysis
 import common
 import compare_all_steps
-import intervals
-import probe
+from sweeplib import intervals
+from sweeplib import probe
 import run_all
-import stats
+from sweeplib import stats
 from conftest import FAST_FLAGS
 
 SEED = 42                                          # common.DEFAULTS["seed"]

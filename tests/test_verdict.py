@@ -9,9 +9,9 @@ import pytest
 from scipy.stats import norm
 
 import demo_data
-import intervals
+from sweeplib import intervals
 import run_all
-import verdict
+from sweeplib import verdict
 from conftest import FAST_FLAGS
 
 STEPS = {0: ["train"], 1: ["train", "sycophant"], 2: ["train", "sycophant", "model_organism"],

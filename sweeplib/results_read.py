@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import common
-import owned
-import results_io
+from sweeplib import owned
+from sweeplib import results_io
 from common import InputError
 
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
@@ -195,7 +195,7 @@ def _mismatch(saved, fresh, where):
 
 def verify_metrics(json_path, record, scores):
     """Recompute every point metric of the record from the scores; InputError on a mismatch."""
-    import probe
+    from sweeplib import probe
     oof = scores.get("_oof")
     if not oof or "score" not in oof or "label" not in oof:
         raise InputError(f"{json_path}: its scores file lacks the out-of-fold training scores")

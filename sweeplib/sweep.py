@@ -22,12 +22,12 @@ import numpy as np
 import scipy.sparse as sp
 
 import common
-import datacheck
-import overlap
-import probe
-import results_io
-import results_read
-import sidecar
+from sweeplib import datacheck
+from sweeplib import overlap
+from sweeplib import probe
+from sweeplib import results_io
+from sweeplib import results_read
+from sweeplib import sidecar
 from common import DATASETS, InputError, timed
 
 FORMAT_FEATURES = ("n_active", "mean_active", "max", "l1")
@@ -667,7 +667,7 @@ def support_candidates(A, B, threshold):
 
 def leakage_audit(datasets, splits, threshold, log=print):
     """Exact / near duplicate counts between every training part and every eval set."""
-    import stats
+    from sweeplib import stats
     train_parts = {n: datasets[n].X[s.train] for n, s in splits.items() if len(s.train)}
     evals = {n: datasets[n].X[s.eval] for n, s in splits.items() if len(s.eval)}
     pairs = []

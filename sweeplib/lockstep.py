@@ -21,8 +21,8 @@ import os
 import numpy as np
 from scipy.special import expit
 
-import scaler_stats
-import solver_check
+from sweeplib import scaler_stats
+from sweeplib import solver_check
 
 try:                                           # accumulating sparse kernels (C += A @ B)
     from scipy.sparse import _sparsetools

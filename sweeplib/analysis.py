@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 import common
-import intervals
-import probe
-import results_read
-import verdict
+from sweeplib import intervals
+from sweeplib import probe
+from sweeplib import results_read
+from sweeplib import verdict
 
 # metrics compared across steps; the first defined one is a set's headline
 TWO_CLASS_METRICS = ("auroc", "recall_at_fpr_5", "recall_at_fpr_1", "accuracy")

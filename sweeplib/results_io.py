@@ -28,9 +28,9 @@ import threading
 from pathlib import Path
 
 import common
-import owned
+from sweeplib import owned
 from common import InputError, WriteError
-from owned import JOURNAL, describe
+from sweeplib.owned import JOURNAL, describe
 
 LOCK_NAME = ".sweep.lock"
 STAGE_PREFIX = ".sweep-stage-"

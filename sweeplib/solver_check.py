@@ -28,7 +28,7 @@ CHECK_MAX_ITER = 10000        # ... and iteration cap (a tight fit needs hundred
 
 def run(ctx, steps, results_dir, config, tol=CHECK_TOL, resume=False):
     """The sweep's steps refitted at a tight tolerance into <results_dir>/solver_check/."""
-    import sweep
+    from sweeplib import sweep
     cfg = dict(config, tol=tol, max_iter=max(config["max_iter"], CHECK_MAX_ITER))
     return sweep.run_steps(ctx, steps, Path(results_dir) / FOLDER, cfg, resume,
                            label="[solver check] ")
@@ -118,7 +118,7 @@ def summary(a):
 
 def _check(a, steps):
     """The control's comparison, or None when it was not run."""
-    import analysis
+    from sweeplib import analysis
     path = Path(a["results_dir"]) / FOLDER
     if not analysis.step_files(path):
         return None

@@ -25,10 +25,10 @@ from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 import common
-import intervals
-import lockstep
-import owned
-import solver_check
+from sweeplib import intervals
+from sweeplib import lockstep
+from sweeplib import owned
+from sweeplib import solver_check
 
 SCHEMA_VERSION = 1
 TOP_FEATURES = 20      # strongest weights listed per step (standardized units)
@@ -653,7 +653,7 @@ def load_scores(path, run_id=None):
 
 def load_probe(json_path):
     """Load a step's probe after checking its sha256 against the step JSON (trusted-local only)."""
-    import results_read
+    from sweeplib import results_read
     json_path = Path(json_path)
     record = results_read.read_record(json_path)
     probe_path = json_path.parent / f"step_{record['step']}_probe.pkl"

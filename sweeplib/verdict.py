@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import common
-import intervals
+from sweeplib import intervals
 
 OUTCOMES = {
     "diversity_helps": "diversity helps without hurting in-distribution",
