@@ -8,8 +8,8 @@ a gold_106 drop says diversity trades off against in-distribution performance.
 Writes step_3_*.json / step_3_scores.npz / step_3_probe.pkl to the results folder.
 """
 import sys
+from sweeplib import sweep
 
-import common
 
 if __name__ == "__main__":
-    sys.exit(common.main_step(3))
+    sys.exit(sweep.main_step(3))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 
 from sweeplib import analysis
-import common
 import generate_report as rep
 from sweeplib import results_io
 from sweeplib import verdict
+from sweeplib import config
 
 
 def render_console(a, stream=sys.stdout):
@@ -30,7 +30,7 @@ def render_console(a, stream=sys.stdout):
 
 def main(argv=None):
     """CLI entry point."""
-    p = common.results_parser(__doc__)
+    p = config.results_parser(__doc__)
     args = p.parse_args(argv)
 
     def body():

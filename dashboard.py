@@ -29,6 +29,8 @@ from sweeplib import probe
 from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import verdict
+from sweeplib import base
+from sweeplib import config
 
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
 TRANSFER_FILE = "transfer_matrix.json"
@@ -85,14 +87,14 @@ def _read_records(folder, warnings):
     try:
         results_read.check_not_switching(folder)
         found = results_read.step_records(folder, warn=warnings.append)
-    except common.InputError as e:
+    except base.InputError as e:
         warnings.append(f"{str(e).splitlines()[0]}; folder skipped")
         return {}
     records = {}
     for k, (path, record) in found.items():
         try:
             record["_scores"] = results_read.load_unit(folder, k, path, record)
-        except common.InputError as e:
+        except base.InputError as e:
             warnings.append(f"{str(e).splitlines()[0]}; step {k} skipped")
             continue
         records[k] = (path, record)
@@ -209,7 +211,7 @@ def read_transfer_matrix(path):
     tm = results_read.read_json(path, "transfer matrix")
     if not (isinstance(tm, dict) and isinstance(tm.get("train_mixes"), list)
             and isinstance(tm.get("eval_sets"), list) and isinstance(tm.get("cells"), dict)):
-        raise common.InputError(f"{path}: expected an object with 'train_mixes' (list), "
+        raise base.InputError(f"{path}: expected an object with 'train_mixes' (list), "
                                 "'eval_sets' (list) and 'cells' (object)")
     return tm
 
@@ -221,7 +223,7 @@ def dashboard_data(results_dir, a=None):
     results_read.check_folder(results_dir)
     cells = find_cells(results_dir)
     if not cells:
-        raise common.InputError(f"{results_dir}: no step results found (run run_all.py first)")
+        raise base.InputError(f"{results_dir}: no step results found (run run_all.py first)")
     summary = None
     if a is not None:
         summary = {"verdict": a.get("verdict"), "findings": a.get("findings"),
@@ -265,15 +267,15 @@ def write_dashboard(results_dir, output=None, a=None, allow_mixed=False, criteri
     html = render_html(dashboard_data(results_dir, a))
     output = Path(output) if output else results_dir / "dashboard.html"
     if not output.parent.is_dir():
-        raise common.InputError(f"{output}: its folder does not exist")
-    common.atomic_write(output, html.encode("utf-8"))
+        raise base.InputError(f"{output}: its folder does not exist")
+    base.atomic_write(output, html.encode("utf-8"))
     return output
 
 
 def main(argv=None):
     """CLI entry point; exit 0 on success, 2 on bad input."""
-    p = common.results_parser(__doc__)
-    p.add_argument("--output", type=common.output_path, default=None,
+    p = config.results_parser(__doc__)
+    p.add_argument("--output", type=config.output_path, default=None,
                    help="HTML path (default <results-dir>/dashboard.html)")
     args = p.parse_args(argv)
 

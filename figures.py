@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from sweeplib import analysis
-import common
 from sweeplib import probe
 from sweeplib import results_io
 from sweeplib import results_read
+from sweeplib import base
+from sweeplib import config
 
 try:
     import matplotlib
@@ -99,7 +100,7 @@ def _png_bytes(fig):
 def _save(fig, path):
     """Render and write atomically; return the path."""
     path = Path(path)
-    common.atomic_write(path, _png_bytes(fig))
+    base.atomic_write(path, _png_bytes(fig))
     return path
 
 
@@ -143,7 +144,7 @@ def _analyze_arm(results_dir, allow_mixed=False, a=None):
         return None
     try:
         return analysis.analyze(arm, allow_mixed)
-    except common.InputError as e:
+    except base.InputError as e:
         print(f"warning: {ARM_DIR} not drawn: {str(e).splitlines()[0]}", file=sys.stderr)
         return None
 
@@ -321,10 +322,10 @@ def load_transfer(path):
     t = results_read.read_json(path, "transfer matrix")
     if not isinstance(t, dict) or not isinstance(t.get("train_mixes"), list) \
             or not isinstance(t.get("eval_sets"), list) or not isinstance(t.get("cells"), dict):
-        raise common.InputError(f"{path}: expected an object with lists 'train_mixes', "
+        raise base.InputError(f"{path}: expected an object with lists 'train_mixes', "
                                 "'eval_sets' and an object 'cells'")
     if not t["train_mixes"] or not t["eval_sets"]:
-        raise common.InputError(f"{path}: 'train_mixes' and 'eval_sets' must not be empty")
+        raise base.InputError(f"{path}: 'train_mixes' and 'eval_sets' must not be empty")
     cells = t["cells"]
     for mix in t["train_mixes"]:
         for ev in t["eval_sets"]:
@@ -334,7 +335,7 @@ def load_transfer(path):
             v = c.get("value") if isinstance(c, dict) else "?"
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                                   or not math.isfinite(v)):
-                raise common.InputError(f"{path}: cells.{mix}.{ev}.value must be a number or "
+                raise base.InputError(f"{path}: cells.{mix}.{ev}.value must be a number or "
                                         f"null, got {v!r}")
     return t["train_mixes"], t["eval_sets"], cells
 
@@ -408,7 +409,7 @@ def write_figures(results_dir, a=None, allow_mixed=False, only=None):
 
 def main(argv=None):
     """CLI entry point; exit 0 on success (also without matplotlib), 2 on bad input."""
-    p = common.results_parser(__doc__, verdict_flags=False)
+    p = config.results_parser(__doc__, verdict_flags=False)
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     args = p.parse_args(argv)
     if not HAVE_MATPLOTLIB:

@@ -20,6 +20,8 @@ from sweeplib import analysis
 import common
 from sweeplib import results_io
 from sweeplib import verdict
+from sweeplib import base
+from sweeplib import config
 
 
 @dataclass
@@ -499,7 +501,7 @@ def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=
     else:
         text = render_text(build_sections(a), title_for(a))
     output = Path(output) if output else Path(results_dir) / f"report.{fmt_name}"
-    common.atomic_write(output, text.encode())
+    base.atomic_write(output, text.encode())
     return output
 
 
@@ -572,8 +574,8 @@ class _InProcess:
 
 def main(argv=None):
     """CLI entry point."""
-    p = common.results_parser(__doc__)
-    p.add_argument("--output", type=common.output_path, default=None,
+    p = config.results_parser(__doc__)
+    p.add_argument("--output", type=config.output_path, default=None,
                    help="report path (default <results-dir>/report.<format>)")
     p.add_argument("--format", choices=("txt", "md", "csv", "html"), default="txt",
                    help="report format (html: the interactive dashboard, dashboard.html)")

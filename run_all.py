@@ -32,6 +32,9 @@ from sweeplib import results_read
 from sweeplib import solver_check
 from sweeplib import sweep
 from sweeplib import verdict
+from sweeplib import base
+from sweeplib.config import add_verdict_flags, bounded_float, build_parser, resolve_paths
+from sweeplib import data
 
 
 def grid_table(rows):
@@ -66,8 +69,8 @@ def transfer_table(doc):
 
 def main(argv=None):
     """CLI entry point; exit 0 on success, 2 on bad input."""
-    p = common.build_parser(__doc__.split("\n\n")[0].replace("\n", " "))
-    common.add_verdict_flags(p)
+    p = build_parser(__doc__.split("\n\n")[0].replace("\n", " "))
+    add_verdict_flags(p)
     p.add_argument("--steps", type=int, nargs="+", choices=sorted(common.ALL_STEPS),
                    default=sorted(common.STEP_BY_NUMBER),
                    help="steps to run (4 = OOD-only control)")
@@ -87,7 +90,7 @@ def main(argv=None):
                    help="also run the 6 orders of adding the OOD sources")
     p.add_argument("--transfer", action="store_true",
                    help="also train on each source alone and on all-but-one (transfer matrix)")
-    p.add_argument("--solver-check", nargs="?", type=common.bounded_float("tol"), default=None,
+    p.add_argument("--solver-check", nargs="?", type=bounded_float("tol"), default=None,
                    const=solver_check.CHECK_TOL, metavar="TOL",
                    help="also refit every step at a tight tolerance (default 1e-8) into "
                         "solver_check/: do the numbers and the verdict depend on where the "
@@ -99,7 +102,7 @@ def main(argv=None):
         and the figures drawn in a separate process meanwhile."""
         figure_job = None
         try:
-            with common.extra_evals(args.extra_eval):
+            with data.extra_evals(args.extra_eval):
                 if args.figures and not args.compare_only:
                     figure_job = generate_report.start_figures()
                 return _main(args, figure_job)
@@ -125,12 +128,12 @@ def _budget(text):
 def _main(args, figure_job=None):
     """Run what the flags ask for; InputError on bad input."""
     log = sweep.quiet_log(args)
-    _, results_dir = common.resolve_paths(args)
+    _, results_dir = resolve_paths(args)
     grid = len(args.C) > 1 or len(args.penalty) > 1 or bool(args.layers)
     if grid and args.compare_only:
         rows = (analysis.grid_summary(results_dir) or {}).get("cells")
         if not rows:
-            raise common.InputError(f"{results_dir}/grid_summary.json: no grid results")
+            raise base.InputError(f"{results_dir}/grid_summary.json: no grid results")
         print(grid_table(rows))
         return 0
     if grid and not args.compare_only:
@@ -168,11 +171,11 @@ def _main(args, figure_job=None):
             if args.solver_check:
                 solver_check.run(ctx, steps, results_dir, config, args.solver_check, args.resume)
         results_io.commit_all()            # every folder of the run switched in together
-    with common.timed("analysis"):
+    with base.timed("analysis"):
         a = analysis.analyze(results_dir, criteria=verdict.Criteria.from_args(args))
     if not args.quiet:
         sys.stdout.write(compare_all_steps.render_console(a))
-    with common.timed("report, figures, dashboard"):
+    with base.timed("report, figures, dashboard"):
         written = generate_report.write_outputs(results_dir, a=a, figure_job=figure_job,
                                                 figures=args.figures)
     log("\nwrote " + ", ".join(str(p) for p in written))

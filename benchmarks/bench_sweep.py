@@ -5,7 +5,7 @@ on the full-size synthetic demo cache:
 
 1. End to end: `run_all.py --cache-dir <cache> --results-dir <tmp> --quiet` in a fresh
    subprocess per run; wall time is process start to exit (demo generation excluded). Each
-   child dumps `common.TIMINGS` (per-phase wall seconds) to a JSON file. This checkout's runs
+   child dumps `sweeplib.base.TIMINGS` (per-phase wall seconds) to a JSON file. This checkout's runs
    keep their sparse sidecars in the work dir (--sidecar-dir): the first run converts the
    dense files and writes them (reported as the cold run), the timed runs read them.
 2. --compare-ref REV: the same sweep from git revision REV (exported with `git archive` into
@@ -67,7 +67,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 GB = 1e9
 
 # Child: `python -c CHILD_DRIVER OUT MODULE ARGS...` runs MODULE.main(ARGS) and writes
-# {"timings": common.TIMINGS, "vmhwm_bytes": own peak RSS} to OUT, even on failure.
+# {"timings": sweeplib.base.TIMINGS, "vmhwm_bytes": own peak RSS} to OUT, even on failure.
 CHILD_DRIVER = """\
 import importlib, json, sys
 rc = 1
@@ -79,9 +79,9 @@ finally:
         for line in f:
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) * 1024
-    common = sys.modules.get("common")
+    timing = sys.modules.get("sweeplib.base") or sys.modules.get("common")   # older revisions
     with open(sys.argv[1], "w") as f:
-        json.dump({"timings": getattr(common, "TIMINGS", {}), "vmhwm_bytes": hwm}, f)
+        json.dump({"timings": getattr(timing, "TIMINGS", {}), "vmhwm_bytes": hwm}, f)
 sys.exit(rc)
 """
 
@@ -174,7 +174,7 @@ def run_measured(module, argv, cwd, work_dir, tag):
     """Run MODULE.main(argv) in a fresh `python -c CHILD_DRIVER` process; return {rc, wall_s,
     cpu_s (user + system CPU of the child and every process it reaped: audit, figure and
     worker processes), peak_rss_bytes (child's VmHWM), tree_pss_peak_bytes,
-    tree_rss_peak_bytes (sampled), timings (common.TIMINGS), log}.
+    tree_rss_peak_bytes (sampled), timings (sweeplib.base.TIMINGS), log}.
 
     stdout and stderr go to <work_dir>/<tag>.log. Wall time runs from just before the fork
     to the reaping of the child, so it covers interpreter start-up, imports and shutdown.
@@ -385,7 +385,7 @@ def print_runs(runs, title="End to end"):
     rows.append(["other (start-up, imports, untimed)", f"{other['median']:.2f}",
                  f"{other['min']:.2f}", f"{other['max']:.2f}",
                  f"{100 * other['median'] / med_wall:.0f}%"])
-    print(f"\nPer phase (common.TIMINGS, wall s, {n} run(s); '{compare.BACKGROUND}' phases ran "
+    print(f"\nPer phase (sweeplib.base.TIMINGS, wall s, {n} run(s); '{compare.BACKGROUND}' phases ran "
           "next to others and are not part of the sum)")
     print(table(["phase", "median", "min", "max", "of wall"], rows))
 
@@ -561,7 +561,7 @@ def main(argv=None):
                  f"{gb(gen['gen_peak_rss_bytes'])} GB" if gen["generated"] else "reused")
               + f"): {size['rows']} rows x {size['features']} features, "
               f"{size['nnz'] / 1e6:.1f} M non-zeros, {size['bytes'] / GB:.2f} GB on disk")
-        print("  run: python -c <driver: run_all.main(argv), dump common.TIMINGS, VmHWM> "
+        print("  run: python -c <driver: run_all.main(argv), dump sweeplib.base.TIMINGS, VmHWM> "
               + " ".join(sweep_argv(args.cache_dir, "<tmp>", args.jobs,
                                     ["--sidecar-dir", "<work>/sidecars"] + args.extra.split())))
         print("  memory: main process = VmHWM of the child (/proc/self/status); process tree = "

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sweeplib import intervals  # noqa: E402
+from sweeplib import config
 
 SCENARIOS = {"planted": (None, None), "planted full": (None, 1.0),   # (null mode, scale)
              "null clean": ("clean", None), "null source": ("source", None)}
@@ -56,7 +57,7 @@ def one_run(scenario, seed, work, scale, n_features):
     null, own_scale = SCENARIOS[scenario]
     demo_data.generate(cache, seed=seed, scale=own_scale or scale, n_features=n_features,
                        verbose=False, null=null)
-    args = common.build_parser("calibration").parse_args(
+    args = config.build_parser("calibration").parse_args(
         ["--cache-dir", str(cache), "--results-dir", str(out), "--seed", str(seed),
          "--jobs", "1", "--quiet"])
     with results_io.session():                  # the tool's own write protocol (lock, switch)

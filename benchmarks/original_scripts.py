@@ -5,8 +5,8 @@ steps 0-3 one after another, each in its own process, as the four scripts ran): 
 loaded dense with np.load and cast to float64, the step's training mix stacked densely,
 StandardScaler() + LogisticRegression(C=10, max_iter=1000) scored with 5-fold
 cross_val_score (ROC AUC) and fitted on the whole mix, then every eval set scored with
-decision_function. The mixes and eval rows are this tool's (common.make_splits,
-common.training_rows), so both do the same work on the same rows; BLAS threads are left at
+decision_function. The mixes and eval rows are this tool's (make_splits,
+training_rows), so both do the same work on the same rows; BLAS threads are left at
 the library's default, as in the original scripts.
 
 Writes {"step", "n_train", "cv_auroc", "fit_s", "n_iter", "converged", "sets": {name: {"score",
@@ -26,6 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import common  # noqa: E402
+from sweeplib import data
+from sweeplib.splits import make_splits, training_rows
 
 C, MAX_ITER, FOLDS = 10.0, 1000, 5
 
@@ -34,10 +36,10 @@ def labels_only(cache_dir, layer):
     """Datasets with labels and classes but no activations (enough for the splits)."""
     out = {}
     for name in common.DATASETS:
-        acts, lab = common.dataset_files(cache_dir, layer, name)
+        acts, lab = data.dataset_files(cache_dir, layer, name)
         if acts.exists() and lab is not None:
-            y, classes = common.load_labels(lab, name)
-            out[name] = common.Dataset(name, None, y, classes, {"activations": acts,
+            y, classes = data.load_labels(lab, name)
+            out[name] = data.Dataset(name, None, y, classes, {"activations": acts,
                                                                  "labels": lab})
     return out
 
@@ -59,10 +61,10 @@ def main(argv=None):
     from sklearn.preprocessing import StandardScaler
 
     meta = labels_only(args.cache_dir, args.layer)
-    splits = common.make_splits(meta, args.eval_fraction, args.seed)
+    splits = make_splits(meta, args.eval_fraction, args.seed)
     dense = {n: np.load(d.files["activations"]).astype(np.float64) for n, d in meta.items()}
     step = common.step_spec(args.step)
-    parts = common.training_rows(step, splits)
+    parts = training_rows(step, splits)
     X = np.vstack([dense[n][idx] for n, idx in parts])
     y = np.concatenate([meta[n].y[idx] for n, idx in parts])
     t0 = time.perf_counter()
@@ -75,7 +77,7 @@ def main(argv=None):
            "fit_s": time.perf_counter() - t0, "n_iter": int(np.max(model[-1].n_iter_)),
            "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
            "sets": {}}
-    for name in common.eval_set_names():
+    for name in data.eval_set_names():
         if name in meta and len(splits[name].eval):
             idx = splits[name].eval
             out["sets"][name] = {"score": model.decision_function(dense[name][idx]).tolist(),

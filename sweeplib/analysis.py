@@ -16,6 +16,8 @@ from sweeplib import intervals
 from sweeplib import probe
 from sweeplib import results_read
 from sweeplib import verdict
+from sweeplib import base
+from sweeplib import config
 
 # metrics compared across steps; the first defined one is a set's headline
 TWO_CLASS_METRICS = ("auroc", "recall_at_fpr_5", "recall_at_fpr_1", "accuracy")
@@ -41,7 +43,7 @@ def load_results(results_dir, allow_mixed=False):
     results_dir = Path(results_dir)
     records, scores = results_read.load_folder(results_dir)
     if not records:
-        raise common.InputError(f"{results_dir}: no step results found (run run_all.py first)")
+        raise base.InputError(f"{results_dir}: no step results found (run run_all.py first)")
     if not allow_mixed:
         _check_same_run(records, results_dir)
     missing = [k for k in common.STEP_BY_NUMBER if k not in records]
@@ -61,19 +63,19 @@ def _check_same_run(records, results_dir):
     for k, r in items[1:]:
         for field in ("data_source", "layer"):
             if r.get(field) != r0.get(field):
-                raise common.InputError(f"{results_dir}: step {k} and step {k0} differ in "
+                raise base.InputError(f"{results_dir}: step {k} and step {k0} differ in "
                                         f"'{field}' ({r.get(field)!r} vs {r0.get(field)!r}); "
                                         "rerun or pass --allow-mixed")
-        c0, c = common.comparable(r0["config"]), common.comparable(r["config"])
+        c0, c = config.comparable(r0["config"]), config.comparable(r["config"])
         for key in sorted(set(c0) | set(c)):
             if c0.get(key) != c.get(key):
-                raise common.InputError(f"{results_dir}: step {k} and step {k0} differ in config "
+                raise base.InputError(f"{results_dir}: step {k} and step {k0} differ in config "
                                         f"'{key}' ({_short(c.get(key))} vs {_short(c0.get(key))});"
                                         " rerun or pass --allow-mixed")
         ins0, ins = r0.get("inputs", {}), r.get("inputs", {})
         changed = sorted(p for p in set(ins0) | set(ins) if ins0.get(p) != ins.get(p))
         if changed:
-            raise common.InputError(f"{results_dir}: step {k} and step {k0} were computed from "
+            raise base.InputError(f"{results_dir}: step {k} and step {k0} were computed from "
                                     f"different input files ({changed[0]}); rerun or pass "
                                     "--allow-mixed")
 

@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 import common
-from common import InputError
+from sweeplib.base import InputError
 
 OUTLIER_WARN = 1e3
 OUTLIER_REFUSE = 1e6

@@ -29,6 +29,9 @@ from sweeplib import intervals
 from sweeplib import lockstep
 from sweeplib import owned
 from sweeplib import solver_check
+from sweeplib import base
+from sweeplib import npyio
+from sweeplib.splits import build_mix, eval_sets
 
 SCHEMA_VERSION = 1
 TOP_FEATURES = 20      # strongest weights listed per step (standardized units)
@@ -170,7 +173,7 @@ class Plan:
     step: object
     seed: int
     cfg: dict
-    mix: object                       # common.Mix
+    mix: object                       # splits.Mix
     folds: list                       # [(train rows, validation rows)] within the mix
     sample_weight: np.ndarray | None
 
@@ -221,11 +224,11 @@ def mix_strata(mix, n_folds=None):
 
 def plan_step(step, datasets, splits, cfg, seed):
     """Build a step's mix (fixed budget and loss weights from cfg) and its CV folds."""
-    mix = common.build_mix(step, datasets, splits)
+    mix = build_mix(step, datasets, splits)
     budget = cfg.get("budget_n")
     if budget:
         if budget > len(mix.y):
-            raise common.InputError(f"--budget: {budget} samples requested, but step "
+            raise base.InputError(f"--budget: {budget} samples requested, but step "
                                     f"{step.number}'s mix has only {len(mix.y)}")
         mix = mix.subset(subsample_stratified(mix_strata(mix), budget, seed))
     from sklearn.model_selection import StratifiedKFold
@@ -236,7 +239,7 @@ def plan_step(step, datasets, splits, cfg, seed):
                  for tr, va in skf.split(np.zeros(len(mix.y)), mix_strata(mix, cfg["cv_folds"]))]
     for _, va in folds:
         if len(np.unique(mix.y[va])) < 2:
-            raise common.InputError(f"--cv-folds: {cfg['cv_folds']} folds leave a validation fold "
+            raise base.InputError(f"--cv-folds: {cfg['cv_folds']} folds leave a validation fold "
                                     f"of step {step.number} ({len(va)} rows) with one class "
                                     "only; lower --cv-folds")
     sw = sample_weights(mix, cfg.get("class_weight"), cfg.get("source_weight", "proportional"))
@@ -249,12 +252,12 @@ class SharedMatrices:
 
     def __init__(self, matrices):
         shm = Path("/dev/shm")
-        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-        owned.remove_stale(base, "sweep-")       # this tool's, of a killed run (RAM on /dev/shm)
+        where = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+        owned.remove_stale(where, "sweep-")       # this tool's, of a killed run (RAM on /dev/shm)
         try:
-            self.folder = str(owned.make_dir(base, "sweep-", "worker data"))
+            self.folder = str(owned.make_dir(where, "sweep-", "worker data"))
         except OSError as e:
-            raise common.WriteError(f"{base}: cannot write ({e.strerror or e})") from None
+            raise base.WriteError(f"{where}: cannot write ({e.strerror or e})") from None
         self.refs = {}
         try:
             for k, A in enumerate(matrices):
@@ -263,7 +266,7 @@ class SharedMatrices:
                 self.refs[id(A)] = (self.folder, k, A.shape)
         except OSError as e:
             self.close()
-            raise common.WriteError(f"{self.folder}: cannot write ({e.strerror or e})") from None
+            raise base.WriteError(f"{self.folder}: cannot write ({e.strerror or e})") from None
 
     def parts(self, mix):
         """The mix's (matrix reference, row indices) parts."""
@@ -534,7 +537,7 @@ def _evaluate_step(step, datasets, splits, cfg, mix, pipe, converged, n_iter, cv
     thresholds = fpr_thresholds(cv["oof"][mix.y == 0])
     train_pred = train_scores >= 0
     scores = {}
-    for name, ds, idx in common.eval_sets(datasets, splits):
+    for name, ds, idx in eval_sets(datasets, splits):
         scores[name] = {"score": decision(pipe, ds.X[idx]), "label": ds.y[idx],
                         "class": ds.classes[idx], "row": idx}
     evaluation = {}
@@ -618,16 +621,16 @@ def save_step(results_dir, step, record, scores, pipe, run_id):
     """Write scores, probe, then the JSON record (the commit point), each atomically."""
     paths = output_paths(results_dir, step)
     npz_bytes = scores_to_npz_bytes(scores, run_id)
-    common.atomic_write(paths["scores"], npz_bytes)
+    base.atomic_write(paths["scores"], npz_bytes)
     buf = io.BytesIO()
     joblib.dump({"pipeline": pipe, "feature_ids": record["config"].get("feature_ids"),
                  "config": record["config"], "run_id": run_id, "step": step.number}, buf)
     probe_bytes = buf.getvalue()
-    common.atomic_write(paths["probe"], probe_bytes)
+    base.atomic_write(paths["probe"], probe_bytes)
     record["files"] = {"scores": paths["scores"].name, "probe": paths["probe"].name,
                        "probe_sha256": hashlib.sha256(probe_bytes).hexdigest(),
                        "scores_sha256": hashlib.sha256(npz_bytes).hexdigest()}
-    common.atomic_write(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
+    base.atomic_write(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
     return paths
 
 
@@ -635,10 +638,10 @@ def load_scores(path, run_id=None):
     """Per-sample scores back as {set: {field: array}}; checks the run id when given. Keys are
     '<set>__<field>': set names start with a letter, the tool's own entries with '_'."""
     try:
-        with common.open_regular(path, "scores file") as f, \
+        with base.open_regular(path, "scores file") as f, \
                 np.load(f, allow_pickle=False) as z:
             if run_id is not None and str(z["run_id"]) != run_id:
-                raise common.InputError(f"{path}: scores belong to run {z['run_id']}, "
+                raise base.InputError(f"{path}: scores belong to run {z['run_id']}, "
                                         f"the step JSON to run {run_id}")
             out = {}
             for key in z.files:
@@ -646,7 +649,7 @@ def load_scores(path, run_id=None):
                     name, fld = key.rsplit("__", 1)
                     out.setdefault(name, {})[fld] = z[key]
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        raise common.InputError(f"{path}: unreadable scores file "
+        raise base.InputError(f"{path}: unreadable scores file "
                                 f"({str(e)[:120] or type(e).__name__})") from None
     return out
 
@@ -658,11 +661,11 @@ def load_probe(json_path):
     record = results_read.read_record(json_path)
     probe_path = json_path.parent / f"step_{record['step']}_probe.pkl"
     if record["files"].get("probe") != probe_path.name:
-        raise common.InputError(f"{json_path}: files.probe is not {probe_path.name}")
-    data = common.read_small_file(probe_path, "probe file", results_read.MAX_JSON_BYTES)
+        raise base.InputError(f"{json_path}: files.probe is not {probe_path.name}")
+    data = npyio.read_small_file(probe_path, "probe file", results_read.MAX_JSON_BYTES)
     digest = hashlib.sha256(data).hexdigest()
     if digest != str(record["files"].get("probe_sha256")):
-        raise common.InputError(f"{probe_path}: sha256 {digest[:12]}... does not match the "
+        raise base.InputError(f"{probe_path}: sha256 {digest[:12]}... does not match the "
                                 f"{str(record['files'].get('probe_sha256'))[:12]}... recorded in "
                                 f"{json_path.name}; refusing to unpickle it")
     return joblib.load(io.BytesIO(data))

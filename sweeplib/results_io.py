@@ -27,14 +27,14 @@ import sys
 import threading
 from pathlib import Path
 
-import common
 from sweeplib import owned
-from common import InputError, WriteError
+from sweeplib.base import InputError, WriteError
 from sweeplib.owned import JOURNAL, describe
+from sweeplib import base
 
 LOCK_NAME = ".sweep.lock"
 STAGE_PREFIX = ".sweep-stage-"
-TMP_PREFIX = common.TMP_PREFIX
+TMP_PREFIX = base.TMP_PREFIX
 # outputs computed from a folder's step files: removed when the step files they show change
 DERIVED = ("report.txt", "report.md", "report.csv", "dashboard.html", "verdict.json", "sweep.png",
            "score_distributions.png", "transfer_matrix.png")
@@ -141,7 +141,7 @@ class Stage:
 
     def write(self, name, data):
         """Write one output file (bytes) into the stage."""
-        common.atomic_write(self.path / name, data)
+        base.atomic_write(self.path / name, data)
 
     def commit(self, roots=(), derived=True):
         """Switch the staged files into the folder; remove derived outputs of the folder and of
@@ -405,7 +405,7 @@ def run_cli(body):
         with session():
             return body()
     except InputError as e:
-        code = common.die(str(e))
+        code = base.die(str(e))
         if LAST.committed:
             print(f"note: {summary()}", file=sys.stderr)
         return code

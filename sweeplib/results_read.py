@@ -22,7 +22,8 @@ import numpy as np
 import common
 from sweeplib import owned
 from sweeplib import results_io
-from common import InputError
+from sweeplib.base import InputError
+from sweeplib import npyio
 
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
 MAX_JSON_BYTES = 256 * 1024 * 1024
@@ -38,9 +39,9 @@ TOLERANCE = 1e-9
 
 def read_json(path, what="JSON file", limit=MAX_JSON_BYTES):
     """A JSON document from a regular file; InputError naming the file for anything else."""
-    data = common.read_small_file(path, what, limit)
+    data = npyio.read_small_file(path, what, limit)
     try:
-        return common.parse_json(data, path, what)
+        return npyio.parse_json(data, path, what)
     except InputError as e:
         raise InputError(str(e).replace(f"malformed {what}", "not valid JSON", 1)) from None
 
@@ -141,7 +142,7 @@ def _unit_file(folder, json_path, record, key, expected):
 
 def read_scores(path, record, json_path):
     """Per-sample scores of a step, checked against the record: sha256, run id, structure."""
-    data = common.read_small_file(path, "scores file", MAX_JSON_BYTES)
+    data = npyio.read_small_file(path, "scores file", MAX_JSON_BYTES)
     digest = hashlib.sha256(data).hexdigest()
     want = record["files"].get("scores_sha256")
     if want is not None and digest != want:
@@ -238,7 +239,7 @@ def probe_matches(folder, k, json_path, record):
     """True when the step's probe file exists and has the sha256 its record names."""
     ppath = _unit_file(folder, json_path, record, "probe", f"step_{k}_probe.pkl")
     try:
-        data = common.read_small_file(ppath, "probe file", MAX_JSON_BYTES)
+        data = npyio.read_small_file(ppath, "probe file", MAX_JSON_BYTES)
     except InputError:
         return False
     return hashlib.sha256(data).hexdigest() == record["files"].get("probe_sha256")

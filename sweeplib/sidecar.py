@@ -5,7 +5,7 @@
     <layer dir>/<stem>_activations.csr.npz    its sidecar (CSR float32, ~8 bytes per non-zero)
 
 A sidecar is used only when it proves to be the dense file's: it records the dense file's
-fingerprint (size, mtime, sha256 of its first and last MiB; common.fingerprint) and a CRC32 of
+fingerprint (size, mtime, sha256 of its first and last MiB; data.fingerprint) and a CRC32 of
 its own arrays, and on every load it is checked against both, its structure is validated, and
 a few rows (seeded) are compared with the dense file's. Anything else (stale, truncated,
 corrupt, another format version) is noted on one line and rebuilt from the dense file.

@@ -28,7 +28,12 @@ from sweeplib import probe
 from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import sidecar
-from common import DATASETS, InputError, timed
+from common import DATASETS
+from sweeplib.base import InputError, timed
+from sweeplib import base
+from sweeplib.config import build_parser, check_single_values, comparable, resolve_paths
+from sweeplib import data
+from sweeplib.splits import make_splits, training_rows
 
 FORMAT_FEATURES = ("n_active", "mean_active", "max", "l1")
 
@@ -93,7 +98,7 @@ def check_kept_steps(results_dir, todo, config, ctx):
                 raise InputError(f"{path}: exists and is not a regular file; this run would "
                                  "replace it (move it away)")
     ours = {"data_source": ctx.source, "layer": ctx.layer, "inputs": ctx.fingerprints,
-            **common.comparable(config)}
+            **comparable(config)}
     files, _ = results_read.scan(results_dir)
     for k, paths in sorted(files.items()):
         for path in paths:
@@ -107,7 +112,7 @@ def check_kept_steps(results_dir, todo, config, ctx):
                 raise InputError(f"{path}: a second record of step {k} next to the "
                                  f"{written[k]['json'].name} this run writes; move it away")
             theirs = {"data_source": rec.get("data_source"), "layer": rec.get("layer"),
-                      "inputs": rec.get("inputs"), **common.comparable(rec["config"])}
+                      "inputs": rec.get("inputs"), **comparable(rec["config"])}
             diff = next((key for key in sorted(set(theirs) | set(ours))
                          if theirs.get(key) != ours.get(key)), None)
             if diff:
@@ -122,7 +127,7 @@ def validate_steps(steps, datasets, splits, cv_folds=2):
     """Fail before anything is written: every step's mix must hold both classes, each with at
     least --cv-folds samples, and some varying feature."""
     for step in steps:
-        rows = common.training_rows(step, splits)
+        rows = training_rows(step, splits)
         ys = np.concatenate([datasets[n].y[idx] for n, idx in rows])
         if len(np.unique(ys)) < 2:
             first = datasets[step.training[0]].files["labels"]
@@ -148,7 +153,7 @@ def _resumable(paths, config, fingerprints, step):
         print(f"note: --resume: {str(e).splitlines()[0]}; step {step.number} is rerun",
               file=sys.stderr)
         return False
-    return (common.comparable(record["config"]) == common.comparable(config)
+    return (comparable(record["config"]) == comparable(config)
             and record.get("inputs") == fingerprints)
 
 
@@ -176,7 +181,7 @@ class Context:
             job = self.audit
             with timed("leakage audit (wait)"):
                 self.audit, lines = job.result()
-            common.TIMINGS[f"leakage audit ({job.mode}, background)"] = job.seconds
+            base.TIMINGS[f"leakage audit ({job.mode}, background)"] = job.seconds
             for line in lines:
                 self.log(line)
         return self.audit
@@ -225,19 +230,19 @@ def prepare(args, steps, layer=None, audit=True):
     log = quiet_log(args)
     _DEFERRED.clear()
     layer = layer or args.layer
-    cache_dir, _ = common.resolve_paths(args)
+    cache_dir, _ = resolve_paths(args)
     if args.demo:
-        common.ensure_demo_cache(cache_dir, layer, args.quiet)
+        data.ensure_demo_cache(cache_dir, layer, args.quiet)
     needed = list(dict.fromkeys(n for s in steps for n in s.training))
-    optional = [n for n in common.eval_set_names() if n not in needed]
-    common.check_present(cache_dir, layer, needed + [n for n in optional
+    optional = [n for n in data.eval_set_names() if n not in needed]
+    data.check_present(cache_dir, layer, needed + [n for n in optional
                                                      if DATASETS[n].regime == "extra"])
-    absent = [n for n in optional if common.missing_files(cache_dir, layer, [n])]
+    absent = [n for n in optional if data.missing_files(cache_dir, layer, [n])]
     for n in absent:
-        print(f"warning: {common.missing_files(cache_dir, layer, [n])[0]}: missing; eval set "
+        print(f"warning: {data.missing_files(cache_dir, layer, [n])[0]}: missing; eval set "
               f"{n} is skipped", file=sys.stderr)
     optional = [n for n in optional if n not in absent]
-    source = common.data_source(cache_dir)
+    source = data.data_source(cache_dir)
     if not getattr(args, "dask_scheduler", None) and "l1" in args.penalty:
         _warm_workers(args.jobs)        # L1 fits run in worker processes: spawn them now
     if source == "demo":
@@ -245,13 +250,13 @@ def prepare(args, steps, layer=None, audit=True):
     t0 = time.perf_counter()
     store = None if args.no_sidecar else sidecar.Store(args.sidecar_dir)
     with timed("load"):
-        datasets, feature_ids, n_cache_features = common.load_cache(
+        datasets, feature_ids, n_cache_features = data.load_cache(
             cache_dir, layer, needed + optional, args.feature_ids,
             warn=lambda m: print(m, file=sys.stderr), sidecar=store)
         datacheck.check_datasets(datasets, feature_ids, _deferring(_stderr))
-        fingerprints = common.input_fingerprints(datasets, args.feature_ids)
+        fingerprints = data.input_fingerprints(datasets, args.feature_ids)
     st = store.stats if store else None
-    log(f"loaded {len(datasets)} datasets from {common.layer_dir(cache_dir, layer)} "
+    log(f"loaded {len(datasets)} datasets from {data.layer_dir(cache_dir, layer)} "
         f"({n_cache_features} features"
         f"{'' if feature_ids is None else f', using {len(feature_ids)}'}) "
         f"in {time.perf_counter() - t0:.1f}s; input fingerprints: sha256 of the whole of "
@@ -261,9 +266,9 @@ def prepare(args, steps, layer=None, audit=True):
     _DEFERRED.extend((_stderr, note) for note in (store.notes if store else []))  # printed
     # once the inputs pass every check, so that an error stays the first line
     ctx = Context(args, Path(cache_dir), layer, source, datasets, feature_ids, fingerprints,
-                  None, log, common.demo_info(cache_dir))
+                  None, log, data.demo_info(cache_dir))
     if audit:
-        splits = common.make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
+        splits = make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
         ctx.audit = overlap.start(_audit_lines, datasets, splits, args.near_dup_threshold)
     return ctx
 
@@ -283,7 +288,7 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
     args, log = ctx.args, ctx.log
     check_results_dir(results_dir, ctx.source)
     seeds = [args.seed + r for r in range(args.repeats)]
-    splits = {s: common.make_splits(datasets, args.eval_fraction, s, args.dedup_split)
+    splits = {s: make_splits(datasets, args.eval_fraction, s, args.dedup_split)
               for s in seeds}
     for s in seeds:
         validate_steps(steps, datasets, splits[s], args.cv_folds)
@@ -362,7 +367,7 @@ def fit_plans(ctx, plans, datasets):
         with timed("fit + CV"):
             return probe.execute(plans, ctx.args.jobs), len(plans)
     keys = [(plan.step.training, plan.seed,
-             json.dumps(common.comparable(plan.cfg), sort_keys=True, default=str))
+             json.dumps(comparable(plan.cfg), sort_keys=True, default=str))
             for plan in plans]
     first = {}                                   # a mix planned twice in one call fits once
     for i, key in enumerate(keys):
@@ -431,7 +436,7 @@ def _warm_workers(jobs):
 def run_sweep(args, step_numbers, resume=False):
     """The main sweep: load once, run the given steps; return {step: record}."""
     steps = [common.step_spec(k) for k in step_numbers]
-    _, results_dir = common.resolve_paths(args)
+    _, results_dir = resolve_paths(args)
     with execution(args):
         ctx = prepare(args, steps)
         config = make_config(args, ctx.cache_dir, ctx.feature_ids)
@@ -444,14 +449,14 @@ def run_sweep(args, step_numbers, resume=False):
 def budget_size(spec, ctx):
     """Resolve --budget N|base to a sample count."""
     if spec == "base":
-        base = common.STEPS[0]
-        absent = [n for n in base.training if n not in ctx.datasets]
+        first = common.STEPS[0]
+        absent = [n for n in first.training if n not in ctx.datasets]
         if absent:
-            raise InputError(f"--budget base: step 0's mix ({', '.join(base.training)}) is not "
+            raise InputError(f"--budget base: step 0's mix ({', '.join(first.training)}) is not "
                              "loaded by this run's steps; give a sample count or add step 0")
-        splits = common.make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
+        splits = make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
                                     ctx.args.dedup_split)
-        return int(sum(len(idx) for _, idx in common.training_rows(base, splits)))
+        return int(sum(len(idx) for _, idx in training_rows(first, splits)))
     try:
         n = int(spec)
     except ValueError:
@@ -464,16 +469,16 @@ def budget_size(spec, ctx):
 def check_budget(ctx, steps, spec):
     """Resolve --budget and check every step's mix is large enough, before anything runs."""
     n = budget_size(spec, ctx)
-    splits = common.make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
+    splits = make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
                                 ctx.args.dedup_split)
     for step in steps:
-        size = sum(len(idx) for _, idx in common.training_rows(step, splits))
+        size = sum(len(idx) for _, idx in training_rows(step, splits))
         if n > size:
             raise InputError(f"--budget: {n} samples requested, but step {step.number}'s mix "
                              f"has only {size}")
     cfg = {"cv_folds": ctx.args.cv_folds, "budget_n": n}
     for seed in range(ctx.args.seed, ctx.args.seed + ctx.args.repeats):
-        seed_splits = common.make_splits(ctx.datasets, ctx.args.eval_fraction, seed,
+        seed_splits = make_splits(ctx.datasets, ctx.args.eval_fraction, seed,
                                          ctx.args.dedup_split)
         for step in steps:        # the arm's folds, before anything runs
             try:
@@ -550,7 +555,7 @@ def transfer_mixes(datasets):
 def run_transfer(ctx, results_dir, config):
     """Train on each source alone and on all-but-one; evaluate every probe on every set."""
     args = ctx.args
-    splits = common.make_splits(ctx.datasets, args.eval_fraction, args.seed, args.dedup_split)
+    splits = make_splits(ctx.datasets, args.eval_fraction, args.seed, args.dedup_split)
     mixes = transfer_mixes(ctx.datasets)
     plans, names, cells = [], [], {}
     for i, (name, training) in enumerate(mixes):
@@ -562,7 +567,7 @@ def run_transfer(ctx, results_dir, config):
         plans.append(probe.plan_step(step, ctx.datasets, splits, config, args.seed))
         names.append(name)
     fitted, _ = fit_plans(ctx, plans, ctx.datasets)
-    evals = [n for n in common.eval_set_names() if n in ctx.datasets]
+    evals = [n for n in data.eval_set_names() if n in ctx.datasets]
     for plan, fit, name in zip(plans, fitted, names):
         record, _, _ = probe.finish_step(plan, fit, ctx.datasets, splits)
         row = {}
@@ -599,12 +604,12 @@ def cell_dir(results_dir, layer, C, penalty):
 def run_grid(args, steps, results_dir, resume=False):
     """Every (layer, C, penalty) cell in its own folder; returns the summary rows."""
     log = quiet_log(args)
-    cache_dir, _ = common.resolve_paths(args)
+    cache_dir, _ = resolve_paths(args)
     rows = []
     layers = args.layers or [args.layer]
     for layer in layers:
-        if not common.layer_dir(cache_dir, layer).is_dir():
-            print(f"warning: {common.layer_dir(cache_dir, layer)}: layer not in the cache; "
+        if not data.layer_dir(cache_dir, layer).is_dir():
+            print(f"warning: {data.layer_dir(cache_dir, layer)}: layer not in the cache; "
                   "skipped", file=sys.stderr)
             continue
         ctx = prepare(args, steps, layer=layer)
@@ -634,13 +639,13 @@ def run_grid(args, steps, results_dir, resume=False):
 def main_step(number, argv=None):
     """Entry point of a numbered step script: run that step alone."""
     step = common.step_spec(number)
-    args = common.build_parser(f"Step {number} ({step.slug}): {step.question}").parse_args(argv)
+    args = build_parser(f"Step {number} ({step.slug}): {step.question}").parse_args(argv)
 
     def body():
         """Run the step; commit; say which derived outputs went stale."""
-        common.check_single_values(args)
-        results_io.claim(common.resolve_paths(args)[1])
-        with common.extra_evals(args.extra_eval):
+        check_single_values(args)
+        results_io.claim(resolve_paths(args)[1])
+        with data.extra_evals(args.extra_eval):
             run_sweep(args, [number])
         results_io.commit_all()
         results_io.note_removed()

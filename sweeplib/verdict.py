@@ -22,6 +22,7 @@ import numpy as np
 
 import common
 from sweeplib import intervals
+from sweeplib import base
 
 OUTCOMES = {
     "diversity_helps": "diversity helps without hurting in-distribution",
@@ -64,7 +65,7 @@ class Criteria:
 
     @classmethod
     def from_args(cls, args):
-        """Criteria from parsed flags (see common.add_verdict_flags)."""
+        """Criteria from parsed flags (see config.add_verdict_flags)."""
         return cls(gold_tolerance=args.gold_tolerance, min_base_auroc=args.min_base_auroc)
 
 
@@ -342,7 +343,7 @@ def document(a):
 def write(results_dir, a):
     """Write <results_dir>/verdict.json atomically; return its path."""
     path = Path(results_dir) / "verdict.json"
-    common.atomic_write(path, (json.dumps(_plain(document(a)), indent=2) + "\n").encode())
+    base.atomic_write(path, (json.dumps(_plain(document(a)), indent=2) + "\n").encode())
     return path
 
 

@@ -26,6 +26,7 @@ from sweeplib import probe
 import run_all
 from sweeplib import sweep
 from conftest import FAST_FLAGS, ROOT, TINY
+from sweeplib import splits
 
 OOD = ("sycophant", "model_organism", "benchmark")
 FULL_MIX = ("train",) + OOD
@@ -100,7 +101,7 @@ def make_mix(y, source, classes=None):
     y = np.asarray(y)
     classes = np.asarray(classes if classes is not None
                          else np.where(y == 1, "alignment_faking", "aligned"))
-    return common.Mix(sp.csr_matrix((len(y), 3), dtype=np.float32), y,
+    return splits.Mix(sp.csr_matrix((len(y), 3), dtype=np.float32), y,
                       np.asarray(source).astype(str), classes)
 
 

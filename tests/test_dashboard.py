@@ -7,9 +7,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-import common
 import dashboard
 from sweeplib import probe
+from sweeplib import base
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -150,7 +150,7 @@ def test_cli_writes_output_and_reports_bad_input(dash, tmp_path, capsys):
     (tmp_path / "bad").mkdir()
     shutil.copytree(root, tmp_path / "bad" / "r", ignore=shutil.ignore_patterns("grid"))
     (tmp_path / "bad" / "r" / "transfer_matrix.json").write_text("{nope")
-    with pytest.raises(common.InputError, match="transfer_matrix.json: not valid JSON"):
+    with pytest.raises(base.InputError, match="transfer_matrix.json: not valid JSON"):
         dashboard.write_dashboard(tmp_path / "bad" / "r")
 
 

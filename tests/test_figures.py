@@ -11,6 +11,7 @@ import common
 import figures
 import run_all
 from conftest import FAST_FLAGS
+from sweeplib import base
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -160,7 +161,7 @@ def test_transfer_matrix_when_json_exists(run_copy):
     (run_copy / figures.TRANSFER_JSON).write_text('{"train_mixes": "oops"}')
     for p in paths:
         p.unlink()
-    with pytest.raises(common.InputError, match="transfer_matrix.json"):
+    with pytest.raises(base.InputError, match="transfer_matrix.json"):
         figures.write_figures(run_copy, a)
     assert not list(run_copy.glob("*.png"))           # bad input fails before drawing
     assert figures.main(["--results-dir", str(run_copy), "--quiet"]) == 2

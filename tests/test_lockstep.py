@@ -8,13 +8,15 @@ import common
 from sweeplib import lockstep
 from sweeplib import probe
 from sweeplib import scaler_stats
+from sweeplib import data
+from sweeplib.splits import make_splits
 
 CFG = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3, "tol": 1e-4}
 
 
 @pytest.fixture(scope="module")
 def loaded(tiny_cache):
-    datasets, _, _ = common.load_cache(tiny_cache, 40, list(common.DATASETS))
+    datasets, _, _ = data.load_cache(tiny_cache, 40, list(common.DATASETS))
     return datasets
 
 
@@ -44,7 +46,7 @@ def plans_for(loaded, steps, cfg=CFG, seeds=(0,), **extra):
     """Plans of the given steps and seeds on the tiny cache."""
     out = []
     for seed in seeds:
-        splits = common.make_splits(loaded, 0.2, seed)
+        splits = make_splits(loaded, 0.2, seed)
         out += [probe.plan_step(common.step_spec(k), loaded, splits, dict(cfg, **extra), seed)
                 for k in steps]
     return out
@@ -74,7 +76,7 @@ def test_lockstep_with_weights_and_a_fixed_budget(loaded):
 def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
     """An L1 plan, and a mix whose sources are not in the universe's order, are fitted one
     by one; the L2 plans next to them still run in lockstep."""
-    splits = common.make_splits(loaded, 0.2, 0)
+    splits = make_splits(loaded, 0.2, 0)
     backwards = common.StepSpec(7, "backwards", ("benchmark", "train"), "?")
     plans = [probe.plan_step(common.STEPS[3], loaded, splits, CFG, 0),
              probe.plan_step(backwards, loaded, splits, CFG, 0),

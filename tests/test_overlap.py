@@ -11,11 +11,14 @@ from sweeplib import overlap
 import run_all
 from sweeplib import sweep
 from conftest import FAST_FLAGS
+from sweeplib import base
+from sweeplib import config
+from sweeplib.splits import make_splits
 
 
 def _boom(x):
     """Fail in the background."""
-    raise common.InputError(f"bad {x}")
+    raise base.InputError(f"bad {x}")
 
 
 def _echo(receive, tag):
@@ -30,7 +33,7 @@ def _echo(receive, tag):
 def test_job_returns_the_value_or_reraises_the_error(fork):
     assert overlap.Job(sum, ([1, 2, 3],), {}, fork=fork).result() == 6
     job = overlap.Job(_boom, ("input",), {}, fork=fork)
-    with pytest.raises(common.InputError, match="bad input"):
+    with pytest.raises(base.InputError, match="bad input"):
         job.result()
     assert job.mode == ("process" if fork else "thread")
 
@@ -46,14 +49,14 @@ def test_job_inbox_receives_until_closed(fork):
 
 
 def test_audit_in_the_background_equals_the_audit_in_line(tiny_cache, tmp_path):
-    args = common.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
+    args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
                                                 "--no-sidecar"])
     ctx = sweep.prepare(args, [common.STEPS[3]])
     assert isinstance(ctx.audit, overlap.Job)
-    splits = common.make_splits(ctx.datasets, args.eval_fraction, args.seed)
+    splits = make_splits(ctx.datasets, args.eval_fraction, args.seed)
     direct = sweep.leakage_audit(ctx.datasets, splits, args.near_dup_threshold, lambda m: None)
     assert ctx.leakage_audit() == direct
-    assert any("background" in k for k in common.TIMINGS)
+    assert any("background" in k for k in base.TIMINGS)
 
 
 def test_figures_only_on_request_and_the_same_bytes(tiny_cache, tmp_path, capsys):

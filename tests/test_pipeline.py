@@ -12,6 +12,9 @@ import common
 from sweeplib import probe
 import run_all
 from conftest import FAST_FLAGS, ROOT
+from sweeplib import base
+from sweeplib import data
+from sweeplib.splits import build_mix, eval_sets, make_splits, training_rows
 
 
 # ---- labels --------------------------------------------------------------------------------
@@ -20,7 +23,7 @@ def test_label_strings_map_to_binary_and_keep_fine_class(tmp_path):
     labels = ["alignment_faking", "potential_faking", "aligned", "hard_negative",
               "compliant_hard_negative", "genuine_compliance"]
     path.write_text(json.dumps({"labels": labels, "unique_labels": labels, "layer": 40}))
-    y, classes = common.load_labels(path, "x")
+    y, classes = data.load_labels(path, "x")
     assert y.tolist() == [1, 1, 0, 0, 0, 0]
     assert classes.tolist() == labels
 
@@ -28,8 +31,8 @@ def test_label_strings_map_to_binary_and_keep_fine_class(tmp_path):
 def test_unknown_label_names_label_dataset_and_file(tmp_path):
     path = tmp_path / "benchmark_labels.json"
     path.write_text(json.dumps({"labels": ["aligned", "sneaky"]}))
-    with pytest.raises(common.InputError) as e:
-        common.load_labels(path, "benchmark")
+    with pytest.raises(base.InputError) as e:
+        data.load_labels(path, "benchmark")
     msg = str(e.value)
     assert "'sneaky'" in msg and "benchmark" in msg and str(path) in msg
 
@@ -37,25 +40,25 @@ def test_unknown_label_names_label_dataset_and_file(tmp_path):
 def test_npy_labels_accept_bool_and_reject_other_values(tmp_path):
     p = tmp_path / "l.npy"
     np.save(p, np.array([True, False, True]))
-    y, classes = common.load_labels(p, "train")
+    y, classes = data.load_labels(p, "train")
     assert y.tolist() == [1, 0, 1] and classes.tolist() == ["alignment_faking", "aligned",
                                                             "alignment_faking"]
     np.save(p, np.array([0, 2]))
-    with pytest.raises(common.InputError, match="0/1"):
-        common.load_labels(p, "train")
+    with pytest.raises(base.InputError, match="0/1"):
+        data.load_labels(p, "train")
 
 
 # ---- splits and mixes -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def loaded(tiny_cache):
-    datasets, _, _ = common.load_cache(tiny_cache, 40, list(common.DATASETS))
+    datasets, _, _ = data.load_cache(tiny_cache, 40, list(common.DATASETS))
     return datasets
 
 
 def test_splits_deterministic_disjoint_stratified(loaded):
-    a = common.make_splits(loaded, 0.2, seed=7)
-    b = common.make_splits(loaded, 0.2, seed=7)
-    c = common.make_splits(loaded, 0.2, seed=8)
+    a = make_splits(loaded, 0.2, seed=7)
+    b = make_splits(loaded, 0.2, seed=7)
+    c = make_splits(loaded, 0.2, seed=8)
     for name, ds in loaded.items():
         assert np.array_equal(a[name].train, b[name].train)
         assert np.array_equal(a[name].eval, b[name].eval)
@@ -72,35 +75,35 @@ def test_splits_deterministic_disjoint_stratified(loaded):
 
 def test_split_of_a_dataset_does_not_depend_on_the_others(loaded):
     only = {"benchmark": loaded["benchmark"]}
-    full = common.make_splits(loaded, 0.2, seed=3)
-    alone = common.make_splits(only, 0.2, seed=3)
+    full = make_splits(loaded, 0.2, seed=3)
+    alone = make_splits(only, 0.2, seed=3)
     assert np.array_equal(full["benchmark"].eval, alone["benchmark"].eval)
 
 
 def test_each_mix_contains_the_previous_one_and_never_eval_rows(loaded):
-    splits = common.make_splits(loaded, 0.2, seed=1)
+    splits = make_splits(loaded, 0.2, seed=1)
     prev = set()
     for step in common.STEPS:
-        rows = {(n, int(i)) for n, idx in common.training_rows(step, splits) for i in idx}
+        rows = {(n, int(i)) for n, idx in training_rows(step, splits) for i in idx}
         assert prev <= rows and prev != rows
         held = {(n, int(i)) for n, s in splits.items() for i in s.eval}
         assert not rows & held
-        mix = common.build_mix(step, loaded, splits)
+        mix = build_mix(step, loaded, splits)
         assert mix.X.shape[0] == len(rows) == len(mix.y)
         prev = rows
 
 
 def test_one_class_training_mix_is_refused(loaded):
-    splits = common.make_splits(loaded, 0.2, seed=1)
+    splits = make_splits(loaded, 0.2, seed=1)
     step = common.StepSpec(9, "only_sycophant", ("sycophant",), "?")
-    with pytest.raises(common.InputError, match="one class"):
-        common.build_mix(step, loaded, splits)
+    with pytest.raises(base.InputError, match="one class"):
+        build_mix(step, loaded, splits)
 
 
 # ---- probe and metrics ------------------------------------------------------------------
 def test_float64_decision_matches_pipeline_and_avoids_float32_ties(loaded):
-    splits = common.make_splits(loaded, 0.2, seed=0)
-    mix = common.build_mix(common.STEPS[0], loaded, splits)
+    splits = make_splits(loaded, 0.2, seed=0)
+    mix = build_mix(common.STEPS[0], loaded, splits)
     cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
     pipe, _, _ = probe.fit(probe.make_pipeline(cfg, 0), mix.X, mix.y)
     X = loaded["gold_106"].X
@@ -117,14 +120,14 @@ def test_sparse_probe_equals_dense_standardscaler_logistic_regression(loaded, st
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    splits = common.make_splits(loaded, 0.2, seed=0)
-    mix = common.build_mix(common.STEPS[step], loaded, splits)
+    splits = make_splits(loaded, 0.2, seed=0)
+    mix = build_mix(common.STEPS[step], loaded, splits)
     cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
     pipe, converged, _ = probe.fit(probe.make_pipeline(cfg, 0), mix.X, mix.y)
     dense = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=1000))
     dense.fit(mix.X.toarray().astype(np.float64), mix.y)
     assert converged
-    for name, ds, idx in common.eval_sets(loaded, splits):
+    for name, ds, idx in eval_sets(loaded, splits):
         ours = probe.decision(pipe, ds.X[idx])
         ref = dense.decision_function(ds.X[idx].toarray().astype(np.float64))
         assert np.allclose(ours, ref, rtol=0.02, atol=0.02 * np.abs(ref).max()), name
@@ -258,7 +261,7 @@ def test_compare_shows_missing_steps_as_not_run(tiny_cache, tmp_path):
 
 def test_cv_folds_are_fitted_without_their_validation_rows(loaded):
     """Each out-of-fold score equals a probe fitted from scratch on the other folds."""
-    splits = common.make_splits(loaded, 0.2, seed=0)
+    splits = make_splits(loaded, 0.2, seed=0)
     cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
     plan = probe.plan_step(common.STEPS[1], loaded, splits, cfg, seed=5)
     cv = probe.cv_summary(plan, probe.execute([plan], jobs=1)[0])

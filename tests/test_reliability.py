@@ -18,6 +18,8 @@ import common
 from sweeplib import probe
 import run_all
 from conftest import FAST_FLAGS, ROOT
+from sweeplib import base
+from sweeplib import data
 
 L40 = "layer_40"
 
@@ -390,7 +392,7 @@ def test_compare_refuses_steps_from_different_configs(old_results, capsys):
     rec = json.loads(p.read_text())
     rec["config"]["C"] = 1.0
     p.write_text(json.dumps(rec))
-    with pytest.raises(common.InputError, match="differ in config 'C'"):
+    with pytest.raises(base.InputError, match="differ in config 'C'"):
         analysis.analyze(old_results)
     assert analysis.analyze(old_results, allow_mixed=True)["steps"] == [0, 1, 2, 3]
 
@@ -400,7 +402,7 @@ def test_tampered_probe_is_refused(old_results):
     data = bytearray(p.read_bytes())
     data[len(data) // 2] ^= 0xFF
     p.write_bytes(bytes(data))
-    with pytest.raises(common.InputError, match="does not match"):
+    with pytest.raises(base.InputError, match="does not match"):
         probe.load_probe(old_results / "step_1_add_sycophant.json")
 
 
@@ -448,7 +450,7 @@ def test_killed_runs_leave_only_complete_files_of_one_run_each(tiny_cache, tmp_p
                     probe.load_scores(paths["scores"], rec["run_id"])
                     probe.load_probe(paths["json"])
                 else:                                  # torn unit: readers refuse, never mix
-                    with pytest.raises(common.InputError):
+                    with pytest.raises(base.InputError):
                         probe.load_scores(paths["scores"], rec["run_id"])
                         probe.load_probe(paths["json"])
     assert subprocess.run(cmd + ["--resume"], capture_output=True).returncode == 0
@@ -468,11 +470,11 @@ def test_label_mapping_property(tmp_path_factory, labels):
     p.write_text(json.dumps({"labels": labels, "extra": {"layer": 40}}))
     unknown = [lab for lab in labels if lab not in common.LABEL_MAP]
     if unknown:
-        with pytest.raises(common.InputError) as e:
-            common.load_labels(p, "x")
+        with pytest.raises(base.InputError) as e:
+            data.load_labels(p, "x")
         assert repr(unknown[0]) in str(e.value) and str(p) in str(e.value)
     else:
-        y, classes = common.load_labels(p, "x")
+        y, classes = data.load_labels(p, "x")
         assert y.tolist() == [common.LABEL_MAP[lab] for lab in labels]
         assert classes.tolist() == labels
 
@@ -491,10 +493,10 @@ def test_loader_property(tmp_path_factory, rows, cols, dtype, density, bad, seed
     p = tmp_path_factory.mktemp("act") / "a_activations.npy"
     np.save(p, x)
     if bad is not None and np.dtype(dtype).kind == "f":
-        with pytest.raises(common.InputError, match="non-finite"):
-            common.load_activations(p)
+        with pytest.raises(base.InputError, match="non-finite"):
+            data.load_activations(p)
     else:
-        X, n_neg = common.load_activations(p)
+        X, n_neg = data.load_activations(p)
         assert X.dtype == np.float32 and X.shape == (rows, cols) and n_neg == 0
         assert np.array_equal(X.toarray(), x.astype(np.float32))
 
@@ -505,8 +507,8 @@ def test_npy_label_property(tmp_path_factory, values):
     p = tmp_path_factory.mktemp("npy") / "l.npy"
     np.save(p, np.array(values, dtype=np.int64))
     if set(values) <= {0, 1}:
-        y, _ = common.load_labels(p, "train")
+        y, _ = data.load_labels(p, "train")
         assert y.tolist() == values
     else:
-        with pytest.raises(common.InputError, match="0/1"):
-            common.load_labels(p, "train")
+        with pytest.raises(base.InputError, match="0/1"):
+            data.load_labels(p, "train")

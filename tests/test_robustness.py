@@ -17,6 +17,10 @@ import numpy as np
 import pytest
 
 from sweeplib import analysis
+from sweeplib import base
+from sweeplib import data
+from sweeplib.data import fingerprint
+from sweeplib import sweep
 import common
 import compare_all_steps
 import dashboard
@@ -91,9 +95,9 @@ def test_results_cleanup_keeps_foreign_look_alikes_and_removes_its_own(tiny_cach
     foreign.append(fake_owned(old_results, results_io.STAGE_PREFIX, pid, tool="other-tool"))
     foreign.append(fake_owned(old_results, results_io.STAGE_PREFIX, pid, host="other-host"))
     foreign.append(fake_owned(old_results, results_io.STAGE_PREFIX, pid, token="f" * 16))
-    alive = fake_owned(old_results, common.TMP_PREFIX, os.getppid())    # a live owner
+    alive = fake_owned(old_results, base.TMP_PREFIX, os.getppid())    # a live owner
     ours = [fake_owned(old_results, results_io.STAGE_PREFIX, pid),
-            fake_owned(old_results, common.TMP_PREFIX, pid)]
+            fake_owned(old_results, base.TMP_PREFIX, pid)]
     assert run(tiny_cache, old_results, "--steps", "0") == 0
     for p in foreign + [alive]:
         assert p.exists(), p
@@ -208,7 +212,7 @@ def test_output_path_that_is_a_directory_is_refused_before_fitting(tiny_cache, o
 
 def test_step_script_removes_the_derived_outputs_it_made_stale(tiny_cache, old_results, capsys):
     assert all((old_results / d).exists() for d in DERIVED)
-    assert common.main_step(0, ["--cache-dir", str(tiny_cache), "--results-dir",
+    assert sweep.main_step(0, ["--cache-dir", str(tiny_cache), "--results-dir",
                                 str(old_results)] + FAST_FLAGS) == 0
     err = capsys.readouterr().err
     assert "note: removed" in err and "report.txt" in err
@@ -267,7 +271,7 @@ def test_kill_during_the_switch_is_refused_by_readers_and_completed_by_the_next_
     r = subprocess.run([sys.executable, "-c", KILL_SWITCH, str(ROOT), str(k), str(old_results)]
                        + argv + FAST_FLAGS, capture_output=True, text=True)
     assert r.returncode == -signal.SIGKILL
-    with pytest.raises(common.InputError, match="stopped while switching its results in"):
+    with pytest.raises(base.InputError, match="stopped while switching its results in"):
         analysis.analyze(old_results)
     r = subprocess.run([sys.executable, str(ROOT / "run_all.py"), "--resume"] + argv
                        + FAST_FLAGS, capture_output=True, text=True)
@@ -413,7 +417,7 @@ def test_fit_with_non_finite_values_is_refused():
     step = common.STEPS[0]
     scores = {"_coef": {"coef": np.array([1.0, np.nan])}, "_oof": {"score": np.zeros(3)},
               "gold_106": {"score": np.zeros(3)}}
-    with pytest.raises(common.InputError, match="non-finite weights"):
+    with pytest.raises(base.InputError, match="non-finite weights"):
         datacheck.check_fit("", step, scores)
     scores["_coef"]["coef"] = np.zeros(2)
     warnings = datacheck.check_fit("", step, scores)
@@ -432,11 +436,11 @@ def test_fingerprint_covers_the_whole_file(tmp_path):
     data = bytearray(os.urandom(6 << 20))
     p.write_bytes(bytes(data))
     st = p.stat()
-    before = common.fingerprint(p)
+    before = fingerprint(p)
     data[3 << 20] ^= 1                                 # the middle of a 6 MiB file
     p.write_bytes(bytes(data))
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    after = common.fingerprint(p)
+    after = fingerprint(p)
     assert before["bytes"] == after["bytes"] and before["sha256"] != after["sha256"]
     assert after["sha256"] == hashlib.sha256(bytes(data)).hexdigest()
 
@@ -788,10 +792,10 @@ def test_orderings_load_every_source_whatever_the_steps(tiny_cache, tmp_path):
 def test_dataset_without_active_features_is_refused_or_warned_with_a_selection(tiny_cache):
     import dataclasses
     import scipy.sparse as sp
-    ds = common.load_cache(tiny_cache, 40, ["sycophant"])[0]["sycophant"]
+    ds = data.load_cache(tiny_cache, 40, ["sycophant"])[0]["sycophant"]
     empty = {"sycophant": dataclasses.replace(ds, X=sp.csr_matrix(ds.X.shape, dtype=np.float32),
                                               warnings=[])}
-    with pytest.raises(common.InputError, match="no active feature in any of its"):
+    with pytest.raises(base.InputError, match="no active feature in any of its"):
         datacheck.check_datasets(empty)
     seen = []
     datacheck.check_datasets(empty, feature_ids=[1, 2], warn=seen.append)

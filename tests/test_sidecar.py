@@ -10,6 +10,8 @@ import common
 import run_all
 from sweeplib import sidecar
 from conftest import FAST_FLAGS
+from sweeplib import config
+from sweeplib import data
 
 LAYER = "layer_40"
 
@@ -41,7 +43,7 @@ def metrics(out):
 
 def load(path, store, feature_ids=None):
     """load_activations through a sidecar store."""
-    return common.load_activations(path, feature_ids, store)
+    return data.load_activations(path, feature_ids, store)
 
 
 @pytest.mark.slow
@@ -66,7 +68,7 @@ def test_sidecar_equals_the_dense_conversion_also_for_a_feature_subset(tiny_cach
     path = tiny_cache / LAYER / "train_activations.npy"
     store = sidecar.Store(tmp_path / "sc", note=lambda m: None)
     for ids in (None, [200, 3, 17, 5, 199]):
-        ref, ref_neg = common.load_activations(path, ids)
+        ref, ref_neg = data.load_activations(path, ids)
         for _ in range(2):                                 # written, then read back
             X, n_neg = load(path, store, ids)
             assert X.dtype == np.float32 and X.has_sorted_indices and n_neg == ref_neg
@@ -108,7 +110,7 @@ def test_corrupt_sidecar_is_refused_and_rebuilt(cache_copy, damage):
     elif damage == "garbage":
         side.write_bytes(b"not a zip file at all")
     else:                                                   # consistent file, wrong values
-        fp = common.fingerprint(path)
+        fp = data.fingerprint(path)
         with open(side, "wb") as f:
             np.savez(f, **sidecar._arrays(ref[::-1].tocsr(), 0, fp))
     X, _ = load(path, store)
@@ -137,7 +139,7 @@ def test_sidecar_dir_keeps_the_cache_folder_untouched(cache_copy, tmp_path):
     assert len(sidecars(tmp_path / "sc")) == 5
     rec = json.loads(next((tmp_path / "out").glob("step_0_*.json")).read_text())
     assert rec["config"]["sidecar"] == str(tmp_path / "sc")
-    assert "sidecar" in common.RUN_ONLY_KEYS
+    assert "sidecar" in config.RUN_ONLY_KEYS
 
 
 def test_non_finite_dense_file_is_an_error_even_with_a_sidecar_folder(cache_copy, tmp_path,

@@ -22,6 +22,8 @@ from sweeplib import probe
 import run_all
 from sweeplib import stats
 from conftest import FAST_FLAGS
+from sweeplib import data
+from sweeplib.splits import make_splits
 
 SEED = 42                                          # common.DEFAULTS["seed"]
 CI_METRICS_TWO_CLASS = {"auroc", "recall_at_fpr_1", "recall_at_fpr_5", "detection_rate",
@@ -102,7 +104,7 @@ def _estimates_by_hand(record, sc, name):
 
 @pytest.fixture(scope="module")
 def loaded(tiny_cache):
-    datasets, _, _ = common.load_cache(tiny_cache, 40, list(common.DATASETS))
+    datasets, _, _ = data.load_cache(tiny_cache, 40, list(common.DATASETS))
     return datasets
 
 
@@ -337,8 +339,8 @@ def test_repeat_seed_matches_a_run_with_that_seed(tiny_cache, repeats_run, tmp_p
 
 
 def test_different_seeds_give_different_splits_of_equal_size(loaded):
-    splits = {s: common.make_splits(loaded, 0.2, s) for s in (SEED, SEED + 1, SEED + 2)}
-    again = common.make_splits(loaded, 0.2, SEED)
+    splits = {s: make_splits(loaded, 0.2, s) for s in (SEED, SEED + 1, SEED + 2)}
+    again = make_splits(loaded, 0.2, SEED)
     for name, ds in loaded.items():
         sizes = {(len(sp.train), len(sp.eval)) for sp in (x[name] for x in splits.values())}
         assert len(sizes) == 1, name
@@ -404,8 +406,8 @@ def _plant(cache, datasets):
     gold_106: 3 rows copied over rows of `train` + 1 near copy.
     Returns the (eval row, train row) pairs of the exact benchmark copies.
     """
-    layer = common.layer_dir(cache, 40)
-    split = common.make_splits(datasets, 0.2, SEED)["benchmark"]
+    layer = data.layer_dir(cache, 40)
+    split = make_splits(datasets, 0.2, SEED)["benchmark"]
     rng = np.random.default_rng(0)
 
     def near(row):
@@ -447,10 +449,10 @@ def _pairs(audit):
 def test_leakage_audit_counts_planted_duplicates_and_warns(cache_copy, tiny_run, loaded,
                                                            tmp_path, capsys):
     _plant(cache_copy, loaded)
-    planted, _, _ = common.load_cache(cache_copy, 40, list(common.DATASETS))
+    planted, _, _ = data.load_cache(cache_copy, 40, list(common.DATASETS))
     # labels are untouched, so the split (and hence the planted pairs) does not move
-    assert np.array_equal(common.make_splits(planted, 0.2, SEED)["benchmark"].eval,
-                          common.make_splits(loaded, 0.2, SEED)["benchmark"].eval)
+    assert np.array_equal(make_splits(planted, 0.2, SEED)["benchmark"].eval,
+                          make_splits(loaded, 0.2, SEED)["benchmark"].eval)
     out = tmp_path / "res"
     rc = run_all.main(["--cache-dir", str(cache_copy), "--results-dir", str(out),
                        "--jobs", "1", "--steps", "0", "3"])
@@ -486,16 +488,16 @@ def test_leakage_audit_counts_planted_duplicates_and_warns(cache_copy, tiny_run,
 
 def test_dedup_split_keeps_exact_duplicate_groups_on_one_side(cache_copy, loaded, tmp_path):
     pairs = _plant(cache_copy, loaded)
-    planted, _, _ = common.load_cache(cache_copy, 40, list(common.DATASETS))
+    planted, _, _ = data.load_cache(cache_copy, 40, list(common.DATASETS))
     X = planted["benchmark"].X
 
     def crossing(split):
         return stats.duplicate_counts(X[split.train], X[split.eval])["exact"]
 
-    plain = common.make_splits(planted, 0.2, SEED)["benchmark"]
+    plain = make_splits(planted, 0.2, SEED)["benchmark"]
     assert crossing(plain) == N_EXACT_BENCH                 # every planted pair crosses
     for seed in (SEED, SEED + 1):
-        dedup = common.make_splits(planted, 0.2, seed, dedup=True)["benchmark"]
+        dedup = make_splits(planted, 0.2, seed, dedup=True)["benchmark"]
         assert crossing(dedup) == 0, seed
         in_eval = set(dedup.eval.tolist())
         for e, t in pairs:
@@ -512,7 +514,7 @@ def test_dedup_split_keeps_exact_duplicate_groups_on_one_side(cache_copy, loaded
     assert got[("train", "gold_106")][0] == N_EXACT_GOLD
     assert rec["config"]["dedup_split"] is True
     assert rec["split_sizes"]["benchmark"]["eval"] == len(
-        common.make_splits(planted, 0.2, SEED, dedup=True)["benchmark"].eval)
+        make_splits(planted, 0.2, SEED, dedup=True)["benchmark"].eval)
 
 
 def test_findings_say_what_the_calls_say(tiny_analysis):

@@ -1,0 +1,99 @@
+"""The bottom of the package: the two errors every command turns into one line and an exit
+code, the one atomic writer, phase timing and opening a regular file.
+
+Everything above imports this; it imports only owned.py (stdlib only) from the project.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import sys
+import time
+from pathlib import Path
+
+from sweeplib import owned
+
+
+class InputError(Exception):
+    """Bad input: the message's first line names the file (or flag) and the problem."""
+
+
+class WriteError(Exception):
+    """An output could not be written (disk full, I/O error): the message names the file."""
+
+
+def die(message):
+    """Print an error (first line names the file and the problem) and return exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+# --------------------------------------------------------------------------------------------
+# The one atomic writer
+# --------------------------------------------------------------------------------------------
+TMP_PREFIX = ".sweep-tmp-"     # owned temp folders of atomic_write (see owned.py)
+
+
+def atomic_write(path, data):
+    """Write bytes to path: into a temp folder this tool owns next to it, fsync, os.replace.
+    WriteError (naming path) when the disk is full or the folder not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; cannot write a file there")
+    tmp_dir = None
+    try:
+        owned.remove_stale(path.parent, TMP_PREFIX)
+        tmp_dir = owned.make_dir(path.parent, TMP_PREFIX, "temp")
+        owned.write_file(tmp_dir / path.name, data)
+        os.replace(tmp_dir / path.name, path)
+    except OSError as e:
+        raise WriteError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+TIMINGS = {}                                # phase -> wall seconds, summed over the process
+
+
+class timed:
+    """Context manager adding the wall time of a block to TIMINGS[phase]."""
+
+    def __init__(self, phase):
+        self.phase = phase
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        TIMINGS[self.phase] = TIMINGS.get(self.phase, 0.0) + time.perf_counter() - self.t0
+
+
+# --------------------------------------------------------------------------------------------
+# Opening files
+# --------------------------------------------------------------------------------------------
+FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+              (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path, what="file"):
+    """Open a regular file for reading; InputError for a missing file, a directory, FIFO or
+    device (opened non-blocking, so a FIFO never hangs the run)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot open {what} ({e.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+        raise InputError(f"{path}: {what} is {kind}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")

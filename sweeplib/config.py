@@ -1,0 +1,269 @@
+"""The command line: flag types, the parsers every script shares, path resolution and the
+config keys that never change a result.
+
+    p = config.build_parser(description)      # flags of the step scripts and run_all.py
+    p = config.results_parser(__doc__)         # flags of the scripts that read a results folder
+
+Flags are generated from the defaults in common.DEFAULTS and checked against common.LIMITS
+before any data is read; a bad value is one line naming the flag (exit 2).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common import (DATASETS, DEFAULTS, DEMO_CACHE_DIR, DEMO_RESULTS_DIR, EXTRA_EVAL_NAME,
+                    LIMITS, ROOT)
+from sweeplib.base import InputError
+
+
+# --------------------------------------------------------------------------------------------
+# Flag types
+# --------------------------------------------------------------------------------------------
+def _number(text, kind):
+    """text as int or float, or an argparse error saying what was expected."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def bounded_float(key):
+    """argparse type: a finite float > 0 within LIMITS[key] (-C, --tol)."""
+    lo, hi = LIMITS[key]
+
+    def parse(text):
+        value = _number(text, float)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}], got {text}")
+        return value
+    parse.__name__ = key
+    return parse
+
+
+def _fraction(text):
+    """argparse type: a float in (0, 1)."""
+    value = _number(text, float)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def _positive_int(text):
+    """argparse type: an int >= 1."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+REMOVED_FLAGS = {"--n-boot": "intervals are no longer bootstrapped (closed-form intervals, see "
+                             "the README's Metrics section); drop the flag"}
+
+
+class _RemovedFlag(argparse.Action):
+    """A flag that no longer exists: a clear error instead of 'unrecognized arguments'."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        """Refuse the flag, saying why."""
+        parser.error(f"argument {option_string}: removed; {REMOVED_FLAGS[option_string]}")
+
+
+def _bounded_int(key):
+    """argparse type: an int within LIMITS[key] (jobs: also never 0)."""
+    lo, hi = LIMITS[key]
+
+    def parse(text):
+        value = _number(text, int)
+        if key == "jobs" and value == 0:
+            raise argparse.ArgumentTypeError("must be -1 (all cores) or >= 1, got 0")
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {text}")
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {text}")
+        return value
+    parse.__name__ = key
+    return parse
+
+
+def _path(text):
+    """argparse type: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return Path(text)
+
+
+def output_path(text):
+    """argparse type of --output: a file path in an existing folder, not a folder itself."""
+    path = _path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path.parent} does not exist")
+    return path
+
+
+def check_extra_eval_name(name):
+    """InputError unless name can be an eval set's name: a letter, then letters, digits, '_'
+    or '-' (at most 64), and not a dataset's name or file stem."""
+    if not EXTRA_EVAL_NAME.match(name):
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise InputError(f"--extra-eval: {shown!r} is not a valid name (a letter, then up to 63 "
+                         "letters, digits, '_' or '-')")
+    stems = {d.stem: n for n, d in DATASETS.items() if d.regime != "extra"}
+    if name in stems:
+        raise InputError(f"--extra-eval: {name!r} is the file stem of dataset {stems[name]}")
+
+
+def _extra_name(text):
+    """argparse type: an --extra-eval name (see check_extra_eval_name)."""
+    try:
+        check_extra_eval_name(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[1]) from None
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Parsers
+# --------------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors put the problem on the first line (then a usage hint)."""
+
+    def error(self, message):
+        """Print 'error: <flag>: <problem>' first, the usage after; exit 2."""
+        sys.stderr.write(f"error: {message}\n")
+        self.print_usage(sys.stderr)
+        raise SystemExit(2)
+
+
+def results_parser(doc, verdict_flags=True):
+    """Parser of the scripts that read a results folder: --results-dir, --allow-mixed."""
+    p = Parser(description=doc.split("\n\n")[0].replace("\n", " "),
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--results-dir", type=_path, default=DEFAULTS["results_dir"],
+                   help="folder with the step results")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="combine steps whose config or inputs differ")
+    if verdict_flags:
+        add_verdict_flags(p)
+    return p
+
+
+def add_verdict_flags(p):
+    """Flags of the verdict's criteria (scripts that analyze a results folder)."""
+    p.add_argument("--gold-tolerance", type=_fraction, default=DEFAULTS["gold_tolerance"],
+                   help="largest drop of gold_106 AUROC (first to last step) that still counts "
+                        "as 'in-distribution holds'; shown only when the interval supports it")
+    p.add_argument("--min-base-auroc", type=_fraction, default=DEFAULTS["min_base_auroc"],
+                   help="the base probe's gold_106 AUROC interval must lie above this for a "
+                        "verdict (else: inconclusive)")
+
+
+def build_parser(description):
+    """The flags shared by every step script and run_all.py, defaults from DEFAULTS."""
+    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = DEFAULTS
+    p.add_argument("--cache-dir", type=_path, default=d["cache_dir"],
+                   help="cache root holding layer_<L>/ folders")
+    p.add_argument("--layer", type=int, default=d["layer"], help="SAE layer to load")
+    p.add_argument("--results-dir", type=_path, default=None,
+                   help=f"where results go (default {d['results_dir'].relative_to(ROOT)}, "
+                        f"or {DEMO_RESULTS_DIR.relative_to(ROOT)} with --demo)")
+    p.add_argument("--demo", action="store_true",
+                   help=f"use the synthetic demo cache ({DEMO_CACHE_DIR.relative_to(ROOT)}, "
+                        "generated when absent) and demo results folder")
+    p.add_argument("-C", dest="C", type=bounded_float("C"), nargs="+", default=[d["C"]],
+                   help="inverse regularization strength (several values: a grid, run_all.py)")
+    p.add_argument("--penalty", choices=("l1", "l2"), nargs="+", default=[d["penalty"]],
+                   help="regularization, l2 (lbfgs) or l1 (saga); several: a grid")
+    p.add_argument("--layers", type=int, nargs="+", default=None,
+                   help="grid over these layers (run_all.py; each cell in its own folder)")
+    p.add_argument("--max-iter", type=_bounded_int("max_iter"), default=d["max_iter"],
+                   help="solver iteration cap")
+    p.add_argument("--tol", type=bounded_float("tol"), default=d["tol"],
+                   help="solver tolerance: stop when every gradient entry is <= TOL "
+                        "(scikit-learn's default, as the original research; 1e-8 fits to the "
+                        "optimum, see --solver-check)")
+    p.add_argument("--seed", type=_bounded_int("seed"), default=d["seed"],
+                   help="seed of every random choice")
+    p.add_argument("--eval-fraction", type=_fraction, default=d["eval_fraction"],
+                   help="held-out share of each split dataset")
+    p.add_argument("--cv-folds", type=_bounded_int("cv_folds"), default=d["cv_folds"],
+                   help="cross-validation folds on the training mix (>= 2)")
+    p.add_argument("--feature-ids", type=_path, default=None,
+                   help="JSON list of SAE feature ids every step uses (default: all)")
+    p.add_argument("--n-boot", nargs="?", action=_RemovedFlag,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=_bounded_int("repeats"), default=d["repeats"],
+                   help="independent seeds (split, folds, model); seed, seed+1, ...")
+    p.add_argument("--dedup-split", action="store_true",
+                   help="keep exact-duplicate rows on one side of the 80/20 split")
+    p.add_argument("--near-dup-threshold", type=_fraction, default=d["near_dup_threshold"],
+                   help="cosine similarity counted as a near duplicate in the leakage audit")
+    p.add_argument("--class-weight", choices=("balanced",), default=None,
+                   help="weight AF and not-AF equally in the loss")
+    p.add_argument("--source-weight", choices=("proportional", "equal"), default="proportional",
+                   help="each source's share of the loss: by its size, or equal")
+    p.add_argument("--extra-eval", type=_extra_name, nargs="+", default=None, metavar="NAME",
+                   help="also evaluate <NAME>_activations.npy + <NAME>_labels.json|.npy whole, "
+                        "at every step (never trained on)")
+    p.add_argument("--sidecar-dir", type=Path, default=d["sidecar_dir"], metavar="DIR",
+                   help="where the sparse sidecar copies of the activations go (default: next "
+                        "to each .npy; use this when the cache folder is read-only)")
+    p.add_argument("--no-sidecar", action="store_true",
+                   help="neither read nor write sparse sidecars (convert the dense files)")
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="run the fits on an existing dask.distributed cluster (needs dask)")
+    p.add_argument("--jobs", type=_bounded_int("jobs"), default=d["jobs"],
+                   help="threads for the lockstep fits' products (L2); worker processes for "
+                        "L1 fits and dask tasks; -1: all cores")
+    p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    return p
+
+
+def check_single_values(args):
+    """A single step or sweep takes one layer, one C and one penalty (grids: run_all.py)."""
+    if len(args.C) > 1 or len(args.penalty) > 1 or (args.layers and len(args.layers) > 1):
+        raise InputError("-C/--penalty/--layers: several values make a grid; run it with "
+                         "run_all.py")
+    if args.layers:
+        args.layer = args.layers[0]
+        args.layers = None
+
+
+def resolve_paths(args):
+    """Apply --demo and the default results folder; return (cache_dir, results_dir)."""
+    if args.demo:
+        cache_dir = args.cache_dir if args.cache_dir != DEFAULTS["cache_dir"] else DEMO_CACHE_DIR
+        results_dir = args.results_dir or DEMO_RESULTS_DIR
+    else:
+        cache_dir = args.cache_dir
+        results_dir = args.results_dir or DEFAULTS["results_dir"]
+    if args.cv_folds < 2:
+        raise InputError(f"--cv-folds: must be >= 2, got {args.cv_folds}")
+    if args.seed + args.repeats - 1 > LIMITS["seed"][1]:
+        raise InputError(f"--seed: {args.seed} with --repeats {args.repeats} runs past the "
+                         f"largest seed {LIMITS['seed'][1]}")
+    extra = getattr(args, "extra_eval", None) or []
+    if len(set(extra)) != len(extra):
+        raise InputError("--extra-eval: " + next(n for n in extra if extra.count(n) > 1)
+                         + " is given twice")
+    if getattr(args, "dask_scheduler", None) is not None and not args.dask_scheduler.strip():
+        raise InputError("--dask-scheduler: empty address")
+    return Path(cache_dir), Path(results_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Config keys that never change a result
+# --------------------------------------------------------------------------------------------
+RUN_ONLY_KEYS = ("jobs", "quiet", "dask_scheduler", "sidecar")   # never change a number
+
+
+def comparable(config):
+    """Config without the keys that cannot change a result."""
+    return {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS}
