@@ -8,8 +8,8 @@ model_organism near 0 and a benchmark AUROC near 0.5 mean the probe does not tra
 Writes step_0_*.json / step_0_scores.npz / step_0_probe.pkl to the results folder.
 """
 import sys
-from sweeplib import sweep
+from sweeplib import pipeline
 
 
 if __name__ == "__main__":
-    sys.exit(sweep.main_step(0))
+    sys.exit(pipeline.main_step(0))

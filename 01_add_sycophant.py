@@ -8,8 +8,8 @@ check the benchmark negatives' false positives before calling it generalization.
 Writes step_1_*.json / step_1_scores.npz / step_1_probe.pkl to the results folder.
 """
 import sys
-from sweeplib import sweep
+from sweeplib import pipeline
 
 
 if __name__ == "__main__":
-    sys.exit(sweep.main_step(1))
+    sys.exit(pipeline.main_step(1))

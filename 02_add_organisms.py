@@ -7,8 +7,8 @@ Read: a benchmark AUROC still near 0.5 means the organisms teach their own distr
 Writes step_2_*.json / step_2_scores.npz / step_2_probe.pkl to the results folder.
 """
 import sys
-from sweeplib import sweep
+from sweeplib import pipeline
 
 
 if __name__ == "__main__":
-    sys.exit(sweep.main_step(2))
+    sys.exit(pipeline.main_step(2))

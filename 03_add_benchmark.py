@@ -8,8 +8,8 @@ a gold_106 drop says diversity trades off against in-distribution performance.
 Writes step_3_*.json / step_3_scores.npz / step_3_probe.pkl to the results folder.
 """
 import sys
-from sweeplib import sweep
+from sweeplib import pipeline
 
 
 if __name__ == "__main__":
-    sys.exit(sweep.main_step(3))
+    sys.exit(pipeline.main_step(3))

@@ -10,8 +10,8 @@ alignment-faking-training adds nothing out of distribution.
 Writes step_4_ood_only.json / step_4_scores.npz / step_4_probe.pkl to the results folder.
 """
 import sys
-from sweeplib import sweep
+from sweeplib import pipeline
 
 
 if __name__ == "__main__":
-    sys.exit(sweep.main_step(4))
+    sys.exit(pipeline.main_step(4))

@@ -25,12 +25,12 @@ import numpy as np
 
 from sweeplib import analysis
 import common
-from sweeplib import probe
 from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import verdict
 from sweeplib import base
 from sweeplib import config
+from sweeplib import metrics
 
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
 TRANSFER_FILE = "transfer_matrix.json"
@@ -178,7 +178,7 @@ def cell_data(folder, label):
         rows = {}
         for k, e in entries.items():
             try:
-                flat = probe.flat_metrics(e)
+                flat = metrics.flat_metrics(e)
             except (KeyError, AttributeError, TypeError):
                 flat = {m: e.get(m) for m in METRICS}
             ci = e.get("ci") or {}

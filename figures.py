@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from sweeplib import analysis
-from sweeplib import probe
 from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import base
 from sweeplib import config
+from sweeplib import stepfiles
 
 try:
     import matplotlib
@@ -121,7 +121,7 @@ def _load_step_scores(results_dir, a):
     for k in a["steps"]:
         rec = a["records"][k]
         path = Path(results_dir) / f"step_{k}_scores.npz"
-        out[k] = probe.load_scores(path, rec.get("run_id")) if path.exists() else {}
+        out[k] = stepfiles.load_scores(path, rec.get("run_id")) if path.exists() else {}
     return out
 
 

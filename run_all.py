@@ -26,21 +26,23 @@ from sweeplib import analysis
 import common
 import compare_all_steps
 import generate_report
-from sweeplib import probe
 from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import solver_check
-from sweeplib import sweep
 from sweeplib import verdict
 from sweeplib import base
 from sweeplib.config import add_verdict_flags, bounded_float, build_parser, resolve_paths
 from sweeplib import data
+from sweeplib import metrics
+from sweeplib import controls
+from sweeplib import execution
+from sweeplib import pipeline
 
 
 def grid_table(rows):
     """Summary of grid cells: CV and each eval set's headline at the last step."""
     sets = list(dict.fromkeys(n for r in rows for n in r["metrics"]))
-    head = {n: probe.headline_metric(next(r["metrics"][n] for r in rows if n in r["metrics"]))
+    head = {n: metrics.headline_metric(next(r["metrics"][n] for r in rows if n in r["metrics"]))
             for n in sets}
     t = generate_report.Table(
         ["layer", "C", "penalty", "CV AUROC", "non-zero w"]
@@ -127,7 +129,7 @@ def _budget(text):
 
 def _main(args, figure_job=None):
     """Run what the flags ask for; InputError on bad input."""
-    log = sweep.quiet_log(args)
+    log = pipeline.quiet_log(args)
     _, results_dir = resolve_paths(args)
     grid = len(args.C) > 1 or len(args.penalty) > 1 or bool(args.layers)
     if grid and args.compare_only:
@@ -139,8 +141,8 @@ def _main(args, figure_job=None):
     if grid and not args.compare_only:
         steps = [common.step_spec(k) for k in sorted(set(args.steps))]
         results_io.claim(results_dir)
-        with sweep.execution(args):
-            rows = sweep.run_grid(args, steps, results_dir, args.resume)
+        with execution.context(args):
+            rows = controls.run_grid(args, steps, results_dir, args.resume)
         results_io.commit_all(derived=False)      # the main sweep's files stay as they are
         log(grid_table(rows))
         log(f"\nwrote {results_dir / 'grid_summary.json'} (main sweep untouched)")
@@ -148,28 +150,28 @@ def _main(args, figure_job=None):
     if not args.compare_only:
         steps = [common.step_spec(k) for k in sorted(set(args.steps))]
         results_io.claim(results_dir)
-        with sweep.execution(args):
+        with execution.context(args):
             # the orderings train on every source, whatever --steps asks for
-            ctx = sweep.prepare(args, steps + ([common.STEPS[-1]] if args.orderings else []))
-            config = sweep.make_config(args, ctx.cache_dir, ctx.feature_ids)
+            ctx = pipeline.prepare(args, steps + ([common.STEPS[-1]] if args.orderings else []))
+            config = pipeline.make_config(args, ctx.cache_dir, ctx.feature_ids)
             if args.budget:
-                sweep.check_budget(ctx, steps, args.budget)
+                controls.check_budget(ctx, steps, args.budget)
             rewritten = {"arm_budget": args.budget, "baseline_format": args.baseline,
                          "orderings": args.orderings, "transfer": args.transfer}
             results_read.check_controls(results_dir, [k for k, v in rewritten.items() if v])
-            sweep.run_steps(ctx, steps, results_dir, config, args.resume)
+            pipeline.run_steps(ctx, steps, results_dir, config, args.resume)
             if args.budget:
-                sweep.run_budget_arm(ctx, steps, results_dir, config, args.budget,
+                controls.run_budget_arm(ctx, steps, results_dir, config, args.budget,
                                      args.resume)
             if args.baseline == "format":
-                sweep.run_format_baseline(ctx, steps, results_dir, config, args.resume)
+                controls.run_format_baseline(ctx, steps, results_dir, config, args.resume)
             if args.orderings:
-                sweep.run_orderings(ctx, results_dir, config, args.resume)
+                controls.run_orderings(ctx, results_dir, config, args.resume)
             if args.transfer:
-                doc, path = sweep.run_transfer(ctx, results_dir, config)
+                doc, path = controls.run_transfer(ctx, results_dir, config)
                 log(transfer_table(doc) + f"\nwrote {path}")
             if args.solver_check:
-                solver_check.run(ctx, steps, results_dir, config, args.solver_check, args.resume)
+                controls.run_solver_check(ctx, steps, results_dir, config, args.solver_check, args.resume)
         results_io.commit_all()            # every folder of the run switched in together
     with base.timed("analysis"):
         a = analysis.analyze(results_dir, criteria=verdict.Criteria.from_args(args))

@@ -49,8 +49,8 @@ def one_run(scenario, seed, work, scale, n_features):
     from sweeplib import analysis
     import common
     import demo_data
+    from sweeplib import pipeline
     from sweeplib import results_io
-    from sweeplib import sweep
     cache = Path(work) / scenario.replace(" ", "_") / f"cache_{seed}"
     out = Path(work) / scenario.replace(" ", "_") / f"results_{seed}"
     t0 = time.perf_counter()
@@ -62,7 +62,7 @@ def one_run(scenario, seed, work, scale, n_features):
          "--jobs", "1", "--quiet"])
     with results_io.session():                  # the tool's own write protocol (lock, switch)
         results_io.claim(out)
-        sweep.run_sweep(args, [s.number for s in common.STEPS])
+        pipeline.run_sweep(args, [s.number for s in common.STEPS])
         results_io.commit_all()
     a = analysis.analyze(out, controls=False)
     v = a["verdict"]

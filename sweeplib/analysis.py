@@ -7,17 +7,19 @@ verdict (verdict.py). It returns one dict.
 """
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import numpy as np
 
 import common
 from sweeplib import intervals
-from sweeplib import probe
 from sweeplib import results_read
+from sweeplib import solver_check
 from sweeplib import verdict
 from sweeplib import base
 from sweeplib import config
+from sweeplib.metrics import set_estimates
 
 # metrics compared across steps; the first defined one is a set's headline
 TWO_CLASS_METRICS = ("auroc", "recall_at_fpr_5", "recall_at_fpr_1", "accuracy")
@@ -124,7 +126,7 @@ def _set_rows(name, present, records, scores, metrics):
     rows, ests = {}, {}
     for k in present:
         entry = records[k]["evaluation"][name]
-        est = probe.set_estimates(scores[k], name, entry.get("reference_negatives"),
+        est = set_estimates(scores[k], name, entry.get("reference_negatives"),
                                   records[k]["thresholds"]["log_odds"])
         ests[k] = est
         rows[k] = {m: {"value": est[m].value, "ci": intervals.interval(est[m])}
@@ -390,3 +392,53 @@ def anatomy(records, steps):
                   "top": r.get("top_features", []), "jaccard_top100_prev": jac}
         prev = top
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Solver: where each fit stopped, and the --solver-check control
+# --------------------------------------------------------------------------------------------
+def solver_summary(a):
+    """Per step: the final fit's solver record and its CV folds' median gap; with the control
+    present, each eval set's headline per step at both tolerances, the two verdicts and the
+    objective's excess over the tight fit's."""
+    if "solver" in a:
+        return a["solver"]
+    steps = {}
+    for k in a["steps"]:
+        rec = a["records"][k].get("solver")
+        if not rec:
+            continue
+        folds = [f for f in rec["cv_folds"] if "relative_gap" in f]
+        steps[k] = {"final": rec["final"],
+                    "cv_n_iter": [f["n_iter"] for f in rec["cv_folds"]],
+                    "cv_relative_gap": (statistics.median(f["relative_gap"] for f in folds)
+                                        if folds else None)}
+    out = {"steps": steps, "tol": a["config"].get("tol"), "check": _solver_check(a, steps)}
+    a["solver"] = out
+    return out
+
+
+def _solver_check(a, steps):
+    """The control's comparison, or None when it was not run."""
+    path = Path(a["results_dir"]) / solver_check.FOLDER
+    if not step_files(path):
+        return None
+    tight = analyze(path, controls=False)
+    sets = {}
+    for name, s in a["sets"].items():
+        m = s["headline"]
+        if m is None or name not in tight["sets"]:
+            continue
+        rows = {k: (s["rows"][k][m]["value"], tight["sets"][name]["rows"][k][m]["value"])
+                for k in s["rows"] if k in tight["sets"][name]["rows"]
+                and m in tight["sets"][name]["rows"][k]}
+        sets[name] = {"metric": m, "rows": rows}
+    excess = {}
+    for k, st in steps.items():
+        t = tight["records"].get(k, {}).get("solver", {}).get("final", {})
+        if "objective" in st["final"] and t.get("objective"):
+            excess[k] = st["final"]["objective"] / t["objective"] - 1.0
+    return {"tol": tight["config"].get("tol"), "sets": sets, "excess": excess,
+            "verdict": a["verdict"]["outcome"], "tight_verdict": tight["verdict"]["outcome"],
+            "tight_converged": all(r.get("converged") and r.get("cv_converged")
+                                   for r in tight["records"].values())}

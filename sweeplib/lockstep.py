@@ -308,7 +308,7 @@ def certificates(universe, fits):
 
 
 def certify_one(X, y, sample_weight, C, tol, max_iter, mean, scale, w, b, n_iter, converged):
-    """The solver record of one fit on its own matrix X (the per-fit path: probe.fit_task);
+    """The solver record of one fit on its own matrix X (the per-fit path: execution.fit_task);
     the same numbers as certificates() gives in lockstep."""
     fit = Fit(np.arange(X.shape[0]), y, C, sample_weight=sample_weight, max_iter=max_iter,
               tol=tol)

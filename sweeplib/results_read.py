@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+import joblib
+
 import common
-from sweeplib import owned
-from sweeplib import results_io
+from sweeplib import npyio, owned, results_io
 from sweeplib.base import InputError
-from sweeplib import npyio
+from sweeplib.metrics import evaluate_set
+from sweeplib.probe import fpr_thresholds
 
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
 MAX_JSON_BYTES = 256 * 1024 * 1024
@@ -196,7 +198,6 @@ def _mismatch(saved, fresh, where):
 
 def verify_metrics(json_path, record, scores):
     """Recompute every point metric of the record from the scores; InputError on a mismatch."""
-    from sweeplib import probe
     oof = scores.get("_oof")
     if not oof or "score" not in oof or "label" not in oof:
         raise InputError(f"{json_path}: its scores file lacks the out-of-fold training scores")
@@ -204,7 +205,7 @@ def verify_metrics(json_path, record, scores):
     if len(y) != record["n_training_samples"]:
         raise InputError(f"{json_path}: n_training_samples {record['n_training_samples']} but "
                          f"its scores file holds {len(y)} training rows")
-    fresh = probe.fpr_thresholds(np.asarray(oof["score"], dtype=np.float64)[y == 0])
+    fresh = fpr_thresholds(np.asarray(oof["score"], dtype=np.float64)[y == 0])
     bad = _mismatch(record["thresholds"]["log_odds"], fresh, "thresholds.log_odds")
     for name, entry in record["evaluation"].items():
         if bad:
@@ -215,9 +216,9 @@ def verify_metrics(json_path, record, scores):
         ref_name = entry.get("reference_negatives")
         ref = scores.get(ref_name) if isinstance(ref_name, str) else None
         ref_neg = None if ref is None else ref["score"][ref["label"] == 0]
-        again = probe.evaluate_set(np.asarray(s["score"], dtype=np.float64), s["label"],
-                                   s["class"], record["thresholds"]["log_odds"], ref_neg,
-                                   ref_name if ref is not None else None)
+        again = evaluate_set(np.asarray(s["score"], dtype=np.float64), s["label"],
+                             s["class"], record["thresholds"]["log_odds"], ref_neg,
+                             ref_name if ref is not None else None)
         bad = _mismatch(entry, again, f"evaluation.{name}")
     if bad:
         raise InputError(f"{json_path}: {bad} does not match what its scores file gives; the "
@@ -243,6 +244,22 @@ def probe_matches(folder, k, json_path, record):
     except InputError:
         return False
     return hashlib.sha256(data).hexdigest() == record["files"].get("probe_sha256")
+
+
+def load_probe(json_path):
+    """Load a step's probe after checking its sha256 against the step JSON (trusted-local only)."""
+    json_path = Path(json_path)
+    record = read_record(json_path)
+    probe_path = json_path.parent / f"step_{record['step']}_probe.pkl"
+    if record["files"].get("probe") != probe_path.name:
+        raise InputError(f"{json_path}: files.probe is not {probe_path.name}")
+    data = npyio.read_small_file(probe_path, "probe file", MAX_JSON_BYTES)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != str(record["files"].get("probe_sha256")):
+        raise InputError(f"{probe_path}: sha256 {digest[:12]}... does not match the "
+                         f"{str(record['files'].get('probe_sha256'))[:12]}... recorded in "
+                         f"{json_path.name}; refusing to unpickle it")
+    return joblib.load(io.BytesIO(data))
 
 
 def load_folder(folder):

@@ -4,8 +4,11 @@ and the rows each step trains on.
 - A split dataset (common.DATASETS role "split") is split once per seed, stratified by fine
   class, deterministic from the seed and the dataset's name only; "train" datasets are trained
   on whole, "eval" datasets evaluated whole.
+- With --dedup-split, groups of exact-duplicate rows stay on one side of the split
+  (grouped_stratified_split).
 - Step k's mix is the training rows of its sources, source by source (each mix contains the
-  previous one); the matrix is built only when asked for.
+  previous one); the matrix is built only when asked for. A fixed-budget arm keeps a
+  stratified subset of it (subsample_stratified).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import scipy.sparse as sp
 from common import DATASETS
 from sweeplib.base import InputError
 from sweeplib.data import eval_set_names
+from sweeplib.duplicates import duplicate_groups
 
 
 def split_seed(seed, name):
@@ -58,11 +62,10 @@ def make_splits(datasets, eval_fraction, seed, dedup=False):
         elif role == "eval":
             splits[name] = Split(np.arange(0), np.arange(n))
         elif dedup:
-            from sweeplib import stats
-            groups = stats.duplicate_groups(ds.X)
+            groups = duplicate_groups(ds.X)
             rng_seed = split_seed(seed, name)
-            tr, ev = stats.grouped_stratified_split(ds.classes, groups, eval_fraction,
-                                                    seed=rng_seed[0] ^ rng_seed[1])
+            tr, ev = grouped_stratified_split(ds.classes, groups, eval_fraction,
+                                              seed=rng_seed[0] ^ rng_seed[1])
             splits[name] = Split(np.sort(tr), np.sort(ev))
         else:
             tr, ev = stratified_split(ds.classes, eval_fraction, seed, name)
@@ -130,3 +133,90 @@ def build_mix(step, datasets, splits):
 def eval_sets(datasets, splits):
     """(name, Dataset, row indices) of every eval set present."""
     return [(n, datasets[n], splits[n].eval) for n in eval_set_names() if n in datasets]
+
+
+def grouped_stratified_split(strata, groups, eval_fraction=0.2, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train_idx, eval_idx) with whole groups on one side and per-stratum eval share near eval_fraction.
+
+    Groups are visited in a seeded random order, whatever their size (placing large groups
+    first would send duplicated rows preferentially to eval); a group goes to eval when that
+    lowers the total deviation sum_s |eval_s - eval_fraction * n_s|.  Afterwards every
+    stratum touched by >= 2 groups is given >= 1 eval and >= 1 train sample by moving the
+    group whose move costs least.  A group spanning several strata counts towards each.
+    """
+    strata = np.asarray(strata)
+    groups = np.asarray(groups)
+    if strata.shape != groups.shape or strata.ndim != 1:
+        raise ValueError("strata and groups must be 1-D and of equal length")
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError("eval_fraction must be in (0, 1)")
+    n = strata.size
+    if n == 0:
+        return np.array([], dtype=np.intp), np.array([], dtype=np.intp)
+    _, s_id = np.unique(strata, return_inverse=True)
+    _, g_id = np.unique(groups, return_inverse=True)
+    s_id, g_id = s_id.reshape(-1), g_id.reshape(-1)
+    nS, nG = int(s_id.max()) + 1, int(g_id.max()) + 1
+    # comp[g, s] = number of samples of group g in stratum s.
+    comp = sp.csr_matrix((np.ones(n), (g_id, s_id)), shape=(nG, nS)).toarray()
+    target = eval_fraction * comp.sum(axis=0)
+
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(nG)
+    order = perm
+    in_eval = np.zeros(nG, dtype=bool)
+    cur = np.zeros(nS)
+    for gi in order:  # loop over groups (not resamples or pairs)
+        c = comp[gi]
+        if np.abs(cur + c - target).sum() < np.abs(cur - target).sum():
+            in_eval[gi] = True
+            cur += c
+
+    touching = comp > 0
+    n_groups_per_stratum = touching.sum(axis=0)
+    for _ in range(3):  # a few passes: a cross-stratum move can disturb another stratum
+        changed = False
+        for s in np.flatnonzero(n_groups_per_stratum >= 2):
+            ev = (comp[:, s] * in_eval).sum()
+            tr = (comp[:, s] * ~in_eval).sum()
+            if ev > 0 and tr > 0:
+                continue
+            want_eval = ev == 0
+            cand = np.flatnonzero(touching[:, s] & (in_eval != want_eval))
+            sign = 1.0 if want_eval else -1.0
+            cost = np.abs(cur[None, :] + sign * comp[cand] - target[None, :]).sum(axis=1)
+            # Tie-break by the seeded permutation for determinism.
+            pri = np.empty(nG, dtype=np.intp)
+            pri[perm] = np.arange(nG)
+            gi = cand[np.lexsort((pri[cand], cost))[0]]
+            in_eval[gi] = want_eval
+            cur += sign * comp[gi]
+            changed = True
+        if not changed:
+            break
+    mask = in_eval[g_id]
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def subsample_stratified(strata, n, seed):
+    """Exactly n rows, each stratum in proportion (largest remainders), seeded; sorted."""
+    values, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    quota = counts * n / counts.sum()
+    take = np.floor(quota).astype(int)
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[: n - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    rows = [rng.choice(np.flatnonzero(inverse == i), size=k, replace=False)
+            for i, k in enumerate(take) if k]
+    return np.sort(np.concatenate(rows))
+
+
+def mix_strata(mix, n_folds=None):
+    """source:class labels; strata smaller than n_folds are folded into their source."""
+    strata = np.char.add(np.char.add(mix.source, ":"), mix.classes)
+    if n_folds:
+        values, counts = np.unique(strata, return_counts=True)
+        small = values[counts < n_folds]
+        if len(small):
+            strata = np.where(np.isin(strata, small), mix.source, strata)
+    return strata

@@ -24,9 +24,10 @@ import demo_data
 import generate_report
 from sweeplib import probe
 import run_all
-from sweeplib import sweep
 from conftest import FAST_FLAGS, ROOT, TINY
 from sweeplib import splits
+from sweeplib import stepfiles
+from sweeplib.controls import cell_dir
 
 OOD = ("sycophant", "model_organism", "benchmark")
 FULL_MIX = ("train",) + OOD
@@ -142,16 +143,16 @@ def test_subsample_stratified_exact_n_proportional_and_seeded():
     strata = rng.permutation(np.array(["a"] * 53 + ["b"] * 31 + ["c"] * 11 + ["d"] * 5))
     counts = {s: int((strata == s).sum()) for s in "abcd"}
     for n in (1, 17, 50, 99, 100):
-        rows = probe.subsample_stratified(strata, n, seed=3)
+        rows = splits.subsample_stratified(strata, n, seed=3)
         assert len(rows) == n and len(np.unique(rows)) == n
         assert np.all(np.diff(rows) > 0) and rows.min() >= 0 and rows.max() < len(strata)
         for s, c in counts.items():
             got = int((strata[rows] == s).sum())
             assert abs(got - c * n / len(strata)) < 1, (n, s, got)
-    a = probe.subsample_stratified(strata, 40, seed=3)
-    assert np.array_equal(a, probe.subsample_stratified(strata, 40, seed=3))
-    assert not np.array_equal(a, probe.subsample_stratified(strata, 40, seed=4))
-    assert np.array_equal(probe.subsample_stratified(strata, len(strata), seed=1),
+    a = splits.subsample_stratified(strata, 40, seed=3)
+    assert np.array_equal(a, splits.subsample_stratified(strata, 40, seed=3))
+    assert not np.array_equal(a, splits.subsample_stratified(strata, 40, seed=4))
+    assert np.array_equal(splits.subsample_stratified(strata, len(strata), seed=1),
                           np.arange(len(strata)))
 
 
@@ -237,7 +238,7 @@ def test_step4_trains_on_ood_sources_only(controls):
     assert set(rec["training_breakdown"]) == set(OOD)
     assert "train" not in rec["training_data"]
     assert rec["n_training_samples"] == sum(rec["split_sizes"][s]["train"] for s in OOD)
-    sources = probe.load_scores(out / "step_4_scores.npz", rec["run_id"])["_oof"]["source"]
+    sources = stepfiles.load_scores(out / "step_4_scores.npz", rec["run_id"])["_oof"]["source"]
     assert len(sources) == rec["n_training_samples"]
     assert set(sources.tolist()) == set(OOD)
 
@@ -366,7 +367,7 @@ def test_grid_cells_own_folders_main_sweep_untouched(two_layer_cache, tmp_path, 
     assert sorted((r["layer"], r["C"], r["penalty"]) for r in summary) == sorted(cells)
     recs = {}
     for L, C, p in cells:
-        folder = sweep.cell_dir(out, L, C, p)
+        folder = cell_dir(out, L, C, p)
         assert folder == out / "grid" / f"layer_{L}" / f"C_{C:g}" / f"penalty_{p}"
         rec = step_json(folder, 0)
         assert (rec["layer"], rec["config"]["layer"], rec["config"]["C"],

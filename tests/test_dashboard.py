@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 import pytest
 
 import dashboard
-from sweeplib import probe
 from sweeplib import base
+from sweeplib import metrics
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
@@ -57,7 +57,7 @@ def expected_points(folder, metric):
     for path in folder.glob("step_*_*.json"):
         k = int(path.name.split("_")[1])
         for name, entry in json.loads(path.read_text())["evaluation"].items():
-            v = probe.flat_metrics(entry).get(metric)
+            v = metrics.flat_metrics(entry).get(metric)
             out.setdefault(name, {})
             if v is not None:
                 out[name][k] = v

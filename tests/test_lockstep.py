@@ -1,5 +1,5 @@
 """Lockstep fitting (lockstep.py, scaler_stats.py) against the per-fit reference path
-(probe.fit_task -> probe.lbfgs_logistic on each fit's own matrix): the same bits."""
+(execution.fit_task -> probe.lbfgs_logistic on each fit's own matrix): the same bits."""
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -10,6 +10,7 @@ from sweeplib import probe
 from sweeplib import scaler_stats
 from sweeplib import data
 from sweeplib.splits import make_splits
+from sweeplib import execution
 
 CFG = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3, "tol": 1e-4}
 
@@ -23,7 +24,7 @@ def loaded(tiny_cache):
 def reference(plan):
     """Every fit of a plan on its own matrix, one by one (today's per-fit path)."""
     everything = np.arange(len(plan.mix.y))
-    return [probe.fit_task(plan.cfg, plan.seed, plan.mix.parts, plan.mix.rows, plan.mix.y,
+    return [execution.fit_task(plan.cfg, plan.seed, plan.mix.parts, plan.mix.rows, plan.mix.y,
                            rows, score_rows, plan.sample_weight)
             for rows, score_rows in [(everything, everything)] + list(plan.folds)]
 
@@ -56,7 +57,7 @@ def plans_for(loaded, steps, cfg=CFG, seeds=(0,), **extra):
 def test_lockstep_equals_per_fit_reference(loaded, threads):
     plans = plans_for(loaded, [0, 1, 2, 3, 4], seeds=(0, 1))     # two splits in one universe
     with threadpool_limits(1):
-        new = probe.execute(plans, jobs=threads)
+        new = execution.execute(plans, jobs=threads)
         for plan, fits in zip(plans, new):
             assert_same_fits(fits, reference(plan))
     assert all(f[4]["n_iter"] > 3 for fits in new for f in fits)   # real fits, not trivial
@@ -67,7 +68,7 @@ def test_lockstep_with_weights_and_a_fixed_budget(loaded):
     plans = plans_for(loaded, [1, 3], class_weight="balanced", source_weight="equal")
     budget = plans_for(loaded, [3], budget_n=200)
     with threadpool_limits(1):
-        new = probe.execute(plans + budget, jobs=2)
+        new = execution.execute(plans + budget, jobs=2)
         for plan, fits in zip(plans + budget, new):
             assert plan.sample_weight is not None or plan.mix.rows is not None
             assert_same_fits(fits, reference(plan))
@@ -84,7 +85,7 @@ def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
     blocks, positions = lockstep.plan_positions(plans)
     assert positions[0] is not None and positions[1] is None and positions[2] is None
     with threadpool_limits(1):
-        new = probe.execute(plans, jobs=1)
+        new = execution.execute(plans, jobs=1)
         for plan, fits in zip(plans[:2], new[:2]):
             assert_same_fits(fits, reference(plan))
     assert "objective" not in new[2][0][4] and new[2][0][4]["n_iter"] > 0     # L1: no gap
@@ -98,7 +99,7 @@ def test_scaler_statistics_exact_path_equals_scikit_learn(loaded, monkeypatch):
     blocks, positions = lockstep.plan_positions([plan])
     universe = lockstep.Universe(blocks, plan.mix.n_features)
     rows = [positions[0][tr] for tr, _ in plan.folds] + [positions[0]]
-    mats = [probe.rows_matrix(plan.mix.parts, None, tr) for tr, _ in plan.folds] + [plan.mix.X]
+    mats = [execution.rows_matrix(plan.mix.parts, None, tr) for tr, _ in plan.folds] + [plan.mix.X]
     fast = scaler_stats.batch(universe, rows)
     monkeypatch.setattr(scaler_stats, "SAFETY", 1e30)
     slow = scaler_stats.batch(universe, rows)
@@ -119,7 +120,7 @@ def test_duality_gap_bounds_the_distance_to_the_optimum(loaded):
     loose = plans_for(loaded, [0, 3])
     tight = plans_for(loaded, [0, 3], tol=1e-10, max_iter=20000)
     with threadpool_limits(1):
-        a, b = probe.execute(loose, jobs=1), probe.execute(tight, jobs=1)
+        a, b = execution.execute(loose, jobs=1), execution.execute(tight, jobs=1)
     for fits_a, fits_b in zip(a, b):
         for fa, fb in zip(fits_a, fits_b):
             s, t = fa[4], fb[4]
@@ -137,7 +138,7 @@ def test_exact_variance_is_scikit_learns_float64_two_pass(loaded):
     blocks, positions = lockstep.plan_positions([plan])
     universe = lockstep.Universe(blocks, plan.mix.n_features, threads=2)
     tr = plan.folds[0][0]
-    X = probe.rows_matrix(plan.mix.parts, None, tr).astype(np.float64)
+    X = execution.rows_matrix(plan.mix.parts, None, tr).astype(np.float64)
     means, variances, _ = _csr_mean_variance_axis0(X.data, X.shape[0], X.shape[1], X.indices,
                                                    X.indptr, np.ones(X.shape[0]))
     member = np.zeros(universe.n, dtype=bool)

@@ -9,11 +9,12 @@ import figures
 import generate_report
 from sweeplib import overlap
 import run_all
-from sweeplib import sweep
 from conftest import FAST_FLAGS
 from sweeplib import base
 from sweeplib import config
 from sweeplib.splits import make_splits
+from sweeplib import duplicates
+from sweeplib import pipeline
 
 
 def _boom(x):
@@ -51,10 +52,10 @@ def test_job_inbox_receives_until_closed(fork):
 def test_audit_in_the_background_equals_the_audit_in_line(tiny_cache, tmp_path):
     args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
                                                 "--no-sidecar"])
-    ctx = sweep.prepare(args, [common.STEPS[3]])
+    ctx = pipeline.prepare(args, [common.STEPS[3]])
     assert isinstance(ctx.audit, overlap.Job)
     splits = make_splits(ctx.datasets, args.eval_fraction, args.seed)
-    direct = sweep.leakage_audit(ctx.datasets, splits, args.near_dup_threshold, lambda m: None)
+    direct = duplicates.leakage_audit(ctx.datasets, splits, args.near_dup_threshold, lambda m: None)
     assert ctx.leakage_audit() == direct
     assert any("background" in k for k in base.TIMINGS)
 

@@ -15,6 +15,10 @@ from conftest import FAST_FLAGS, ROOT
 from sweeplib import base
 from sweeplib import data
 from sweeplib.splits import build_mix, eval_sets, make_splits, training_rows
+from sweeplib import execution
+from sweeplib import metrics
+from sweeplib import results_read
+from sweeplib import stepfiles
 
 
 # ---- labels --------------------------------------------------------------------------------
@@ -138,7 +142,7 @@ def test_sparse_probe_equals_dense_standardscaler_logistic_regression(loaded, st
 
 def test_single_class_set_gets_no_auroc():
     s = np.array([-3.0, 0.5, 2.0])
-    out = probe.evaluate_set(s, np.ones(3, dtype=int), np.array(["alignment_faking"] * 3),
+    out = metrics.evaluate_set(s, np.ones(3, dtype=int), np.array(["alignment_faking"] * 3),
                              {"1": 1.0, "5": 0.0}, reference_neg=np.array([-1.0, 1.0]),
                              reference_name="benchmark")
     assert out["auroc"] is None and "single class" in out["auroc_note"]
@@ -154,7 +158,7 @@ def test_two_class_metrics_match_sklearn():
     y = rng.integers(0, 2, 300)
     s = rng.normal(size=300) + y
     s[:50] = 0.25  # ties
-    out = probe.evaluate_set(s, y, np.where(y == 1, "alignment_faking", "aligned"),
+    out = metrics.evaluate_set(s, y, np.where(y == 1, "alignment_faking", "aligned"),
                              {"5": 1.0})
     assert out["auroc"] == pytest.approx(roc_auc_score(y, s))
     assert out["accuracy"] == pytest.approx(np.mean((s >= 0) == (y == 1)))
@@ -181,7 +185,7 @@ EVAL_KEYS = {"n_samples", "af_samples", "accuracy", "mean_score", "detection_rat
 
 def test_end_to_end_writes_every_file_with_the_schema(tiny_run):
     for step in common.STEPS:
-        paths = probe.output_paths(tiny_run, step)
+        paths = stepfiles.output_paths(tiny_run, step)
         assert all(p.exists() for p in paths.values())
         rec = json.loads(paths["json"].read_text())
         assert STEP_KEYS <= set(rec)
@@ -193,9 +197,9 @@ def test_end_to_end_writes_every_file_with_the_schema(tiny_run):
                 assert entry["auroc"] is None and entry["auroc_vs_reference_negatives"] is not None
             else:
                 assert 0 <= entry["auroc"] <= 1
-        scores = probe.load_scores(paths["scores"], rec["run_id"])
+        scores = stepfiles.load_scores(paths["scores"], rec["run_id"])
         assert set(common.EVAL_SETS) <= set(scores)
-        loaded = probe.load_probe(paths["json"])
+        loaded = results_read.load_probe(paths["json"])
         assert loaded["run_id"] == rec["run_id"] and loaded["step"] == step.number
         assert loaded["pipeline"][-1].coef_.shape == (1, rec["n_features"])
     assert (tiny_run / "report.txt").exists()
@@ -203,9 +207,9 @@ def test_end_to_end_writes_every_file_with_the_schema(tiny_run):
 
 def test_thresholds_come_from_training_negatives_only(tiny_run):
     for step in common.STEPS:
-        paths = probe.output_paths(tiny_run, step)
+        paths = stepfiles.output_paths(tiny_run, step)
         rec = json.loads(paths["json"].read_text())
-        sc = probe.load_scores(paths["scores"])
+        sc = stepfiles.load_scores(paths["scores"])
         oof = sc["_oof"]
         expected = probe.fpr_thresholds(oof["score"][oof["label"] == 0])
         assert rec["thresholds"]["log_odds"] == pytest.approx(expected)
@@ -216,8 +220,8 @@ def test_rerun_gives_identical_numbers(tiny_cache, tiny_run, tmp_path):
     assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(tmp_path)]
                         + FAST_FLAGS) == 0
     for step in common.STEPS:
-        a = json.loads(probe.output_paths(tiny_run, step)["json"].read_text())
-        b = json.loads(probe.output_paths(tmp_path, step)["json"].read_text())
+        a = json.loads(stepfiles.output_paths(tiny_run, step)["json"].read_text())
+        b = json.loads(stepfiles.output_paths(tmp_path, step)["json"].read_text())
         for key in ("evaluation", "cv_auroc_folds", "train_accuracy", "training_breakdown",
                     "top_features"):
             assert a[key] == b[key], key
@@ -264,7 +268,7 @@ def test_cv_folds_are_fitted_without_their_validation_rows(loaded):
     splits = make_splits(loaded, 0.2, seed=0)
     cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
     plan = probe.plan_step(common.STEPS[1], loaded, splits, cfg, seed=5)
-    cv = probe.cv_summary(plan, probe.execute([plan], jobs=1)[0])
+    cv = probe.cv_summary(plan, execution.execute([plan], jobs=1)[0])
     tr, va = plan.folds[0]
     assert not set(tr) & set(va) and len(tr) + len(va) == len(plan.mix.y)
     alone, _, _ = probe.fit(probe.make_pipeline(cfg, 5), plan.mix.X[tr], plan.mix.y[tr])
@@ -280,8 +284,8 @@ def test_parallel_workers_give_the_same_numbers_and_leave_no_files(tiny_cache, t
     assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(tmp_path),
                          "--jobs", "2"] + flags) == 0
     for step in common.STEPS:
-        a = json.loads(probe.output_paths(tiny_run, step)["json"].read_text())
-        b = json.loads(probe.output_paths(tmp_path, step)["json"].read_text())
+        a = json.loads(stepfiles.output_paths(tiny_run, step)["json"].read_text())
+        b = json.loads(stepfiles.output_paths(tmp_path, step)["json"].read_text())
         assert a["evaluation"] == b["evaluation"] and a["cv_auroc_folds"] == b["cv_auroc_folds"]
     import os
     mine = [p for p in Path("/dev/shm").glob(f"sweep-{os.getpid()}-*")] if Path("/dev/shm").is_dir() else []

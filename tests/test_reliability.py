@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from sweeplib import analysis
 import common
-from sweeplib import probe
 import run_all
 from conftest import FAST_FLAGS, ROOT
 from sweeplib import base
 from sweeplib import data
+from sweeplib import results_read
+from sweeplib import stepfiles
 
 L40 = "layer_40"
 
@@ -403,7 +404,7 @@ def test_tampered_probe_is_refused(old_results):
     data[len(data) // 2] ^= 0xFF
     p.write_bytes(bytes(data))
     with pytest.raises(base.InputError, match="does not match"):
-        probe.load_probe(old_results / "step_1_add_sycophant.json")
+        results_read.load_probe(old_results / "step_1_add_sycophant.json")
 
 
 def test_resume_skips_up_to_date_steps_and_reruns_changed_ones(tiny_cache, old_results, capsys):
@@ -434,7 +435,7 @@ def test_killed_runs_leave_only_complete_files_of_one_run_each(tiny_cache, tmp_p
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         for step in common.STEPS:
-            paths = probe.output_paths(out, step)
+            paths = stepfiles.output_paths(out, step)
             if paths["json"].exists():
                 rec = json.loads(paths["json"].read_text())           # parses
                 assert rec["step"] == step.number
@@ -447,12 +448,12 @@ def test_killed_runs_leave_only_complete_files_of_one_run_each(tiny_cache, tmp_p
                 run_ids.add(joblib.load(paths["probe"])["run_id"])
             if paths["json"].exists():
                 if run_ids == {rec["run_id"]}:
-                    probe.load_scores(paths["scores"], rec["run_id"])
-                    probe.load_probe(paths["json"])
+                    stepfiles.load_scores(paths["scores"], rec["run_id"])
+                    results_read.load_probe(paths["json"])
                 else:                                  # torn unit: readers refuse, never mix
                     with pytest.raises(base.InputError):
-                        probe.load_scores(paths["scores"], rec["run_id"])
-                        probe.load_probe(paths["json"])
+                        stepfiles.load_scores(paths["scores"], rec["run_id"])
+                        results_read.load_probe(paths["json"])
     assert subprocess.run(cmd + ["--resume"], capture_output=True).returncode == 0
     a = analysis.analyze(out)
     assert a["steps"] == [0, 1, 2, 3] and len(a["run_ids"]) >= 1

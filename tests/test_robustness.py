@@ -20,7 +20,9 @@ from sweeplib import analysis
 from sweeplib import base
 from sweeplib import data
 from sweeplib.data import fingerprint
-from sweeplib import sweep
+from sweeplib import execution
+from sweeplib import pipeline
+from sweeplib import stepfiles
 import common
 import compare_all_steps
 import dashboard
@@ -28,7 +30,6 @@ from sweeplib import datacheck
 import figures
 import generate_report
 from sweeplib import owned
-from sweeplib import probe
 from sweeplib import results_io
 import run_all
 from conftest import FAST_FLAGS, ROOT
@@ -118,7 +119,7 @@ def test_worker_data_cleanup_keeps_foreign_look_alikes(tmp_path, monkeypatch):
     foreign.append(fake_owned(tmp_path, "sweep-", pid, tool="other-tool"))
     ours = fake_owned(tmp_path, "sweep-", pid)
     import scipy.sparse as sp
-    shared = probe.SharedMatrices([sp.csr_matrix(np.eye(3, dtype=np.float32))])
+    shared = execution.SharedMatrices([sp.csr_matrix(np.eye(3, dtype=np.float32))])
     assert Path(shared.folder).parent == tmp_path
     assert owned.read_owner(shared.folder, "sweep-")["pid"] == os.getpid()
     shared.close()
@@ -212,7 +213,7 @@ def test_output_path_that_is_a_directory_is_refused_before_fitting(tiny_cache, o
 
 def test_step_script_removes_the_derived_outputs_it_made_stale(tiny_cache, old_results, capsys):
     assert all((old_results / d).exists() for d in DERIVED)
-    assert sweep.main_step(0, ["--cache-dir", str(tiny_cache), "--results-dir",
+    assert pipeline.main_step(0, ["--cache-dir", str(tiny_cache), "--results-dir",
                                 str(old_results)] + FAST_FLAGS) == 0
     err = capsys.readouterr().err
     assert "note: removed" in err and "report.txt" in err
@@ -226,7 +227,7 @@ def test_interrupt_before_the_switch_keeps_the_folder(tiny_cache, old_results, m
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(probe, "execute", interrupted)
+    monkeypatch.setattr(execution, "execute", interrupted)
     assert run(tiny_cache, old_results, "-C", "1") == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         "interrupted; results folder unchanged"
@@ -469,7 +470,7 @@ def test_extra_eval_names_cannot_reach_internal_keys(cache_copy, tmp_path):
     out = tmp_path / "r"
     assert run(cache_copy, out, "--steps", "0", "--extra-eval", "a__b", "oof") == 0
     rec = json.loads((out / "step_0_base.json").read_text())
-    scores = probe.load_scores(out / "step_0_scores.npz", rec["run_id"])
+    scores = stepfiles.load_scores(out / "step_0_scores.npz", rec["run_id"])
     assert {"a__b", "oof", "_oof", "_coef"} <= set(scores)
     assert len(scores["_oof"]["score"]) == rec["n_training_samples"]
     assert np.array_equal(scores["a__b"]["score"], scores["benchmark"]["score"]) is False

@@ -45,7 +45,7 @@ def test_solver_check_refits_at_a_tight_tolerance_and_reports_it(checked):
     assert tight["solver"]["final"]["objective"] <= main["solver"]["final"]["objective"]
     assert tight["solver"]["final"]["relative_gap"] < 1e-3
     a = analysis.analyze(checked)
-    s = solver_check.summary(a)
+    s = analysis.solver_summary(a)
     assert s["check"]["verdict"] == a["verdict"]["outcome"]
     assert set(s["check"]["excess"]) == {0, 3} and min(s["check"]["excess"].values()) >= 0
     text = generate_report.render_text(generate_report.build_sections(a))

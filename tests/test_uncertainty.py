@@ -18,12 +18,13 @@ from sweeplib import analysis
 import common
 import compare_all_steps
 from sweeplib import intervals
-from sweeplib import probe
 import run_all
-from sweeplib import stats
 from conftest import FAST_FLAGS
 from sweeplib import data
 from sweeplib.splits import make_splits
+from sweeplib import metrics
+from sweeplib import stepfiles
+from sweeplib import duplicates
 
 SEED = 42                                          # common.DEFAULTS["seed"]
 CI_METRICS_TWO_CLASS = {"auroc", "recall_at_fpr_1", "recall_at_fpr_5", "detection_rate",
@@ -49,7 +50,7 @@ def _records(results_dir):
 
 def _scores(results_dir, records):
     """{step number: per-sample scores} checked against each record's run id."""
-    return {k: probe.load_scores(results_dir / f"step_{k}_scores.npz", r["run_id"])
+    return {k: stepfiles.load_scores(results_dir / f"step_{k}_scores.npz", r["run_id"])
             for k, r in records.items()}
 
 
@@ -134,7 +135,7 @@ def test_every_eval_metric_has_a_ci_containing_its_point(tiny_run, repeats_run):
                     assert "auroc_vs_reference_negatives" not in ci
                 else:
                     assert "auroc" not in ci and entry["af_samples"] == entry["n_samples"]
-                flat = probe.flat_metrics(entry)
+                flat = metrics.flat_metrics(entry)
                 for m in expected:
                     lo, hi = ci[m]
                     value = flat[m]
@@ -158,13 +159,13 @@ def test_cis_are_reproducible_from_saved_scores_and_follow_them(tiny_run, capsys
         for e in ev.values():
             del e["ci"]
         t = time.perf_counter()
-        probe.add_confidence_intervals(ev, scores[k], rec["thresholds"]["log_odds"])
+        metrics.add_confidence_intervals(ev, scores[k], rec["thresholds"]["log_odds"])
         t_ci += time.perf_counter() - t
         assert {n: e["ci"] for n, e in ev.items()} == stored, k
         other = copy.deepcopy(ev)
         shifted = {n: dict(f, score=f["score"] + np.where(f["label"] == 1, -0.5, 0.5))
                    if "label" in f else f for n, f in scores[k].items()}
-        probe.add_confidence_intervals(other, shifted, rec["thresholds"]["log_odds"])
+        metrics.add_confidence_intervals(other, shifted, rec["thresholds"]["log_odds"])
         changed += sum(other[n]["ci"] != stored[n] for n in stored)
     assert changed > 0, "the scores do not reach the intervals"
     t = time.perf_counter()
@@ -197,7 +198,7 @@ def test_console_and_report_show_value_with_ci(tiny_run, capsys):
             assert s["headline"] == shown[0]
             for k, rec in records.items():
                 entry = rec["evaluation"][name]
-                flat = probe.flat_metrics(entry)
+                flat = metrics.flat_metrics(entry)
                 row = _table_row(sec, str(k))
                 cells = CI_TEXT.findall(row)
                 assert len(cells) >= len(shown), row
@@ -221,8 +222,8 @@ def test_paired_deltas_pair_the_same_rows_across_steps(tiny_run, tiny_analysis):
             assert np.array_equal(scores[ka][name]["label"], scores[kb][name]["label"])
             ea = _estimates_by_hand(records[ka], scores[ka], name)
             eb = _estimates_by_hand(records[kb], scores[kb], name)
-            fa = probe.flat_metrics(records[ka]["evaluation"][name])
-            fb = probe.flat_metrics(records[kb]["evaluation"][name])
+            fa = metrics.flat_metrics(records[ka]["evaluation"][name])
+            fb = metrics.flat_metrics(records[kb]["evaluation"][name])
             assert set(s["deltas"][kb]) == {m for m in s["metrics"] if m in ea and m in eb}
             for m, got in s["deltas"][kb].items():
                 want = intervals.change(ea[m], eb[m], paired=True)
@@ -319,7 +320,7 @@ def test_repeats_record_three_seeds_with_their_own_metrics(repeats_run):
             assert set(r["metrics"]) == set(rec["evaluation"])
             assert 0.0 <= r["cv_auroc_mean"] <= 1.0
         # the first repeat is the run the step file reports
-        assert reps[0]["metrics"] == {n: probe.flat_metrics(e)
+        assert reps[0]["metrics"] == {n: metrics.flat_metrics(e)
                                       for n, e in rec["evaluation"].items()}
         assert reps[0]["cv_auroc_mean"] == rec["cv_auroc_mean"]
         for name in rec["evaluation"]:
@@ -333,7 +334,7 @@ def test_repeat_seed_matches_a_run_with_that_seed(tiny_cache, repeats_run, tmp_p
     single = _records(_run(tiny_cache, tmp_path, "--seed", str(SEED + 1), "--steps", "3"))
     rep = _records(repeats_run)[3]["repeats"][1]
     assert rep["seed"] == SEED + 1
-    assert rep["metrics"] == {n: probe.flat_metrics(e)
+    assert rep["metrics"] == {n: metrics.flat_metrics(e)
                               for n, e in single[3]["evaluation"].items()}
     assert rep["cv_auroc_mean"] == single[3]["cv_auroc_mean"]
 
@@ -492,7 +493,7 @@ def test_dedup_split_keeps_exact_duplicate_groups_on_one_side(cache_copy, loaded
     X = planted["benchmark"].X
 
     def crossing(split):
-        return stats.duplicate_counts(X[split.train], X[split.eval])["exact"]
+        return duplicates.duplicate_counts(X[split.train], X[split.eval])["exact"]
 
     plain = make_splits(planted, 0.2, SEED)["benchmark"]
     assert crossing(plain) == N_EXACT_BENCH                 # every planted pair crosses

@@ -1,8 +1,9 @@
-"""Duplicate detection and the grouped split: exact / near-duplicate rows of sparse matrices.
+"""Duplicate detection and the leakage audit: exact / near-duplicate rows of sparse matrices.
 
-Everything here is a pure function over numpy arrays or scipy.sparse matrices: no file I/O,
-no printing, and every random choice is driven by an explicit seed through
-``numpy.random.default_rng``. Intervals and tests of the metrics are in intervals.py.
+Everything but the audit's log lines is a pure function over numpy arrays or scipy.sparse
+matrices: no file I/O, and no random choice. The audit (leakage_audit) counts, for every
+training part and every eval set, the eval rows with an exact or near (cosine >= threshold)
+duplicate among the training rows, and the duplicates inside each eval set.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ __all__ = [
     "row_hashes",
     "duplicate_counts",
     "duplicate_groups",
-    "grouped_stratified_split",
+    "support_candidates",
+    "leakage_audit",
 ]
 
 
 # ---------------------------------------------------------------------------
-# 1. Leakage audit: exact and near duplicates
+# Exact and near duplicates
 # ---------------------------------------------------------------------------
 
 
@@ -358,64 +360,43 @@ def duplicate_groups(X, threshold=None, chunk=1024, *, method="auto") -> np.ndar
     return _relabel_first_seen(lab[:n])
 
 
-def grouped_stratified_split(strata, groups, eval_fraction=0.2, seed=0) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted (train_idx, eval_idx) with whole groups on one side and per-stratum eval share near eval_fraction.
+# ---------------------------------------------------------------------------
+# The leakage audit
+# ---------------------------------------------------------------------------
+def support_candidates(A, B, threshold):
+    """Rows of A that can reach cosine >= threshold with some row of B (exact bound).
 
-    Groups are visited in a seeded random order, whatever their size (placing large groups
-    first would send duplicated rows preferentially to eval); a group goes to eval when that
-    lowers the total deviation sum_s |eval_s - eval_fraction * n_s|.  Afterwards every
-    stratum touched by >= 2 groups is given >= 1 eval and >= 1 train sample by moving the
-    group whose move costs least.  A group spanning several strata counts towards each.
+    cos(a, b) <= |a restricted to supp(b)| / |a|, and supp(b) lies in the union of B's
+    supports, so rows with less than threshold^2 of their squared mass there are skipped.
     """
-    strata = np.asarray(strata)
-    groups = np.asarray(groups)
-    if strata.shape != groups.shape or strata.ndim != 1:
-        raise ValueError("strata and groups must be 1-D and of equal length")
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError("eval_fraction must be in (0, 1)")
-    n = strata.size
-    if n == 0:
-        return np.array([], dtype=np.intp), np.array([], dtype=np.intp)
-    _, s_id = np.unique(strata, return_inverse=True)
-    _, g_id = np.unique(groups, return_inverse=True)
-    s_id, g_id = s_id.reshape(-1), g_id.reshape(-1)
-    nS, nG = int(s_id.max()) + 1, int(g_id.max()) + 1
-    # comp[g, s] = number of samples of group g in stratum s.
-    comp = sp.csr_matrix((np.ones(n), (g_id, s_id)), shape=(nG, nS)).toarray()
-    target = eval_fraction * comp.sum(axis=0)
+    sq = A.multiply(A).tocsr()
+    total = np.asarray(sq.sum(axis=1)).ravel()
+    support = np.zeros(A.shape[1], dtype=np.float32)
+    support[np.unique(B.indices)] = 1.0
+    on = np.asarray(sq @ support).ravel()
+    return np.flatnonzero((total == 0) | (on >= threshold ** 2 * total * (1 - 1e-6)))
 
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(nG)
-    order = perm
-    in_eval = np.zeros(nG, dtype=bool)
-    cur = np.zeros(nS)
-    for gi in order:  # loop over groups (not resamples or pairs)
-        c = comp[gi]
-        if np.abs(cur + c - target).sum() < np.abs(cur - target).sum():
-            in_eval[gi] = True
-            cur += c
 
-    touching = comp > 0
-    n_groups_per_stratum = touching.sum(axis=0)
-    for _ in range(3):  # a few passes: a cross-stratum move can disturb another stratum
-        changed = False
-        for s in np.flatnonzero(n_groups_per_stratum >= 2):
-            ev = (comp[:, s] * in_eval).sum()
-            tr = (comp[:, s] * ~in_eval).sum()
-            if ev > 0 and tr > 0:
-                continue
-            want_eval = ev == 0
-            cand = np.flatnonzero(touching[:, s] & (in_eval != want_eval))
-            sign = 1.0 if want_eval else -1.0
-            cost = np.abs(cur[None, :] + sign * comp[cand] - target[None, :]).sum(axis=1)
-            # Tie-break by the seeded permutation for determinism.
-            pri = np.empty(nG, dtype=np.intp)
-            pri[perm] = np.arange(nG)
-            gi = cand[np.lexsort((pri[cand], cost))[0]]
-            in_eval[gi] = want_eval
-            cur += sign * comp[gi]
-            changed = True
-        if not changed:
-            break
-    mask = in_eval[g_id]
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
+def leakage_audit(datasets, splits, threshold, log=print):
+    """Exact / near duplicate counts between every training part and every eval set."""
+    train_parts = {n: datasets[n].X[s.train] for n, s in splits.items() if len(s.train)}
+    evals = {n: datasets[n].X[s.eval] for n, s in splits.items() if len(s.eval)}
+    pairs = []
+    for tn, A in train_parts.items():
+        for en, B in evals.items():
+            rows = support_candidates(A, B, threshold)
+            c = (duplicate_counts(A[rows], B, threshold=threshold) if len(rows)
+                 else {"exact": 0, "near": 0, "near_rows": []})
+            pairs.append({"train": tn, "eval": en, "exact": int(c["exact"]), "near": int(c["near"]),
+                          "n_eval": int(B.shape[0]),
+                          "near_rows": [int(i) for i in c["near_rows"]]})
+    within = {}                         # duplicates inside an eval set shrink its effective n
+    for n, B in evals.items():
+        c = duplicate_counts(B, B, threshold=threshold, same=True)
+        within[n] = {"exact": int(c["exact"]), "near": int(c["near"]), "n": int(B.shape[0])}
+    found = [p for p in pairs if p["exact"] or p["near"]]
+    for p in found:
+        log(f"warning: leakage audit: {p['exact']} exact / {p['near']} near duplicates of "
+            f"training part '{p['train']}' in eval set '{p['eval']}' (of {p['n_eval']})")
+    return {"threshold": threshold, "pairs": pairs, "within": within,
+            "n_pairs_with_duplicates": len(found)}

@@ -1,0 +1,90 @@
+"""The three files of a step: its JSON record, its per-sample scores (npz) and its probe
+(pickle), with one naming scheme; how they are written and the scores read back.
+
+    step_<k>_<slug>.json   the record (the commit point, written last)
+    step_<k>_scores.npz    '<set>__<field>' arrays: eval sets start with a letter, the tool's own
+                           entries ('_oof', '_coef') with '_', so no set can overwrite them
+    step_<k>_probe.pkl     the fitted pipeline (joblib; trusted-local only)
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import zipfile
+import zlib
+from pathlib import Path
+
+import joblib
+import numpy as np
+import scipy
+
+from sweeplib.base import InputError, atomic_write, open_regular
+
+SCHEMA_VERSION = 1
+
+
+def output_paths(results_dir, step):
+    """The three files of one step: JSON record, per-sample scores, probe."""
+    results_dir = Path(results_dir)
+    return {"json": results_dir / f"step_{step.number}_{step.slug}.json",
+            "scores": results_dir / f"step_{step.number}_scores.npz",
+            "probe": results_dir / f"step_{step.number}_probe.pkl"}
+
+
+def versions():
+    """Versions of the packages that produce the numbers."""
+    import sklearn
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+            "joblib": joblib.__version__}
+
+
+def scores_to_npz_bytes(scores, run_id):
+    """Serialize per-sample scores (flat keys '<set>__<field>') to npz bytes."""
+    arrays = {"run_id": np.array(run_id)}
+    for name, fields in scores.items():
+        for key, arr in fields.items():
+            arr = np.asarray(arr)
+            arrays[f"{name}__{key}"] = arr.astype(str) if arr.dtype.kind in "OU" else arr
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def save_step(results_dir, step, record, scores, pipe, run_id):
+    """Write scores, probe, then the JSON record (the commit point), each atomically."""
+    paths = output_paths(results_dir, step)
+    npz_bytes = scores_to_npz_bytes(scores, run_id)
+    atomic_write(paths["scores"], npz_bytes)
+    buf = io.BytesIO()
+    joblib.dump({"pipeline": pipe, "feature_ids": record["config"].get("feature_ids"),
+                 "config": record["config"], "run_id": run_id, "step": step.number}, buf)
+    probe_bytes = buf.getvalue()
+    atomic_write(paths["probe"], probe_bytes)
+    record["files"] = {"scores": paths["scores"].name, "probe": paths["probe"].name,
+                       "probe_sha256": hashlib.sha256(probe_bytes).hexdigest(),
+                       "scores_sha256": hashlib.sha256(npz_bytes).hexdigest()}
+    atomic_write(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
+    return paths
+
+
+def load_scores(path, run_id=None):
+    """Per-sample scores back as {set: {field: array}}; checks the run id when given. Keys are
+    '<set>__<field>': set names start with a letter, the tool's own entries with '_'."""
+    try:
+        with open_regular(path, "scores file") as f, \
+                np.load(f, allow_pickle=False) as z:
+            if run_id is not None and str(z["run_id"]) != run_id:
+                raise InputError(f"{path}: scores belong to run {z['run_id']}, "
+                                        f"the step JSON to run {run_id}")
+            out = {}
+            for key in z.files:
+                if "__" in key:
+                    name, fld = key.rsplit("__", 1)
+                    out.setdefault(name, {})[fld] = z[key]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise InputError(f"{path}: unreadable scores file "
+                                f"({str(e)[:120] or type(e).__name__})") from None
+    return out
