@@ -9,29 +9,14 @@ from __future__ import annotations
 
 import sys
 
-from sweeplib import analysis
-import generate_report as rep
-from sweeplib import results_io
-from sweeplib import verdict
-from sweeplib import config
-
-
-def render_console(a, stream=sys.stdout):
-    """The comparison as console text: plain ASCII, colour only on a TTY."""
-    text = rep.render_text(rep.build_sections(a, header=False), rep.title_for(a))
-    if a["data_source"] == "demo":
-        text = "*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***\n" + text
-    if stream.isatty():
-        for word, code in (("improved", "32"), ("degraded", "31"), ("VERDICT:", "1"),
-                           ("WARNING:", "33")):
-            text = text.replace(word, f"\033[{code}m{word}\033[0m")
-    return text
+from sweeplib import analysis, results_io, verdict
+from sweeplib.config import results_parser
+from sweeplib.report import render_console
 
 
 def main(argv=None):
     """CLI entry point."""
-    p = config.results_parser(__doc__)
-    args = p.parse_args(argv)
+    args = results_parser(__doc__).parse_args(argv)
 
     def body():
         """Analyze and print."""

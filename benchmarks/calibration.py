@@ -48,14 +48,14 @@ def one_run(scenario, seed, work, scale, n_features):
     """Generate one demo cache, run the sweep and the analysis; return what the verdict said."""
     from sweeplib import analysis
     import common
-    import demo_data
+    from sweeplib import demo
     from sweeplib import pipeline
     from sweeplib import results_io
     cache = Path(work) / scenario.replace(" ", "_") / f"cache_{seed}"
     out = Path(work) / scenario.replace(" ", "_") / f"results_{seed}"
     t0 = time.perf_counter()
     null, own_scale = SCENARIOS[scenario]
-    demo_data.generate(cache, seed=seed, scale=own_scale or scale, n_features=n_features,
+    demo.generate(cache, seed=seed, scale=own_scale or scale, n_features=n_features,
                        verbose=False, null=null)
     args = config.build_parser("calibration").parse_args(
         ["--cache-dir", str(cache), "--results-dir", str(out), "--seed", str(seed),

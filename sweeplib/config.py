@@ -128,6 +128,19 @@ def _extra_name(text):
     return text
 
 
+def budget_flag(text):
+    """argparse type of --budget: 'base' or a sample count >= 1."""
+    if text == "base":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a sample count >= 1 or 'base', got {text!r}")
+    return str(n)
+
+
 # --------------------------------------------------------------------------------------------
 # Parsers
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from common import DATASETS, DEMO_MARKER, LABEL_MAP, MAX_SIDECAR_BYTES, NPY_CLASS_NAMES, DatasetSpec
+from sweeplib import demo
 from sweeplib.base import InputError, open_regular
 from sweeplib.config import check_extra_eval_name
 from sweeplib.npyio import (_dense_to_csr, _npy_header, _open_npy, activation_shape,
@@ -261,10 +262,9 @@ def ensure_demo_cache(cache_dir, layer, quiet=False):
     """Generate the demo cache at cache_dir unless a complete one is there."""
     if (cache_dir / DEMO_MARKER).exists() and (cache_dir / f"layer_{layer}").is_dir():
         return
-    import demo_data
     if not quiet:
         print(f"generating synthetic demo cache in {cache_dir} ...", flush=True)
-    demo_data.generate(cache_dir, layers=(layer,), verbose=not quiet)
+    demo.generate(cache_dir, layers=(layer,), verbose=not quiet)
 
 
 def data_source(cache_dir):

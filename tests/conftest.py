@@ -8,8 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import demo_data  # noqa: E402
 import run_all  # noqa: E402
+from sweeplib import demo  # noqa: E402
 
 TINY = {"scale": 0.1, "n_features": 256, "seed": 0}
 FAST_FLAGS = ["--quiet", "--jobs", "1"]
@@ -19,7 +19,7 @@ FAST_FLAGS = ["--quiet", "--jobs", "1"]
 def tiny_cache(tmp_path_factory):
     """A tiny demo cache (read-only by convention: copy it before changing files)."""
     root = tmp_path_factory.mktemp("cache")
-    demo_data.generate(root, verbose=False, **TINY)
+    demo.generate(root, verbose=False, **TINY)
     return root
 
 

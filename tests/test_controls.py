@@ -19,15 +19,15 @@ import scipy.sparse as sp
 
 from sweeplib import analysis
 import common
-import compare_all_steps
-import demo_data
-import generate_report
 from sweeplib import probe
 import run_all
 from conftest import FAST_FLAGS, ROOT, TINY
 from sweeplib import splits
 from sweeplib import stepfiles
 from sweeplib.controls import cell_dir
+from sweeplib import demo
+from sweeplib import outputs
+from sweeplib.report import render_console
 
 OOD = ("sycophant", "model_organism", "benchmark")
 FULL_MIX = ("train",) + OOD
@@ -40,9 +40,9 @@ FOLDS = ["--cv-folds", "3"]      # every run compared with the `controls` main s
 def text_report_only():
     """run_all.py writes report.txt only (no figures, no dashboard) in this module."""
     def write_outputs(results_dir, a, formats=("txt",), **_):
-        return [generate_report.write_report(results_dir, fmt_name="txt", a=a)]
+        return [outputs.write_report(results_dir, fmt_name="txt", a=a)]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(generate_report, "write_outputs", write_outputs)
+        mp.setattr(outputs, "write_outputs", write_outputs)
         yield
 
 
@@ -126,14 +126,14 @@ def controls(tiny_cache, tmp_path_factory):
 def controls_analysis(controls):
     """analysis.analyze of the controls folder and its console comparison text."""
     a = analysis.analyze(controls[0])
-    return a, compare_all_steps.render_console(a, stream=io.StringIO())
+    return a, render_console(a, stream=io.StringIO())
 
 
 @pytest.fixture(scope="module")
 def two_layer_cache(tmp_path_factory):
     """The tiny demo cache with layers 40 and 53."""
     root = tmp_path_factory.mktemp("cache2")
-    demo_data.generate(root, layers=(40, 53), verbose=False, **TINY)
+    demo.generate(root, layers=(40, 53), verbose=False, **TINY)
     return root
 
 
@@ -432,7 +432,7 @@ def test_extra_eval_evaluated_whole_never_trained(cache_copy, tmp_path, capsys,
     assert "extra (extra eval set)" in report
     a = analysis.analyze(tmp_path)
     assert "extra" in a["sets"]
-    assert "extra (extra eval set)" in compare_all_steps.render_console(a, io.StringIO())
+    assert "extra (extra eval set)" in render_console(a, io.StringIO())
 
 
 def test_extra_eval_does_not_leak_into_later_runs(cache_copy, tiny_cache, tmp_path,

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-import dashboard
+from sweeplib import dashboard
 from sweeplib import base
 from sweeplib import metrics
 

@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import demo_data  # noqa: E402
+from sweeplib import demo
 
 SCALE = 0.1
 N_FEATURES = 256
@@ -16,14 +17,14 @@ AF = "alignment_faking"
 
 
 def _expected_count(n):
-    return max(demo_data.MIN_CLASS_COUNT, round(n * SCALE))
+    return max(demo.MIN_CLASS_COUNT, round(n * SCALE))
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """One tiny cache (layer 40) shared by the read-only tests."""
     root = tmp_path_factory.mktemp("demo")
-    summary = demo_data.generate(root, seed=0, scale=SCALE, n_features=N_FEATURES, verbose=False)
+    summary = demo.generate(root, seed=0, scale=SCALE, n_features=N_FEATURES, verbose=False)
     return root, root / "layer_40", summary
 
 
@@ -48,7 +49,7 @@ def test_layout_shapes_dtypes_labels(cache):
         "test": _expected_count(55) + _expected_count(51),
         "sycophant": _expected_count(319),
         "model_organism": _expected_count(730),
-        "benchmark": sum(_expected_count(v) for v in demo_data.BENCHMARK_COUNTS.values()),
+        "benchmark": sum(_expected_count(v) for v in demo.BENCHMARK_COUNTS.values()),
     }
     for stem, (X, labels) in data.items():
         assert X.dtype == np.float32 and X.ndim == 2, stem
@@ -65,7 +66,7 @@ def test_layout_shapes_dtypes_labels(cache):
 
     assert set(data["sycophant"][1]) == {AF} and set(data["model_organism"][1]) == {AF}
     bench_labels = data["benchmark"][1]
-    for cls, n in demo_data.BENCHMARK_COUNTS.items():
+    for cls, n in demo.BENCHMARK_COUNTS.items():
         assert bench_labels.count(cls) == _expected_count(n), cls
     assert bench_labels != sorted(bench_labels)            # shuffled, not grouped by class
 
@@ -94,13 +95,13 @@ def test_summary_matches_files(cache):
 
 def test_active_counts_scale_with_width(cache):
     _, layer_dir, _ = cache
-    train_active, ood_active = demo_data.LAYER_ACTIVE[40]
+    train_active, ood_active = demo.LAYER_ACTIVE[40]
     X = np.load(layer_dir / "train_activations.npy")
     frac = np.count_nonzero(X, axis=1).mean() / N_FEATURES
-    assert frac == pytest.approx(train_active / demo_data.REF_FEATURES, rel=0.3)
+    assert frac == pytest.approx(train_active / demo.REF_FEATURES, rel=0.3)
     B = np.load(layer_dir / "benchmark_activations.npy")
     frac = np.count_nonzero(B, axis=1).mean() / N_FEATURES
-    assert frac == pytest.approx(ood_active / demo_data.REF_FEATURES, rel=0.4)
+    assert frac == pytest.approx(ood_active / demo.REF_FEATURES, rel=0.4)
 
 
 def test_regimes_differ(cache):
@@ -132,9 +133,9 @@ def test_sycophant_near_duplicates(cache):
 
 def test_deterministic(tmp_path):
     kw = dict(scale=SCALE, n_features=N_FEATURES, verbose=False)
-    demo_data.generate(tmp_path / "a", seed=3, **kw)
-    demo_data.generate(tmp_path / "b", seed=3, **kw)
-    demo_data.generate(tmp_path / "c", seed=4, **kw)
+    demo.generate(tmp_path / "a", seed=3, **kw)
+    demo.generate(tmp_path / "b", seed=3, **kw)
+    demo.generate(tmp_path / "c", seed=4, **kw)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) == 11               # 10 layer files + marker
     for rel in files:
@@ -162,8 +163,8 @@ def test_cli_writes_each_layer(tmp_path):
 
 
 def test_scale_keeps_min_class_count(tmp_path):
-    demo_data.generate(tmp_path, seed=0, scale=0.001, n_features=N_FEATURES, verbose=False)
+    demo.generate(tmp_path, seed=0, scale=0.001, n_features=N_FEATURES, verbose=False)
     y = np.load(tmp_path / "layer_40" / "test_labels.npy")
-    assert (y == 1).sum() == demo_data.MIN_CLASS_COUNT and (y == 0).sum() == demo_data.MIN_CLASS_COUNT
+    assert (y == 1).sum() == demo.MIN_CLASS_COUNT and (y == 0).sum() == demo.MIN_CLASS_COUNT
     labels = json.loads((tmp_path / "layer_40" / "benchmark_labels.json").read_text())["labels"]
-    assert min(labels.count(c) for c in set(labels)) == demo_data.MIN_CLASS_COUNT
+    assert min(labels.count(c) for c in set(labels)) == demo.MIN_CLASS_COUNT

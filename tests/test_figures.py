@@ -8,7 +8,7 @@ import pytest
 
 from sweeplib import analysis
 import common
-import figures
+from sweeplib import figures
 import run_all
 from conftest import FAST_FLAGS
 from sweeplib import base

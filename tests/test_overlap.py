@@ -5,8 +5,7 @@ import json
 import pytest
 
 import common
-import figures
-import generate_report
+from sweeplib import figures
 from sweeplib import overlap
 import run_all
 from conftest import FAST_FLAGS
@@ -15,6 +14,7 @@ from sweeplib import config
 from sweeplib.splits import make_splits
 from sweeplib import duplicates
 from sweeplib import pipeline
+from sweeplib import outputs
 
 
 def _boom(x):
@@ -65,7 +65,7 @@ def test_figures_only_on_request_and_the_same_bytes(tiny_cache, tmp_path, capsys
     assert run_all.main(base + ["--results-dir", str(tmp_path / "plain")]) == 0
     assert not list((tmp_path / "plain").glob("*.png"))
     last = capsys.readouterr().out.rstrip().splitlines()[-1]
-    assert last == (f"figures: python figures.py --results-dir {tmp_path / 'plain'} "
+    assert last == (f"figures: python generate_report.py --results-dir {tmp_path / 'plain'} "
                     "(or run_all.py --figures)")
     assert run_all.main(base + ["--results-dir", str(tmp_path / "fig"), "--figures",
                                 "--quiet"]) == 0
@@ -79,12 +79,12 @@ def test_write_outputs_cancels_the_figures_when_the_report_fails(tiny_run, tmp_p
                                                                 monkeypatch):
     from sweeplib import analysis
     a = analysis.analyze(tiny_run)
-    job = generate_report.start_figures()
+    job = outputs.start_figures()
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr(generate_report, "write_report", fail)
+    monkeypatch.setattr(outputs, "write_report", fail)
     with pytest.raises(OSError, match="disk full"):
-        generate_report.write_outputs(tmp_path, a, figure_job=job)
+        outputs.write_outputs(tmp_path, a, figure_job=job)
     if job.mode == "process":                  # stopped and reaped (a thread runs to its end)
         assert job._pid is None and not list(tmp_path.glob("*.png"))

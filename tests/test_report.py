@@ -5,10 +5,10 @@ import io
 import pytest
 
 from sweeplib import analysis
-import compare_all_steps
-import generate_report as rep
 import run_all
 from conftest import FAST_FLAGS
+from sweeplib import outputs
+from sweeplib import report
 
 SECTIONS = ["Run", "Training progression", "in-distribution: gold_106", "OOD: sycophant",
             "OOD: model_organism", "OOD: benchmark", "Benchmark per class", "Inflection points",
@@ -16,8 +16,8 @@ SECTIONS = ["Run", "Training progression", "in-distribution: gold_106", "OOD: sy
 
 
 def test_every_section_present_in_txt_and_md(tiny_run):
-    txt = rep.write_report(tiny_run, fmt_name="txt").read_text()
-    md = rep.write_report(tiny_run, fmt_name="md").read_text()
+    txt = outputs.write_report(tiny_run, fmt_name="txt").read_text()
+    md = outputs.write_report(tiny_run, fmt_name="md").read_text()
     for title in SECTIONS:
         assert title in txt, title
         assert f"## {title}" in md, title
@@ -26,7 +26,7 @@ def test_every_section_present_in_txt_and_md(tiny_run):
 
 
 def test_markdown_tables_are_well_formed(tiny_run):
-    md = rep.write_report(tiny_run, fmt_name="md").read_text()
+    md = outputs.write_report(tiny_run, fmt_name="md").read_text()
     lines = md.splitlines()
     tables = 0
     for i, line in enumerate(lines):
@@ -43,11 +43,11 @@ def test_markdown_tables_are_well_formed(tiny_run):
 
 def test_csv_has_one_row_per_step_set_metric(tiny_run):
     a = analysis.analyze(tiny_run)
-    text = rep.write_report(tiny_run, fmt_name="csv", a=a).read_text()
+    text = outputs.write_report(tiny_run, fmt_name="csv", a=a).read_text()
     rows = list(csv.DictReader(io.StringIO(text)))
     expected = sum(len(s["rows"]) * len(s["metrics"]) for s in a["sets"].values())
     assert len(rows) == expected == 4 * sum(len(s["metrics"]) for s in a["sets"].values())
-    assert set(rows[0]) == set(rep.CSV_FIELDS)
+    assert set(rows[0]) == set(report.CSV_FIELDS)
     gold = [r for r in rows if r["eval_set"] == "gold_106" and r["metric"] == "auroc"]
     assert [float(r["value"]) for r in gold] == pytest.approx(
         [a["records"][k]["evaluation"]["gold_106"]["auroc"] for k in range(4)])
@@ -63,7 +63,7 @@ def test_report_works_with_only_some_steps(tiny_cache, tmp_path):
 
 
 def test_console_fits_in_100_columns_and_is_plain_ascii_off_tty(tiny_run):
-    out = compare_all_steps.render_console(analysis.analyze(tiny_run), stream=io.StringIO())
+    out = report.render_console(analysis.analyze(tiny_run), stream=io.StringIO())
     assert max(len(line) for line in out.splitlines()) <= 100
     assert out.isascii() and "\033[" not in out
 

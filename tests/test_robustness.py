@@ -25,11 +25,12 @@ from sweeplib import pipeline
 from sweeplib import stepfiles
 import common
 import compare_all_steps
-import dashboard
+from sweeplib import dashboard
 from sweeplib import datacheck
-import figures
+from sweeplib import figures
 import generate_report
 from sweeplib import owned
+from sweeplib import outputs
 from sweeplib import results_io
 import run_all
 from conftest import FAST_FLAGS, ROOT
@@ -239,7 +240,7 @@ def test_interrupt_after_the_switch_says_what_was_kept(tiny_cache, old_results, 
                                                        capsys):
     def interrupted(*a, **k):
         raise results_io.Interrupted(signal.SIGTERM)
-    monkeypatch.setattr(generate_report, "write_outputs", interrupted)
+    monkeypatch.setattr(outputs, "write_outputs", interrupted)
     assert run(tiny_cache, old_results, "-C", "1") == 143
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("interrupted (SIGTERM); the new results were switched in complete")
@@ -251,6 +252,7 @@ KILL_SWITCH = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 import run_all
+from sweeplib import demo
 k, results = int(sys.argv[2]), os.path.abspath(sys.argv[3])
 real, n = os.replace, [0]
 def replace(src, dst, *a, **kw):
@@ -315,9 +317,9 @@ def _running(pid):
 @pytest.fixture(scope="module")
 def medium_cache(tmp_path_factory):
     """A cache whose fits take a few seconds (time to interrupt them)."""
-    import demo_data
+    from sweeplib import demo
     root = tmp_path_factory.mktemp("medium")
-    demo_data.generate(root, verbose=False, scale=0.3, n_features=2048, seed=0)
+    demo.generate(root, verbose=False, scale=0.3, n_features=2048, seed=0)
     return root
 
 

@@ -4,10 +4,11 @@ import json
 import pytest
 
 from sweeplib import analysis
-import generate_report
 import run_all
 from sweeplib import solver_check
 from conftest import FAST_FLAGS
+from sweeplib import render
+from sweeplib import report
 
 
 def step_json(folder, k):
@@ -48,7 +49,7 @@ def test_solver_check_refits_at_a_tight_tolerance_and_reports_it(checked):
     s = analysis.solver_summary(a)
     assert s["check"]["verdict"] == a["verdict"]["outcome"]
     assert set(s["check"]["excess"]) == {0, 3} and min(s["check"]["excess"].values()) >= 0
-    text = generate_report.render_text(generate_report.build_sections(a))
+    text = render.render_text(report.build_sections(a))
     assert "Solver: how far each fit stopped from its optimum" in text
     assert "Verdict at the default tolerance" in text
     assert ("(unchanged)" in text) != ("(CHANGES)" in text)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-import demo_data
 from sweeplib import intervals
 import run_all
 from sweeplib import verdict
 from conftest import FAST_FLAGS
+from sweeplib import demo
 
 STEPS = {0: ["train"], 1: ["train", "sycophant"], 2: ["train", "sycophant", "model_organism"],
          3: ["train", "sycophant", "model_organism", "benchmark"]}
@@ -256,7 +256,7 @@ def test_verdict_false_claim_rate_under_the_null_by_simulation():
 @pytest.mark.parametrize("null", ["clean", "source"])
 def test_null_demo_end_to_end_claims_no_improvement(null, tmp_path):
     cache = tmp_path / "cache"
-    demo_data.generate(cache, scale=0.1, n_features=256, seed=1, verbose=False, null=null)
+    demo.generate(cache, scale=0.1, n_features=256, seed=1, verbose=False, null=null)
     out = tmp_path / "res"
     # a lower bar for the base probe: gold_106 has 10 + 10 rows at this size, and the test
     # is about the OOD decision, which a failed premise would skip

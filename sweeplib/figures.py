@@ -1,6 +1,8 @@
 """Draw the sweep's figures as PNG files next to its results (no retraining, headless).
 
-    python figures.py [--results-dir results/distribution_sweep] [--allow-mixed] [--quiet]
+    python generate_report.py [--results-dir DIR]       # the report and the figures
+    python run_all.py --figures ...                      # a run that draws them too
+    python -m sweeplib.figures [--results-dir DIR] [--allow-mixed] [--quiet]   # figures only
 
 Writes into the results folder:
   sweep.png                every eval set's headline metric per step, 95 % CIs; the fixed-budget

@@ -1,6 +1,7 @@
 """Write an offline, interactive results dashboard: one self-contained HTML file.
 
-    python dashboard.py [--results-dir results/distribution_sweep] [--output PATH] [--allow-mixed]
+    python generate_report.py --format html [--results-dir DIR] [--output PATH] [--allow-mixed]
+    python -m sweeplib.dashboard [--results-dir DIR] [--output PATH]    # the same, alone
 
 The page embeds its data as JSON and draws everything with plain JavaScript and inline SVG (no
 library, font or network access), so it opens offline in any current browser:

@@ -1,0 +1,114 @@
+"""Rendering: tables and sections, formatted as plain text (100 columns), Markdown or CSV.
+The report (report.py) builds the sections; this module only lays them out.
+"""
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Table:
+    """A table: headers, rows of strings, and which columns are right-aligned."""
+    headers: list
+    rows: list
+    right: set = field(default_factory=set)
+
+
+@dataclass
+class Section:
+    """A titled list of blocks (strings are paragraphs, Tables are tables)."""
+    title: str
+    blocks: list
+
+
+def fmt(x, ci=None, pct=False):
+    """'0.912 [0.874, 0.946]', or 'n/a' for an undefined value."""
+    if x is None:
+        return "n/a"
+    f = (lambda v: f"{v:.1%}") if pct else (lambda v: f"{v:.3f}")
+    if ci and ci[0] is not None:
+        return f"{f(x)} [{f(ci[0])}, {f(ci[1])}]"
+    return f(x)
+
+
+def fmt_delta(d):
+    """'+0.123 [+0.080, +0.160] improved, p_adj 0.003' (ns: no clear change; p_adj when the
+    call is Holm-adjusted)."""
+    if not d:
+        return ""
+    lo, hi = d["ci"]
+    word = "ns" if d["verdict"] == "no clear change" else d["verdict"]
+    adj = f", p_adj {d['p_adjusted']:.2g}" if d.get("p_adjusted") is not None else ""
+    return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {word}{adj}"
+
+
+def confounded_tag(s):
+    """' (confounded from step k)' for an all-AF set whose ranking metric compares sources."""
+    k = s.get("confounded_from")
+    return "" if k is None else f" (confounded from step {k})"
+
+
+def fmt_difference(d, other):
+    """'+0.123 [+0.080, +0.160] sweep higher' for a sweep-minus-arm paired difference."""
+    word = {"improved": "sweep higher", "degraded": f"{other} higher"}.get(d["verdict"],
+                                                                          "no clear difference")
+    lo, hi = d["ci"]
+    return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {word}"
+
+
+def step_label(a, k):
+    """'0 base' etc."""
+    return f"{k} {a['records'][k]['name']}"
+
+
+def render_table_text(t):
+    """A plain-text table with aligned columns."""
+    widths = [max(len(str(x)) for x in [h] + [r[i] for r in t.rows]) for i, h in enumerate(t.headers)]
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in t.right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(t.headers), line(["-" * w for w in widths])] + [line(r) for r in t.rows])
+
+
+WIDTH = 100
+
+
+def wrap(text, width=WIDTH):
+    """Wrap each line of a paragraph; '- ' bullets get a hanging indent."""
+    out = []
+    for line in text.split("\n"):
+        indent = "  " if line.startswith("- ") else ""
+        out.append(textwrap.fill(line, width, subsequent_indent=indent,
+                                 break_on_hyphens=False) if len(line) > width else line)
+    return "\n".join(out)
+
+
+def render_text(sections, title="Distribution sweep"):
+    """Sections as plain text, paragraphs wrapped at 100 columns."""
+    out = [title, "=" * len(title), ""]
+    for s in sections:
+        out += [s.title, "-" * len(s.title)]
+        for b in s.blocks:
+            out += [render_table_text(b) if isinstance(b, Table) else wrap(b), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_markdown(sections, title="Distribution sweep"):
+    """Sections as Markdown (pipe tables)."""
+    out = [f"# {title}", ""]
+    for s in sections:
+        out += [f"## {s.title}", ""]
+        for b in s.blocks:
+            if isinstance(b, Table):
+                out.append("| " + " | ".join(b.headers) + " |")
+                out.append("|" + "|".join("---:" if i in b.right else "---"
+                                          for i in range(len(b.headers))) + "|")
+                out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |"
+                        for r in b.rows]
+            elif "\n" in b and not b.startswith("- "):
+                out.append("```\n" + b + "\n```")
+            else:
+                out.append(b)
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,478 @@
+"""The report: every section of the comparison, built from one analysis (analysis.py) and laid
+out by render.py as text, Markdown or CSV; also the console comparison and the tables run_all.py
+prints for the grid and the transfer matrix.
+
+    sections = build_sections(a)           # header, progression, sets, ..., verdict, solver
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import sys
+from pathlib import Path
+
+import common
+from sweeplib import analysis, metrics, solver_check
+from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, render_table_text,
+                             render_text, step_label)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+def header_section(a):
+    """Data source, layer, config, inputs, versions and date."""
+    synthetic = a["data_source"] == "demo"
+    src = ("SYNTHETIC DEMO DATA (numbers show the tool's behaviour, not findings)" if synthetic
+           else f"real cache {a['config']['cache_dir']}")
+    cfg = a["config"]
+    lines = [
+        f"data source : {src}",
+        f"layer       : {a['layer']}",
+        f"probe       : StandardScaler + LogisticRegression, C={cfg['C']}, "
+        f"penalty={cfg['penalty']}, max_iter={cfg['max_iter']}",
+        f"split / cv  : eval fraction {cfg['eval_fraction']}, {cfg['cv_folds']}-fold CV, "
+        f"seed {cfg['seed']}, repeats {cfg.get('repeats', 1)}, dedup split "
+        f"{cfg.get('dedup_split', False)}",
+        f"features    : {'all' if not cfg.get('feature_ids') else len(cfg['feature_ids'])}"
+        + (f" (from {cfg['feature_ids_file']})" if cfg.get("feature_ids_file") else ""),
+        "intervals   : 95 %; proportions Clopper-Pearson, AUROC score-type (DeLong variance "
+        "shrunk to Hanley-McNeil), changes paired (DeLong correlation / Agresti-Min)",
+        f"run id(s)   : {', '.join(a['run_ids'])}",
+        f"steps       : {', '.join(map(str, a['steps']))}"
+        + (f"  (not run: {', '.join(map(str, a['missing']))})" if a["missing"] else ""),
+        "versions    : " + ", ".join(f"{k} {v}" for k, v in a["versions"].items()),
+        f"written     : {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+    ]
+    inputs = Table(["input file", "bytes", "fingerprint"], [
+        [Path(p).name, str(f["bytes"]), next((f"{k}:{v[:16]}" for k, v in f.items()
+                                                if k.startswith("sha256")), "")]
+        for p, f in a["inputs"].items()], right={1})
+    warnings = data_warnings_block(a)
+    return Section("Run", ["\n".join(lines)] + ([warnings] if warnings else []) + [inputs])
+
+
+def data_warnings_block(a):
+    """The data warnings recorded with the steps (datacheck.py), once each; None when none."""
+    seen = list(dict.fromkeys(w for k in a["steps"]
+                              for w in a["records"][k].get("data_warnings") or []))
+    if not seen:
+        return None
+    return "DATA WARNINGS (check before trusting the numbers):\n" + "\n".join(
+        f"- {w}" for w in seen)
+
+
+SOURCE_SHORT = {"train": "train", "sycophant": "syco", "model_organism": "organism",
+                "benchmark": "bench"}
+
+
+def progression_section(a):
+    """Training mix per step: rows per source, CV AUROC, convergence."""
+    sources = list(dict.fromkeys(s for p in a["progression"] for s in p["breakdown"]))
+    rows = []
+    for p in a["progression"]:
+        rows.append([step_label(a, p["step"]), str(p["n"]), str(p["af"])]
+                    + [str(p["breakdown"][s]["n"]) if s in p["breakdown"] else "-" for s in sources]
+                    + [f"{p['cv_mean']:.3f} +- {p['cv_std']:.3f}", f"{p['train_accuracy']:.3f}",
+                       "yes" if p["converged"] else "NO"])
+    for k in a["missing"]:
+        if k in common.STEP_BY_NUMBER:
+            rows.append([f"{k} {common.STEP_BY_NUMBER[k].slug}", "not run"]
+                        + [""] * (len(sources) + 4))
+    n_src = len(sources)
+    return Section("Training progression", [Table(
+        ["step", "n", "AF"] + [SOURCE_SHORT.get(s, s) for s in sources]
+        + ["CV AUROC", "train acc", "conv."], rows, right=set(range(1, 3 + n_src + 2)))])
+
+
+SHORT_METRIC = {"auroc": "AUROC", "auroc_vs_reference_negatives": "AUROC vs ref neg",
+                "detection_rate": "detection @0.5", "recall_at_fpr_5": "recall @5% FPR",
+                "recall_at_fpr_1": "recall @1% FPR", "accuracy": "accuracy @0.5"}
+
+
+def set_sections(a, n_metrics=2):
+    """One section per eval set: its metrics per step with CIs and paired deltas."""
+    out = []
+    for name, s in a["sets"].items():
+        blocks = []
+        if s["kind"] == "single-class":
+            only = "all-AF" if s["rows"] and any(r.get("af") for r in s["rows"].values()) \
+                else "single-class"
+            head = analysis.METRIC_LABELS.get(s["headline"], "none defined")
+            blocks.append(f"{only} set: AUROC undefined. Headline: {head}"
+                          + (f" (this set's AF vs the held-out negatives of {s['reference']})"
+                             if s["reference"] else "") + "."
+                          + (f" CONFOUNDED BY SOURCE from step {s['confounded_from']}: once its "
+                             "source (or the reference's) is in the training mix this compares "
+                             "sources, not intent; the verdict does not use it."
+                             if s.get("confounded_from") is not None else ""))
+        metrics = s["metrics"][:n_metrics]
+        headers = ["step", "n"] + [SHORT_METRIC[m] for m in metrics] + \
+            [f"change in {SHORT_METRIC.get(s['headline'], 'headline')}"]
+        rows = []
+        for k, row in sorted(s["rows"].items()):
+            rows.append([str(k), str(row["n"])]
+                        + [fmt(row[m]["value"], row[m]["ci"]) if m in row else "n/a"
+                           for m in metrics]
+                        + [fmt_delta(s["deltas"].get(k, {}).get(s["headline"]))])
+        blocks.append(Table(headers, rows, right={1}))
+        if s["deltas"]:
+            blocks.append(f"change: paired 95 % interval; improved / degraded / ns (no clear "
+                          f"change) by the Holm-adjusted p (p_adj) over the "
+                          f"{a.get('n_step_comparisons', 0)} step-to-step comparisons of all "
+                          "sets' headline metrics.")
+        if s["kind"] == "two-class" and any("eval_fpr_5" in r for r in s["rows"].values()):
+            blocks.append("false-positive rate on this set's own negatives at the 5 % train-FPR "
+                          "threshold: " + ", ".join(
+                              f"step {k}: {fmt(r['eval_fpr_5']['value'], pct=True)}"
+                              for k, r in sorted(s["rows"].items()) if "eval_fpr_5" in r))
+        out.append(Section(f"{s['role']}: {s['title']}", blocks))
+    return out
+
+
+def per_class_section(a):
+    """Benchmark per fine class: fraction flagged at 0.5 and at the 5 % threshold."""
+    pc = a["per_class"]
+    if not pc:
+        return None
+    steps = sorted(pc)
+    classes = list(dict.fromkeys(c for k in steps for c in pc[k]))
+    rows = []
+    for c in classes:
+        n = next(pc[k][c]["n"] for k in steps if c in pc[k])
+        rows.append([c, str(n)] + [
+            f"{pc[k][c]['flagged_at_0.5']:.0%} / {pc[k][c].get('flagged_at_fpr_5', 0):.0%}"
+            if c in pc[k] else "n/a" for k in steps])
+    return Section("Benchmark per class (flagged at 0.5 / at the 5 % train-FPR threshold)", [
+        Table(["class", "n"] + [f"step {k}" for k in steps], rows,
+              right=set(range(1, len(steps) + 2))),
+        "hard_negative and compliant_hard_negative share vocabulary with AF but not intent: "
+        "their flagged share is the false-positive rate researchers look at."])
+
+
+def inflection_section(a):
+    """Per eval set, the step with the largest significant gain."""
+    rows = [[name + ("*" if s.get("confounded_from") is not None else ""),
+             analysis.METRIC_LABELS.get(s["headline"], "?"),
+             "none" if s["inflection"] is None else str(s["inflection"]),
+             fmt_delta(s["overall"]) if s["overall"] else ""]
+            for name, s in a["sets"].items()]
+    blocks = [Table(["eval set", "metric", "inflection", "first -> last step"], rows),
+              "Step-to-step calls are Holm-adjusted over all sets' headline comparisons; the "
+              "inflection is the step with the largest adjusted-significant gain. First -> last: "
+              "paired 95 % interval, per comparison (the verdict's own family is adjusted "
+              "separately)."]
+    if any(s.get("confounded_from") is not None for s in a["sets"].values()):
+        blocks.append("* confounded by source: an all-AF set ranked against another source's "
+                      "negatives; from the step its source enters the mix, its changes measure "
+                      "source identity, not intent.")
+    return Section("Inflection points", blocks)
+
+
+def gap_section(a):
+    """Generalization gap per step."""
+    if not a["gap"]:
+        return None
+    rows = [[step_label(a, k), fmt(g["in_distribution"]), fmt(g["ood_mean"]),
+             fmt(g["gap"], g["ci"])] for k, g in sorted(a["gap"].items())]
+    sets = next(iter(a["gap"].values()))["ood_sets"]
+    return Section("Generalization gap", [
+        Table(["step", "gold_106 AUROC", "mean OOD", "gap [95% CI]"], rows, right={1, 2}),
+        "gap = gold_106 AUROC - mean AUROC of the OOD sets with both classes ("
+        + ", ".join(sets) + "); all-AF sets are left out (their ranking metric compares "
+          "sources). Interval: the sets are independent samples."])
+
+
+def repeats_section(a):
+    """Spread across repeated seeds."""
+    if not a["repeats"]:
+        return None
+    rows = []
+    for k, per in sorted(a["repeats"].items()):
+        for name, r in per.items():
+            rows.append([step_label(a, k), name, analysis.METRIC_LABELS[r["metric"]],
+                         f"{r['mean']:.3f} +- {r['sd']:.3f} (n={r['n']})",
+                         "YES" if r["spread_exceeds_ci"] else "no"])
+    return Section("Repeated seeds", [
+        Table(["step", "eval set", "metric", "mean +- sd", "range > CI width"], rows),
+        "When the range across seeds exceeds the interval width of one run, split and "
+        "initialization noise dominates: trust the mean, not one run."])
+
+
+def audit_section(a):
+    """Exact and near duplicates between training parts and eval sets."""
+    audit = a.get("audit")
+    if not audit:
+        return None
+    rows = [[p["train"], p["eval"], str(p["exact"]), str(p["near"]), str(p["n_eval"])]
+            for p in audit["pairs"] if p["exact"] or p["near"]]
+    within = [[n, str(w["exact"]), str(w["near"]), str(w["n"])]
+              for n, w in audit["within"].items() if w["exact"] or w["near"]]
+    blocks = []
+    if rows:
+        blocks += ["WARNING: eval rows with a (near) duplicate in a training part:",
+                   Table(["training part", "eval set", "exact", f"near (cos >= {audit['threshold']})",
+                          "eval n"], rows, right={2, 3, 4})]
+    else:
+        blocks.append("No exact or near duplicates between any training part and any eval set.")
+    if within:
+        blocks += ["Rows with a (near) duplicate inside the same dataset:",
+                   Table(["dataset", "exact", "near", "n"], within, right={1, 2, 3})]
+    return Section("Leakage audit", blocks)
+
+
+def anatomy_section(a, n_top=5):
+    """Probe anatomy: weights used, strongest features, feature overlap between steps."""
+    an = a.get("anatomy") or {}
+    if not an:
+        return None
+    rows = []
+    for k, v in sorted(an.items()):
+        top = ", ".join(f"{t['id']}:{t['weight']:+.2f}" for t in v["top"][:n_top])
+        jac = "" if v["jaccard_top100_prev"] is None else f"{v['jaccard_top100_prev']:.2f}"
+        rows.append([str(k), f"{v['n_nonzero']}/{v['n_features']}", jac, top])
+    return Section("Probe anatomy", [
+        Table(["step", "non-zero w", "top-100 J", f"top {n_top} features (id:weight)"], rows,
+              right={1, 2}),
+        "top-100 J = Jaccard overlap of the 100 largest |weights| with the previous step: low "
+        "values mean the probe switches to new features as the mix grows. Weights are in "
+        "standardized units; the top 20 per step are in the step JSON (top_features)."])
+
+
+def arm_sections(a):
+    """Main sweep vs the fixed-budget arm and the format-only baseline."""
+    out = []
+    for folder, arm in (a.get("arms") or {}).items():
+        short = "budget" if folder == "arm_budget" else "format"
+        rows = []
+        for name, v in arm["sets"].items():
+            d, first = v["main_minus_arm"], min(v["rows"]) if v["rows"] else None
+            conf = a["sets"].get(name, {}).get("confounded_from")
+            for k, r in sorted(v["rows"].items()):
+                rows.append([(name + ("*" if conf is not None else "")) if k == first else "",
+                             SHORT_METRIC.get(v["metric"], v["metric"]) if k == first else "",
+                             str(k), fmt(r["main"]), fmt(r["arm"]),
+                             fmt_difference(d, short) if d and d["step"] == k else ""])
+        label = arm["label"] + (f" (N = {arm['budget_n']})" if arm.get("budget_n") else "")
+        out.append(Section(f"Control: {label}", [
+            Table(["eval set", "metric", "step", "sweep", short, "sweep - " + short], rows,
+                  right={2, 3, 4}),
+            f"Reading: {arm['conclusion']}. Differences are per comparison; * confounded by "
+            "source (all-AF set), left out of the reading."]))
+    return out
+
+
+def orderings_section(a):
+    """Where the largest significant gain falls for each order of adding the OOD sources."""
+    orders = a.get("orderings") or {}
+    if not orders:
+        return None
+    sets = list(dict.fromkeys(n for o in orders.values() for n in o["sets"]))
+    short = lambda src: SOURCE_SHORT.get(src, src)  # noqa: E731
+    rows = [["-".join(short(x) for x in o["order"])]
+            + [(f"{o['sets'][n]['inflection_step']} (+{short(o['sets'][n]['added_source'])})"
+                if o["sets"].get(n, {}).get("added_source") else "none") for n in sets]
+            for o in orders.values()]
+    conf = [n for n in sets if a["sets"].get(n, {}).get("kind") == "single-class"]
+    return Section("Control: orderings of the OOD sources", [
+        Table(["order (steps 1-2-3)"] + [n + ("*" if n in conf else "") for n in sets], rows),
+        "Each cell: the step (and source added there) with the largest significant gain in that "
+        "set's headline metric (Holm-adjusted within each ordering). If the benchmark's jump "
+        "always comes with adding the benchmark, the finding does not depend on the order."
+        + (" * all-AF set: its gain where its own source is added measures source identity "
+           "(confounded by source)." if conf else "")])
+
+
+def transfer_section(a):
+    """Single-source and leave-one-out probes on every eval set."""
+    doc = a.get("transfer")
+    if not doc:
+        return None
+    evals = doc["eval_sets"]
+    rows = []
+    for mix in doc["train_mixes"]:
+        cell = doc["cells"].get(mix, {})
+        rows.append([mix] + (["n/a"] * len(evals) if "note" in cell else
+                             [fmt((cell.get(e) or {}).get("value")) for e in evals]))
+    return Section("Control: transfer matrix", [
+        Table(["training mix"] + evals, rows, right=set(range(1, len(evals) + 1))),
+        "Headline metric per eval set (AUROC; AUROC vs reference negatives for all-AF sets). "
+        "Single all-AF sources cannot train a probe on their own (n/a)."])
+
+
+def grid_section(a):
+    """Summary of grid cells when a grid was run."""
+    doc = a.get("grid")
+    if not doc or not doc.get("cells"):
+        return None
+    rows = [[str(r["layer"]), f"{r['C']:g}", r["penalty"], f"{r['cv_auroc']:.3f}",
+             str(r["n_nonzero_weights"]), r["path"]] for r in doc["cells"]]
+    return Section("Grid", [Table(["layer", "C", "penalty", "CV AUROC", "non-zero w", "folder"],
+                                  rows, right={0, 1, 3, 4}),
+                            "Each cell is a full sweep in its own folder (compare_all_steps.py "
+                            "--results-dir <folder>)."])
+
+
+def verdict_section(a):
+    """Findings (premise checks first) and the verdict with its reasons and criteria."""
+    v = a["verdict"]
+    c = v["criteria"]
+    used = ", ".join(v["sets_used"]) or "none"
+    left = "; ".join(f"{x['set']} ({x['reason']})" for x in v["sets_excluded"]) or "none"
+    criteria = (f"criteria: family-wise alpha {c['alpha']:.2f} (Holm over the OOD sets used, "
+                f"first -> last step); in-distribution holds when the one-sided "
+                f"{1 - c['alpha']:.0%} lower bound of the gold_106 AUROC change exceeds "
+                f"-{c['gold_tolerance']}; premises: base gold_106 AUROC lower bound >= "
+                f"{c['min_base_auroc']}, >= {c['min_per_class']} rows per class, < "
+                f"{c['max_duplicate_share']:.0%} of held-out rows duplicating training rows, "
+                f"converged fits. Intervals and tests are conditional on seed "
+                f"{v['conditional_on_seed']} (its split and fits).")
+    return Section("Findings and verdict", [
+        "\n".join(f"- {f}" for f in a["findings"]),
+        f"VERDICT: {v['outcome']} ({v['summary']})",
+        "because:\n" + "\n".join(f"- {r}" for r in v["reasons"]),
+        f"sets used: {used}; left out: {left}",
+        criteria,
+        "next steps:\n" + "\n".join(f"- {s}" for s in v["next_steps"])])
+
+
+def solver_section(a):
+    """How far each fit stopped from its optimum, and the --solver-check control (None without
+    solver records)."""
+    s = analysis.solver_summary(a)
+    if not s["steps"]:
+        return None
+    rows = []
+    for k, st in sorted(s["steps"].items()):
+        f = st["final"]
+        gap = f.get("relative_gap")
+        rows.append([step_label(a, k), f"{f['n_iter']} / {max(st['cv_n_iter'], default=0)}",
+                     f["stop"], _num(f.get("objective")),
+                     "n/a" if gap is None else f"{gap:.0%}",
+                     "n/a" if st["cv_relative_gap"] is None else f"{st['cv_relative_gap']:.0%}",
+                     _num(f.get("max_abs_gradient"))])
+    blocks = [Table(["step", "iter fit/CV", "stop", "objective", "gap/obj.", "CV gap/obj.",
+                         "max grad"], rows, right={1, 3, 4, 5, 6}),
+              f"tol = {s['tol']:g}: L-BFGS stops when every gradient entry is <= tol "
+              "(scikit-learn's default stopping rule, as in the original research). objective = "
+              "mean loss + L2 penalty; gap = objective - a dual lower bound, so the objective "
+              "lies at most `gap` above the C optimum (a share near 100 % means the bound "
+              "cannot vouch for the fit at all). A probe stopped far from its optimum is defined "
+              "by the stopping point: check whether the findings survive with --solver-check."]
+    c = s["check"]
+    if c:
+        blocks += _solver_check_blocks(a, c)
+    return Section("Solver: how far each fit stopped from its optimum", blocks)
+
+
+def _solver_check_blocks(a, c):
+    """Tables and text of the --solver-check comparison."""
+    steps = sorted({k for v in c["sets"].values() for k in v["rows"]})
+    rows, deltas = [], []
+    for name, v in c["sets"].items():
+        pairs = [v["rows"].get(k) for k in steps]
+        moved = [abs(p[1] - p[0]) for p in pairs if p and None not in p]
+        deltas += moved
+        rows.append([name, SHORT_METRIC.get(v["metric"], v["metric"])]
+                    + ["n/a" if not p or None in p else f"{p[0]:.3f} / {p[1]:.3f}" for p in pairs]
+                    + [f"{max(moved):.3f}" if moved else "n/a"])
+    same = c["verdict"] == c["tight_verdict"]
+    text = (f"Solver check ({solver_check.FOLDER}/): headline metric at tol "
+            f"{a['config'].get('tol', 1e-4):g} / at tol {c['tol']:g}; largest change "
+            f"{max(deltas, default=0):.3f}. Objective above the tight fit's: "
+            + ", ".join(f"step {k}: {e:+.0%}" for k, e in sorted(c["excess"].items()))
+            + f". Verdict at the default tolerance: {c['verdict']}; at tol {c['tol']:g}: "
+            f"{c['tight_verdict']} ({'unchanged' if same else 'CHANGES'}).")
+    if not c["tight_converged"]:
+        text += " WARNING: some tight fits hit the iteration cap (recorded as not converged)."
+    return [Table(["eval set", "metric"] + [f"step {k}" for k in steps] + ["max change"],
+                      rows, right=set(range(2, 3 + len(steps)))), text]
+
+
+def _num(x):
+    """A small positive number in 3 significant digits, or n/a."""
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def build_sections(a, header=True, n_metrics=2):
+    """All sections in report order (None-valued ones dropped)."""
+    secs = [header_section(a)] if header else []
+    secs += [progression_section(a)] + set_sections(a, n_metrics) + [
+        per_class_section(a), inflection_section(a), gap_section(a), repeats_section(a),
+        anatomy_section(a)] + arm_sections(a) + [orderings_section(a), transfer_section(a),
+                                                 grid_section(a), audit_section(a), verdict_section(a)]
+    secs.append(solver_section(a))      # does the verdict depend on where the solver stopped?
+    return [s for s in secs if s is not None]
+
+
+# --------------------------------------------------------------------------------------------
+# Whole documents
+# --------------------------------------------------------------------------------------------
+CSV_FIELDS = ["step", "step_name", "eval_set", "metric", "value", "ci_low", "ci_high", "n"]
+
+
+def render_csv(a):
+    """One row per step x eval set x metric."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for name, s in a["sets"].items():
+        for k, row in sorted(s["rows"].items()):
+            for m in s["metrics"]:
+                if m in row:
+                    ci = row[m]["ci"] or [None, None]
+                    w.writerow([k, a["records"][k]["name"], name, m, row[m]["value"],
+                                ci[0], ci[1], row["n"]])
+    return buf.getvalue()
+
+
+def title_for(a):
+    """Report title, marked when synthetic."""
+    t = f"Distribution sweep - layer {a['layer']}"
+    return t + " - SYNTHETIC DEMO DATA" if a["data_source"] == "demo" else t
+
+
+# --------------------------------------------------------------------------------------------
+# The console comparison and run_all.py's tables
+# --------------------------------------------------------------------------------------------
+def render_console(a, stream=sys.stdout):
+    """The comparison as console text: plain ASCII, colour only on a TTY."""
+    text = render_text(build_sections(a, header=False), title_for(a))
+    if a["data_source"] == "demo":
+        text = "*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***\n" + text
+    if stream.isatty():
+        for word, code in (("improved", "32"), ("degraded", "31"), ("VERDICT:", "1"),
+                           ("WARNING:", "33")):
+            text = text.replace(word, f"\033[{code}m{word}\033[0m")
+    return text
+
+
+def grid_table(rows):
+    """Summary of grid cells: CV and each eval set's headline at the last step."""
+    sets = list(dict.fromkeys(n for r in rows for n in r["metrics"]))
+    head = {n: metrics.headline_metric(next(r["metrics"][n] for r in rows if n in r["metrics"]))
+            for n in sets}
+    t = Table(
+        ["layer", "C", "penalty", "CV AUROC", "non-zero w"]
+        + [f"{n[:12]} {SHORT_METRIC.get(head[n], '')[:9]}" for n in sets],
+        [[str(r["layer"]), f"{r['C']:g}", r["penalty"], f"{r['cv_auroc']:.3f}",
+          str(r["n_nonzero_weights"])]
+         + [fmt(r["metrics"].get(n, {}).get(head[n])) for n in sets]
+         for r in rows], right=set(range(1, 5 + len(sets))))
+    return render_table_text(t)
+
+
+def transfer_table(doc):
+    """The transfer matrix as text."""
+    evals = doc["eval_sets"]
+    rows = []
+    for mix in doc["train_mixes"]:
+        cell = doc["cells"].get(mix, {})
+        if "note" in cell:
+            rows.append([mix] + ["n/a"] * len(evals))
+        else:
+            rows.append([mix] + [fmt((cell.get(e) or {}).get("value"))
+                                 for e in evals])
+    return render_table_text(Table(
+        ["training mix"] + [e[:14] for e in evals], rows, right=set(range(1, len(evals) + 1))))
