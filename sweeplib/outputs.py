@@ -65,6 +65,8 @@ def _draw_figures(receive, work=None):
         return [], None
     if not figures.HAVE_MATPLOTLIB:
         return [], figures.MISSING_NOTE
+    if not overlap.can_fork():        # threads share matplotlib's style state: one at a time
+        return figures.write_figures(results_dir, a=a), None
     first = {figures.SCORES_FILE}                        # the costly one, drawn here ...
     other = overlap.start(figures.write_figures, results_dir, a=a,   # ... the others next to it
                           only={figures.SWEEP_FILE, figures.TRANSFER_FILE})
