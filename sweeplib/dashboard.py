@@ -33,7 +33,6 @@ from sweeplib import base
 from sweeplib import config
 from sweeplib import metrics
 
-STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
 TEMPLATES = Path(__file__).resolve().parent / "templates"     # dashboard.html, .css, .js
 TRANSFER_FILE = "transfer_matrix.json"
 N_BINS = 40
@@ -83,31 +82,6 @@ def _clean(x):
     return x
 
 
-def _read_records(folder, warnings):
-    """{step number: (path, record)} of one folder's verified units (results_read); a folder
-    that cannot be read, or a step whose files do not form one unit, becomes a warning."""
-    try:
-        results_read.check_not_switching(folder)
-        found = results_read.step_records(folder, warn=warnings.append)
-    except base.InputError as e:
-        warnings.append(f"{str(e).splitlines()[0]}; folder skipped")
-        return {}
-    records = {}
-    for k, (path, record) in found.items():
-        try:
-            record["_scores"] = results_read.load_unit(folder, k, path, record)
-        except base.InputError as e:
-            warnings.append(f"{str(e).splitlines()[0]}; step {k} skipped")
-            continue
-        records[k] = (path, record)
-    return records
-
-
-def _read_scores(folder, k, record, warnings):
-    """Per-set scores of one step (read and verified with its record)."""
-    return record.pop("_scores", None)
-
-
 def histograms(per_step, n_bins=N_BINS):
     """Binned scores of one eval set, bins shared across steps so steps are comparable.
 
@@ -139,12 +113,12 @@ def _set_order(names):
 
 
 def cell_data(folder, label):
-    """Everything the page shows about one results folder, read from its step files."""
+    """Everything the page shows about one results folder, read from its step files (a folder
+    or step that cannot be read is skipped with a warning: results_read.load_folder)."""
     warnings = []
-    records = _read_records(folder, warnings)
+    records, scores = results_read.load_folder(folder, warn=warnings.append)
     steps = sorted(records)
-    scores = {k: _read_scores(folder, k, records[k][1], warnings) for k in steps}
-    first = records[steps[0]][1] if steps else {}
+    first = records[steps[0]] if steps else {}
     cfg = first.get("config") or {}
     out = {
         "label": label,
@@ -152,70 +126,58 @@ def cell_data(folder, label):
         "data_source": first.get("data_source"),
         "layer": first.get("layer"),
         "config": {k: cfg[k] for k in CONFIG_KEYS if k in cfg},
-        "run_ids": sorted({str(r.get("run_id")) for _, r in records.values()}),
-        "steps": [], "sets": {}, "set_order": [], "warnings": warnings,
+        "run_ids": sorted({str(r.get("run_id")) for r in records.values()}),
+        "steps": [_step_data(k, records[k]) for k in steps], "sets": {}, "set_order": [],
+        "warnings": warnings,
     }
-    names = set()
-    for k in steps:
-        path, r = records[k]
-        names.update(r["evaluation"])
-        out["steps"].append({
-            "step": k, "name": r.get("name") or STEP_FILE.match(path.name).group(2),
-            "question": r.get("question"), "training_data": r.get("training_data"),
-            "n_train": r.get("n_training_samples"), "cv_auroc": r.get("cv_auroc_mean"),
-            "thresholds": (r.get("thresholds") or {}).get("log_odds") or {},
-            "data_source": r.get("data_source")})
-    sources = {r.get("data_source") for _, r in records.values()}
+    sources = {r.get("data_source") for r in records.values()}
     if len(out["run_ids"]) > 1:
         warnings.append(f"steps come from {len(out['run_ids'])} different runs "
                         f"({', '.join(out['run_ids'])})")
     if len(sources) > 1:
         warnings.append(f"steps differ in data source ({', '.join(sorted(map(str, sources)))})")
-    out["set_order"] = _set_order(names)
+    out["set_order"] = _set_order({n for r in records.values() for n in r["evaluation"]})
     for name in out["set_order"]:
-        present = [k for k in steps if name in records[k][1]["evaluation"]]
-        entries = {k: records[k][1]["evaluation"][name] for k in present}
-        two_class = any(e.get("auroc") is not None for e in entries.values())
-        spec = common.DATASETS.get(name)
-        rows = {}
-        for k, e in entries.items():
-            try:
-                flat = metrics.flat_metrics(e)
-            except (KeyError, AttributeError, TypeError):
-                flat = {m: e.get(m) for m in METRICS}
-            ci = e.get("ci") or {}
-            rows[k] = {m: {"value": flat.get(m), "ci": ci.get(m)} for m in METRICS}
-            rows[k]["n"] = e.get("n_samples")
-            rows[k]["af"] = e.get("af_samples")
-        per_step = {k: (np.asarray(scores[k][name]["score"], dtype=np.float64),
-                        np.asarray(scores[k][name]["label"]))
-                    for k in present if scores[k] and name in scores[k]}
-        out["sets"][name] = {
-            "title": spec.title if spec else name,
-            "kind": "two-class" if two_class else "single-class",
-            "role": "in-distribution" if spec and spec.regime == "scratchpad" else "OOD",
-            "reference": next((e.get("reference_negatives") for e in entries.values()
-                               if e.get("reference_negatives")), None),
-            "steps": present, "rows": rows,
-            "confounded_from": None if two_class else analysis.confounded_from(
-                name, [k for k in steps if k in common.STEP_BY_NUMBER],
-                {k: r for k, (_, r) in records.items()}),
-            "per_class": {k: e["per_class"] for k, e in entries.items() if e.get("per_class")},
-            "hist": histograms(per_step) if per_step else None}
+        out["sets"][name] = _set_data(name, records, scores)
     return out
 
 
-def read_transfer_matrix(path):
-    """The transfer matrix file, checked for the keys the heatmap needs; None when absent."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    tm = results_read.read_json(path, "transfer matrix")
-    if not (isinstance(tm, dict) and isinstance(tm.get("train_mixes"), list)
-            and isinstance(tm.get("eval_sets"), list) and isinstance(tm.get("cells"), dict)):
-        raise base.InputError(f"{path}: expected an object with 'train_mixes' (list), "
-                                "'eval_sets' (list) and 'cells' (object)")
-    return tm
+def _step_data(k, r):
+    """What the page shows about one step."""
+    return {"step": k, "name": r["name"], "question": r.get("question"),
+            "training_data": r.get("training_data"), "n_train": r.get("n_training_samples"),
+            "cv_auroc": r.get("cv_auroc_mean"),
+            "thresholds": (r.get("thresholds") or {}).get("log_odds") or {},
+            "data_source": r.get("data_source")}
+
+
+def _set_data(name, records, scores):
+    """One eval set of a cell: metrics per step with CIs, per-class table, score histograms."""
+    steps = sorted(records)
+    present = [k for k in steps if name in records[k]["evaluation"]]
+    entries = {k: records[k]["evaluation"][name] for k in present}
+    two_class = any(e.get("auroc") is not None for e in entries.values())
+    spec = common.DATASETS.get(name)
+    rows = {}
+    for k, e in entries.items():
+        flat, ci = metrics.flat_metrics(e), e.get("ci") or {}
+        rows[k] = {m: {"value": flat.get(m), "ci": ci.get(m)} for m in METRICS}
+        rows[k]["n"] = e.get("n_samples")
+        rows[k]["af"] = e.get("af_samples")
+    per_step = {k: (np.asarray(scores[k][name]["score"], dtype=np.float64),
+                    np.asarray(scores[k][name]["label"]))
+                for k in present if name in scores.get(k, {})}
+    return {
+        "title": spec.title if spec else name,
+        "kind": "two-class" if two_class else "single-class",
+        "role": "in-distribution" if spec and spec.regime == "scratchpad" else "OOD",
+        "reference": next((e.get("reference_negatives") for e in entries.values()
+                           if e.get("reference_negatives")), None),
+        "steps": present, "rows": rows,
+        "confounded_from": None if two_class else analysis.confounded_from(
+            name, [k for k in steps if k in common.STEP_BY_NUMBER], records),
+        "per_class": {k: e["per_class"] for k, e in entries.items() if e.get("per_class")},
+        "hist": histograms(per_step) if per_step else None}
 
 
 def dashboard_data(results_dir, a=None):
@@ -239,7 +201,7 @@ def dashboard_data(results_dir, a=None):
         "summary": summary,
         "cell_order": [label for label, _ in cells],
         "cells": {label: cell_data(folder, label) for label, folder in cells},
-        "transfer": read_transfer_matrix(results_dir / TRANSFER_FILE),
+        "transfer": results_read.read_transfer(results_dir / TRANSFER_FILE),
     }
     return _clean(data)
 

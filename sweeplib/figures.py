@@ -28,7 +28,6 @@ from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import base
 from sweeplib import config
-from sweeplib import stepfiles
 
 try:
     import matplotlib
@@ -116,15 +115,8 @@ def _layout(fig, nrows, ncols, left, right, top, bottom, wgap, hgap):
 
 
 def _load_step_scores(results_dir, a):
-    """{step: {set: {score, label, class}}}: those the analysis loaded, else the npz files."""
-    if "scores" in a:
-        return {k: a["scores"].get(k, {}) for k in a["steps"]}
-    out = {}
-    for k in a["steps"]:
-        rec = a["records"][k]
-        path = Path(results_dir) / f"step_{k}_scores.npz"
-        out[k] = stepfiles.load_scores(path, rec.get("run_id")) if path.exists() else {}
-    return out
+    """{step: {set: {score, label, class}}}: the scores the analysis read and verified."""
+    return {k: a["scores"].get(k, {}) for k in a["steps"]}
 
 
 def _ci_pair(cell):
@@ -136,19 +128,12 @@ def _ci_pair(cell):
 
 
 def _analyze_arm(results_dir, allow_mixed=False, a=None):
-    """analysis of <results_dir>/arm_budget/ (the main analysis's, when it has it), or None
-    when absent (a warning when unreadable)."""
-    done = ((a or {}).get("arms") or {}).get(ARM_DIR)
-    if done:
-        return done["analysis"]
-    arm = Path(results_dir) / ARM_DIR
-    if not arm.is_dir() or not any(arm.glob("step_*.json")):
-        return None
-    try:
-        return analysis.analyze(arm, allow_mixed)
-    except base.InputError as e:
-        print(f"warning: {ARM_DIR} not drawn: {str(e).splitlines()[0]}", file=sys.stderr)
-        return None
+    """The analysis of <results_dir>/arm_budget/ (from the analysis of results_dir, which reads
+    it under the readers' one error policy), or None when there is no such arm."""
+    if a is None or "arms" not in a:
+        a = analysis.analyze(results_dir, allow_mixed)
+    arm = (a.get("arms") or {}).get(ARM_DIR)
+    return arm["analysis"] if arm else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,31 +304,12 @@ def score_figure(a, scores):
 # --------------------------------------------------------------------------------------------
 # Figure 3: transfer matrix
 # --------------------------------------------------------------------------------------------
-def load_transfer(path):
-    """Read and validate transfer_matrix.json: (mixes, eval sets, cells)."""
-    t = results_read.read_json(path, "transfer matrix")
-    if not isinstance(t, dict) or not isinstance(t.get("train_mixes"), list) \
-            or not isinstance(t.get("eval_sets"), list) or not isinstance(t.get("cells"), dict):
-        raise base.InputError(f"{path}: expected an object with lists 'train_mixes', "
-                                "'eval_sets' and an object 'cells'")
-    if not t["train_mixes"] or not t["eval_sets"]:
-        raise base.InputError(f"{path}: 'train_mixes' and 'eval_sets' must not be empty")
-    cells = t["cells"]
-    for mix in t["train_mixes"]:
-        for ev in t["eval_sets"]:
-            c = (cells.get(mix) or {}).get(ev)
-            if c is None:
-                continue
-            v = c.get("value") if isinstance(c, dict) else "?"
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                  or not math.isfinite(v)):
-                raise base.InputError(f"{path}: cells.{mix}.{ev}.value must be a number or "
-                                        f"null, got {v!r}")
-    return t["train_mixes"], t["eval_sets"], cells
 
 
-def transfer_figure(a, mixes, evals, cells):
-    """Heatmap: rows = training mixes, columns = eval sets, each cell's headline value."""
+def transfer_figure(a, transfer):
+    """Heatmap: rows = training mixes, columns = eval sets, each cell's headline value
+    (transfer: the checked transfer_matrix.json, results_read.read_transfer)."""
+    mixes, evals, cells = transfer["train_mixes"], transfer["eval_sets"], transfer["cells"]
     vals = np.full((len(mixes), len(evals)), np.nan)
     heads = [[None] * len(evals) for _ in mixes]
     for i, mix in enumerate(mixes):
@@ -396,8 +362,7 @@ def write_figures(results_dir, a=None, allow_mixed=False, only=None):
     a = a or analysis.analyze(results_dir, allow_mixed)
     arm = _analyze_arm(results_dir, allow_mixed, a) if want(SWEEP_FILE) else None
     scores = _load_step_scores(results_dir, a) if want(SCORES_FILE) else None
-    tpath = results_dir / TRANSFER_JSON
-    transfer = load_transfer(tpath) if tpath.exists() else None     # bad input fails up front
+    transfer = results_read.read_transfer(results_dir / TRANSFER_JSON)   # bad input fails first
     paths = []
     with matplotlib.style.context("default"), matplotlib.rc_context(STYLE):
         if want(SWEEP_FILE):
@@ -405,7 +370,7 @@ def write_figures(results_dir, a=None, allow_mixed=False, only=None):
         if want(SCORES_FILE):
             paths.append(_save(score_figure(a, scores), results_dir / SCORES_FILE))
         if transfer is not None and want(TRANSFER_FILE):
-            paths.append(_save(transfer_figure(a, *transfer), results_dir / TRANSFER_FILE))
+            paths.append(_save(transfer_figure(a, transfer), results_dir / TRANSFER_FILE))
     return paths
 
 

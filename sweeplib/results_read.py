@@ -13,8 +13,6 @@ import io
 import math
 import re
 import sys
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +20,13 @@ import numpy as np
 import joblib
 
 import common
-from sweeplib import npyio, owned, results_io
+from sweeplib import npyio, owned, results_io, stepfiles
 from sweeplib.base import InputError
 from sweeplib.metrics import evaluate_set
 from sweeplib.probe import fpr_thresholds
 
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
-MAX_JSON_BYTES = 256 * 1024 * 1024
+MAX_JSON_BYTES = stepfiles.MAX_RESULT_BYTES
 NUMBER = (int, float)
 RECORD_KEYS = {"step": int, "name": str, "run_id": str, "config": dict, "evaluation": dict,
                "thresholds": dict, "training_breakdown": dict, "n_training_samples": int,
@@ -151,27 +149,7 @@ def read_scores(path, record, json_path):
         raise InputError(f"{path}: sha256 {digest[:12]}... does not match the {str(want)[:12]}"
                          f"... recorded in {Path(json_path).name}; the step's files do not "
                          "belong together")
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            run_id = str(z["run_id"]) if "run_id" in z.files else None
-            arrays = {key: z[key] for key in z.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        raise InputError(f"{path}: unreadable scores file ({str(e)[:120] or type(e).__name__})"
-                         ) from None
-    if run_id != record["run_id"]:
-        raise InputError(f"{path}: scores belong to run {run_id}, the step JSON to run "
-                         f"{record['run_id']}")
-    return common_split(arrays)
-
-
-def common_split(arrays):
-    """{set: {field: array}} from flat npz keys '<set>__<field>' (set names may hold '__')."""
-    out = {}
-    for key, value in arrays.items():
-        if "__" in key:
-            name, fld = key.rsplit("__", 1)
-            out.setdefault(name, {})[fld] = value
-    return out
+    return stepfiles.scores_from_npz(data, path, record["run_id"])
 
 
 def _close(a, b):
@@ -262,16 +240,36 @@ def load_probe(json_path):
     return joblib.load(io.BytesIO(data))
 
 
-def load_folder(folder):
-    """{step: record}, {step: scores} of a folder, every unit verified; refuses a folder whose
-    switch is pending or that changed while it was read."""
-    check_folder(folder)
-    check_not_switching(folder)
+def load_folder(folder, warn=None):
+    """{step: record}, {step: scores} of a folder, every unit verified (names, sha256, run id,
+    recomputed metrics). The readers' one error policy:
+
+    - the folder a command was asked to read (warn=None) must be whole: any problem, or a
+      switch pending or starting while it is read, is an InputError (one line, exit 2);
+    - a folder shown next to it (warn=a function: the dashboard's other cells) loses only what
+      is damaged, each loss one warning line: a step whose files do not form one unit, or the
+      whole folder when it cannot be read."""
+    try:
+        check_folder(folder)
+        check_not_switching(folder)
+        found = step_records(folder, warn=warn)
+    except InputError as e:
+        if warn is None:
+            raise
+        warn(f"{str(e).splitlines()[0]}; folder skipped")
+        return {}, {}
     records, scores = {}, {}
-    for k, (path, record) in step_records(folder).items():
-        scores[k] = load_unit(folder, k, path, record)
+    for k, (path, record) in found.items():
+        try:
+            scores[k] = load_unit(folder, k, path, record)
+        except InputError as e:
+            if warn is None:
+                raise
+            warn(f"{str(e).splitlines()[0]}; step {k} skipped")
+            continue
         records[k] = record
-    check_not_switching(folder)
+    if warn is None:
+        check_not_switching(folder)
     return records, scores
 
 
@@ -284,7 +282,8 @@ def _fail(path, what):
 
 
 def read_transfer(path):
-    """transfer_matrix.json checked for what the report reads, or None when absent."""
+    """transfer_matrix.json checked for what the report, the dashboard and the figures read, or
+    None when absent: the one reader of that file."""
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return None
@@ -293,6 +292,8 @@ def read_transfer(path):
             and isinstance(doc.get("eval_sets"), list) and isinstance(doc.get("cells"), dict)
             and all(isinstance(m, str) for m in doc["train_mixes"] + doc["eval_sets"])):
         _fail(path, "transfer matrix (needs lists 'train_mixes', 'eval_sets' and 'cells')")
+    if not doc["train_mixes"] or not doc["eval_sets"]:
+        _fail(path, "transfer matrix ('train_mixes' and 'eval_sets' must not be empty)")
     for mix in doc["train_mixes"]:
         cell = doc["cells"].get(mix, {})
         if not isinstance(cell, dict):
@@ -302,7 +303,8 @@ def read_transfer(path):
         for ev in doc["eval_sets"]:
             c = cell.get(ev, {})
             v = c.get("value") if isinstance(c, dict) else "not an object"
-            if v is not None and (isinstance(v, bool) or not isinstance(v, NUMBER)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, NUMBER)
+                                  or not math.isfinite(v)):
                 _fail(path, f"transfer matrix (cells.{mix}.{ev}.value: {str(v)[:20]!r})")
     return doc
 

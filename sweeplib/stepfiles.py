@@ -20,9 +20,11 @@ import joblib
 import numpy as np
 import scipy
 
-from sweeplib.base import InputError, atomic_write, open_regular
+from sweeplib.base import InputError, atomic_write
+from sweeplib.npyio import read_small_file
 
 SCHEMA_VERSION = 1
+MAX_RESULT_BYTES = 256 * 1024 * 1024       # largest step JSON, scores or probe file read
 
 
 def output_paths(results_dir, step):
@@ -71,20 +73,30 @@ def save_step(results_dir, step, record, scores, pipe, run_id):
 
 
 def load_scores(path, run_id=None):
-    """Per-sample scores back as {set: {field: array}}; checks the run id when given. Keys are
-    '<set>__<field>': set names start with a letter, the tool's own entries with '_'."""
+    """Per-sample scores back as {set: {field: array}}; checks the run id when given."""
+    return scores_from_npz(read_small_file(path, "scores file", MAX_RESULT_BYTES), path, run_id)
+
+
+def scores_from_npz(data, path, run_id=None):
+    """{set: {field: array}} from the bytes of a scores file (never unpickled); InputError when
+    they are unreadable or, with run_id, belong to another run."""
     try:
-        with open_regular(path, "scores file") as f, \
-                np.load(f, allow_pickle=False) as z:
-            if run_id is not None and str(z["run_id"]) != run_id:
-                raise InputError(f"{path}: scores belong to run {z['run_id']}, "
-                                        f"the step JSON to run {run_id}")
-            out = {}
-            for key in z.files:
-                if "__" in key:
-                    name, fld = key.rsplit("__", 1)
-                    out.setdefault(name, {})[fld] = z[key]
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            saved = str(z["run_id"]) if "run_id" in z.files else None
+            arrays = {key: z[key] for key in z.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        raise InputError(f"{path}: unreadable scores file "
-                                f"({str(e)[:120] or type(e).__name__})") from None
+        raise InputError(f"{path}: unreadable scores file ({str(e)[:120] or type(e).__name__})"
+                         ) from None
+    if run_id is not None and saved != run_id:
+        raise InputError(f"{path}: scores belong to run {saved}, the step JSON to run {run_id}")
+    return split_keys(arrays)
+
+
+def split_keys(arrays):
+    """{set: {field: array}} from flat npz keys '<set>__<field>' (set names may hold '__')."""
+    out = {}
+    for key, value in arrays.items():
+        if "__" in key:
+            name, fld = key.rsplit("__", 1)
+            out.setdefault(name, {})[fld] = value
     return out

@@ -9,6 +9,7 @@ import pytest
 from sweeplib import analysis
 import common
 from sweeplib import figures
+from sweeplib import results_read
 import run_all
 from conftest import FAST_FLAGS
 from sweeplib import base
@@ -155,7 +156,7 @@ def test_transfer_matrix_when_json_exists(run_copy):
     assert [p.name for p in paths] == [figures.SWEEP_FILE, figures.SCORES_FILE,
                                        figures.TRANSFER_FILE]
     check_png(paths[-1], min_wh=(400, 200))
-    fig = figures.transfer_figure(a, *figures.load_transfer(run_copy / figures.TRANSFER_JSON))
+    fig = figures.transfer_figure(a, results_read.read_transfer(run_copy / figures.TRANSFER_JSON))
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["0.97", "n/a", "0.95", "0.41"]
     (run_copy / figures.TRANSFER_JSON).write_text('{"train_mixes": "oops"}')
