@@ -33,6 +33,7 @@ DEFAULTS = {
     "near_dup_threshold": 0.99,             # cosine similarity counted as a near duplicate
     "jobs": -1,                             # threads of the fits' products (-1: all cores)
     "sidecar_dir": None,                    # sparse sidecars: None = next to the .npy files
+    "source_weight": "proportional",        # each source's share of the loss: by its size
     # the verdict (analysis only; see verdict.py)
     "gold_tolerance": 0.02,                 # largest gold_106 AUROC drop still called "holds"
     "min_base_auroc": 0.7,                  # step 0's gold_106 AUROC lower bound must reach this

@@ -23,7 +23,8 @@ import sys
 
 import common
 from sweeplib import results_io, runner, solver_check
-from sweeplib.config import add_verdict_flags, bounded_float, budget_flag, build_parser
+from sweeplib.config import (RunConfig, add_verdict_flags, bounded_float, budget_flag,
+                             build_parser)
 
 
 def main(argv=None):
@@ -56,7 +57,8 @@ def main(argv=None):
                         "solver stops?")
     args = p.parse_args(argv)
 
-    return results_io.run_cli(lambda: runner.run(args))
+    return results_io.run_cli(lambda: runner.run(RunConfig.from_args(args),
+                                                 runner.Request.from_args(args)))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def one_run(scenario, seed, work, scale, n_features):
          "--jobs", "1", "--quiet"])
     with results_io.session():                  # the tool's own write protocol (lock, switch)
         results_io.claim(out)
-        pipeline.run_sweep(args, [s.number for s in common.STEPS])
+        pipeline.run_sweep(config.RunConfig.from_args(args), [s.number for s in common.STEPS])
         results_io.commit_all()
     a = analysis.analyze(out, controls=False)
     v = a["verdict"]

@@ -1,5 +1,6 @@
-"""The command line: flag types, the parsers every script shares, path resolution and the
-config keys that never change a result.
+"""The command line and the run's configuration: flag types, the parsers every script shares,
+path resolution, the typed RunConfig built once from the flags, and the config keys that never
+change a result.
 
     p = config.build_parser(description)      # flags of the step scripts and run_all.py
     p = config.results_parser(__doc__)         # flags of the scripts that read a results folder
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from common import (DATASETS, DEFAULTS, DEMO_CACHE_DIR, DEMO_RESULTS_DIR, EXTRA_EVAL_NAME,
@@ -220,7 +222,8 @@ def build_parser(description):
                    help="cosine similarity counted as a near duplicate in the leakage audit")
     p.add_argument("--class-weight", choices=("balanced",), default=None,
                    help="weight AF and not-AF equally in the loss")
-    p.add_argument("--source-weight", choices=("proportional", "equal"), default="proportional",
+    p.add_argument("--source-weight", choices=("proportional", "equal"),
+                   default=d["source_weight"],
                    help="each source's share of the loss: by its size, or equal")
     p.add_argument("--extra-eval", type=_extra_name, nargs="+", default=None, metavar="NAME",
                    help="also evaluate <NAME>_activations.npy + <NAME>_labels.json|.npy whole, "
@@ -262,13 +265,98 @@ def resolve_paths(args):
     if args.seed + args.repeats - 1 > LIMITS["seed"][1]:
         raise InputError(f"--seed: {args.seed} with --repeats {args.repeats} runs past the "
                          f"largest seed {LIMITS['seed'][1]}")
-    extra = getattr(args, "extra_eval", None) or []
+    extra = args.extra_eval or []
     if len(set(extra)) != len(extra):
         raise InputError("--extra-eval: " + next(n for n in extra if extra.count(n) > 1)
                          + " is given twice")
-    if getattr(args, "dask_scheduler", None) is not None and not args.dask_scheduler.strip():
+    if args.dask_scheduler is not None and not args.dask_scheduler.strip():
         raise InputError("--dask-scheduler: empty address")
     return Path(cache_dir), Path(results_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# The run's configuration
+# --------------------------------------------------------------------------------------------
+LOCAL = {"recorded": False}          # field metadata: where and how this command runs
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run's configuration, built once from the flags (from_args) and never changed: a
+    control or grid cell runs on a copy (dataclasses.replace). The fields up to `sidecar` are
+    recorded, in this order, as `config` in every step JSON (record()); the last ones say only
+    where this command runs (metadata LOCAL). Defaults are common.DEFAULTS."""
+    cache_dir: str = str(DEFAULTS["cache_dir"])          # absolute path of the cache root
+    layer: int = DEFAULTS["layer"]
+    C: float = DEFAULTS["C"]
+    penalty: str = DEFAULTS["penalty"]
+    max_iter: int = DEFAULTS["max_iter"]
+    tol: float = DEFAULTS["tol"]
+    seed: int = DEFAULTS["seed"]
+    eval_fraction: float = DEFAULTS["eval_fraction"]
+    cv_folds: int = DEFAULTS["cv_folds"]
+    feature_ids_file: str | None = None                  # --feature-ids as given
+    feature_ids: tuple | None = None                     # its ids, once read (None: all)
+    repeats: int = DEFAULTS["repeats"]
+    dedup_split: bool = False
+    near_dup_threshold: float = DEFAULTS["near_dup_threshold"]
+    class_weight: str | None = None
+    source_weight: str = DEFAULTS["source_weight"]
+    extra_eval: tuple = ()
+    budget_n: int | None = None                          # fixed-budget arm
+    baseline: str | None = None                          # "format": format-only baseline
+    jobs: int = DEFAULTS["jobs"]                         # RUN_ONLY_KEYS from here on
+    quiet: bool = False
+    dask_scheduler: str | None = None
+    sidecar: str = "next to the .npy files"              # "off", a folder, or this
+    results_dir: Path = field(default=DEFAULTS["results_dir"], metadata=LOCAL)
+    demo: bool = field(default=False, metadata=LOCAL)
+    sidecar_dir: Path | None = field(default=DEFAULTS["sidecar_dir"], metadata=LOCAL)
+    use_sidecar: bool = field(default=True, metadata=LOCAL)
+    grid_layers: tuple = field(default=(), metadata=LOCAL)      # --layers
+    grid_C: tuple = field(default=(DEFAULTS["C"],), metadata=LOCAL)
+    grid_penalty: tuple = field(default=(DEFAULTS["penalty"],), metadata=LOCAL)
+
+    @classmethod
+    def from_args(cls, args):
+        """The configuration the flags of build_parser ask for (InputError for combinations
+        the parser cannot check: see resolve_paths)."""
+        cache_dir, results_dir = resolve_paths(args)
+        sidecar = ("off" if args.no_sidecar else str(args.sidecar_dir) if args.sidecar_dir
+                   else "next to the .npy files")
+        return cls(
+            cache_dir=str(cache_dir.resolve()), layer=args.layer, C=args.C[0],
+            penalty=args.penalty[0], max_iter=args.max_iter, tol=args.tol, seed=args.seed,
+            eval_fraction=args.eval_fraction, cv_folds=args.cv_folds,
+            feature_ids_file=str(args.feature_ids) if args.feature_ids else None,
+            repeats=args.repeats, dedup_split=args.dedup_split,
+            near_dup_threshold=args.near_dup_threshold, class_weight=args.class_weight,
+            source_weight=args.source_weight, extra_eval=tuple(args.extra_eval or ()),
+            jobs=args.jobs, quiet=args.quiet, dask_scheduler=args.dask_scheduler,
+            sidecar=sidecar, results_dir=results_dir, demo=args.demo,
+            sidecar_dir=args.sidecar_dir, use_sidecar=not args.no_sidecar,
+            grid_layers=tuple(args.layers or ()), grid_C=tuple(args.C),
+            grid_penalty=tuple(args.penalty))
+
+    def record(self):
+        """The recorded configuration: a JSON-ready dict in field order (tuples as lists)."""
+        return {f.name: _listed(getattr(self, f.name)) for f in fields(self)
+                if f.metadata.get("recorded", True)}
+
+    @property
+    def feature_ids_path(self):
+        """The --feature-ids file, or None."""
+        return Path(self.feature_ids_file) if self.feature_ids_file else None
+
+    @property
+    def is_grid(self):
+        """True when several layers, C or penalties were asked for."""
+        return len(self.grid_C) > 1 or len(self.grid_penalty) > 1 or bool(self.grid_layers)
+
+
+def _listed(value):
+    """A tuple as a list (what JSON holds), anything else as it is."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 # --------------------------------------------------------------------------------------------

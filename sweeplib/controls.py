@@ -19,9 +19,7 @@ import scipy.sparse as sp
 import common
 from sweeplib import data, metrics, probe, results_io, solver_check
 from sweeplib.base import InputError
-from sweeplib.config import resolve_paths
-from sweeplib.pipeline import (check_results_dir, fit_plans, make_config, prepare, quiet_log,
-                               run_steps)
+from sweeplib.pipeline import check_results_dir, fit_plans, prepare, quiet_log, run_steps
 from sweeplib.splits import make_splits, training_rows
 
 
@@ -36,32 +34,32 @@ def budget_size(spec, ctx):
         if absent:
             raise InputError(f"--budget base: step 0's mix ({', '.join(first.training)}) is not "
                              "loaded by this run's steps; give a sample count or add step 0")
-        splits = make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
-                                    ctx.args.dedup_split)
+        splits = make_splits(ctx.datasets, ctx.cfg.eval_fraction, ctx.cfg.seed,
+                                    ctx.cfg.dedup_split)
         return int(sum(len(idx) for _, idx in training_rows(first, splits)))
     try:
         n = int(spec)
     except ValueError:
         raise InputError(f"--budget: expected a sample count or 'base', got {spec!r}") from None
-    if n < 2 * ctx.args.cv_folds:
-        raise InputError(f"--budget: {n} samples is too few for {ctx.args.cv_folds}-fold CV")
+    if n < 2 * ctx.cfg.cv_folds:
+        raise InputError(f"--budget: {n} samples is too few for {ctx.cfg.cv_folds}-fold CV")
     return n
 
 
 def check_budget(ctx, steps, spec):
     """Resolve --budget and check every step's mix is large enough, before anything runs."""
     n = budget_size(spec, ctx)
-    splits = make_splits(ctx.datasets, ctx.args.eval_fraction, ctx.args.seed,
-                                ctx.args.dedup_split)
+    splits = make_splits(ctx.datasets, ctx.cfg.eval_fraction, ctx.cfg.seed,
+                                ctx.cfg.dedup_split)
     for step in steps:
         size = sum(len(idx) for _, idx in training_rows(step, splits))
         if n > size:
             raise InputError(f"--budget: {n} samples requested, but step {step.number}'s mix "
                              f"has only {size}")
-    cfg = {"cv_folds": ctx.args.cv_folds, "budget_n": n}
-    for seed in range(ctx.args.seed, ctx.args.seed + ctx.args.repeats):
-        seed_splits = make_splits(ctx.datasets, ctx.args.eval_fraction, seed,
-                                         ctx.args.dedup_split)
+    cfg = replace(ctx.cfg, budget_n=n)
+    for seed in range(ctx.cfg.seed, ctx.cfg.seed + ctx.cfg.repeats):
+        seed_splits = make_splits(ctx.datasets, ctx.cfg.eval_fraction, seed,
+                                         ctx.cfg.dedup_split)
         for step in steps:        # the arm's folds, before anything runs
             try:
                 probe.plan_step(step, ctx.datasets, seed_splits, cfg, seed)
@@ -71,10 +69,10 @@ def check_budget(ctx, steps, spec):
     return n
 
 
-def run_budget_arm(ctx, steps, results_dir, config, spec, resume=False):
+def run_budget_arm(ctx, steps, results_dir, cfg, spec, resume=False):
     """Every step trained on exactly N samples drawn from its mix: only the mixture changes."""
     n = check_budget(ctx, steps, spec)
-    cfg = dict(config, budget_n=n)
+    cfg = replace(cfg, budget_n=n)
     return run_steps(ctx, steps, Path(results_dir) / "arm_budget", cfg, resume,
                      label="[budget] ")
 
@@ -97,9 +95,9 @@ def format_datasets(datasets):
     return {n: replace(d, X=format_features(d.X)) for n, d in datasets.items()}
 
 
-def run_format_baseline(ctx, steps, results_dir, config, resume=False):
+def run_format_baseline(ctx, steps, results_dir, cfg, resume=False):
     """The same sweep with a probe that sees only format statistics of each sample."""
-    cfg = dict(config, baseline="format", feature_ids=None)
+    cfg = replace(cfg, baseline="format", feature_ids=None)
     return run_steps(ctx, steps, Path(results_dir) / "baseline_format", cfg, resume,
                      datasets=format_datasets(ctx.datasets), label="[format] ")
 
@@ -122,13 +120,13 @@ def ordering_steps(order):
 OOD_SOURCES = ("sycophant", "model_organism", "benchmark")
 
 
-def run_orderings(ctx, results_dir, config, resume=False):
+def run_orderings(ctx, results_dir, cfg, resume=False):
     """The 6 orders of adding the OOD sources, each in orderings/<a>-<b>-<c>/."""
     out = {}
     for order in itertools.permutations(OOD_SOURCES):
         name = "-".join(order)
         out[name] = run_steps(ctx, ordering_steps(order), Path(results_dir) / "orderings" / name,
-                              config, resume, label=f"[{name}] ")
+                              cfg, resume, label=f"[{name}] ")
     return out
 
 
@@ -140,10 +138,9 @@ def transfer_mixes(datasets):
     return mixes
 
 
-def run_transfer(ctx, results_dir, config):
+def run_transfer(ctx, results_dir, cfg):
     """Train on each source alone and on all-but-one; evaluate every probe on every set."""
-    args = ctx.args
-    splits = make_splits(ctx.datasets, args.eval_fraction, args.seed, args.dedup_split)
+    splits = make_splits(ctx.datasets, cfg.eval_fraction, cfg.seed, cfg.dedup_split)
     mixes = transfer_mixes(ctx.datasets)
     plans, names, cells = [], [], {}
     for i, (name, training) in enumerate(mixes):
@@ -152,7 +149,7 @@ def run_transfer(ctx, results_dir, config):
         if len(np.unique(ys)) < 2:
             cells[name] = {"note": "one class in the training data (all AF): no probe"}
             continue
-        plans.append(probe.plan_step(step, ctx.datasets, splits, config, args.seed))
+        plans.append(probe.plan_step(step, ctx.datasets, splits, cfg, cfg.seed))
         names.append(name)
     fitted, _ = fit_plans(ctx, plans, ctx.datasets)
     evals = [n for n in data.eval_set_names() if n in ctx.datasets]
@@ -168,7 +165,7 @@ def run_transfer(ctx, results_dir, config):
                        "detection_rate": e.get("detection_rate"), "n": e["n_samples"]}
         cells[name] = row
     doc = {"train_mixes": [m for m, _ in mixes], "eval_sets": evals,
-           "training": {m: list(t) for m, t in mixes}, "cells": cells, "config": config,
+           "training": {m: list(t) for m, t in mixes}, "cells": cells, "config": cfg.record(),
            "data_source": ctx.source, "layer": ctx.layer, "inputs": ctx.fingerprints}
     path = Path(results_dir) / "transfer_matrix.json"
     check_results_dir(results_dir, ctx.source)
@@ -186,32 +183,23 @@ def cell_dir(results_dir, layer, C, penalty):
     return Path(results_dir) / "grid" / f"layer_{layer}" / f"C_{C:g}" / f"penalty_{penalty}"
 
 
-def run_grid(args, steps, results_dir, resume=False):
+def run_grid(cfg, steps, results_dir, resume=False):
     """Every (layer, C, penalty) cell in its own folder; returns the summary rows."""
-    log = quiet_log(args)
-    cache_dir, _ = resolve_paths(args)
+    log = quiet_log(cfg.quiet)
+    cache_dir = Path(cfg.cache_dir)
     rows = []
-    layers = args.layers or [args.layer]
+    layers = list(cfg.grid_layers) or [cfg.layer]
     for layer in layers:
         if not data.layer_dir(cache_dir, layer).is_dir():
             print(f"warning: {data.layer_dir(cache_dir, layer)}: layer not in the cache; "
                   "skipped", file=sys.stderr)
             continue
-        ctx = prepare(args, steps, layer=layer)
-        for C in args.C:
-            for pen in args.penalty:
-                cfg = make_config(args, ctx.cache_dir, ctx.feature_ids, layer, C, pen)
-                label = f"[layer {layer} C {C:g} {pen}] "
-                recs = run_steps(ctx, steps, cell_dir(results_dir, layer, C, pen), cfg, resume,
-                                 label=label)
-                last = recs[max(recs)]
-                rows.append({"layer": layer, "C": C, "penalty": pen,
-                             "path": str(cell_dir(results_dir, layer, C, pen).relative_to(results_dir)),
-                             "last_step": max(recs), "cv_auroc": last["cv_auroc_mean"],
-                             "n_nonzero_weights": last["n_nonzero_weights"],
-                             "metrics": {n: metrics.flat_metrics(e)
-                                         for n, e in last["evaluation"].items()}})
-        log(f"layer {layer}: {len(args.C) * len(args.penalty)} cell(s) done")
+        ctx = prepare(replace(cfg, layer=layer), steps)
+        for C in cfg.grid_C:
+            for pen in cfg.grid_penalty:
+                rows.append(_grid_cell(ctx, steps, results_dir, replace(ctx.cfg, C=C, penalty=pen),
+                                       resume))
+        log(f"layer {layer}: {len(cfg.grid_C) * len(cfg.grid_penalty)} cell(s) done")
     if not rows:
         raise InputError(f"{cache_dir}: none of the layers {layers} is in the cache")
     check_results_dir(results_dir, ctx.source)
@@ -221,8 +209,20 @@ def run_grid(args, steps, results_dir, resume=False):
     return rows
 
 
-def run_solver_check(ctx, steps, results_dir, config, tol=solver_check.CHECK_TOL, resume=False):
+def _grid_cell(ctx, steps, results_dir, cfg, resume):
+    """Run one grid cell in its folder; its row of grid_summary.json."""
+    folder = cell_dir(results_dir, cfg.layer, cfg.C, cfg.penalty)
+    recs = run_steps(ctx, steps, folder, cfg, resume,
+                     label=f"[layer {cfg.layer} C {cfg.C:g} {cfg.penalty}] ")
+    last = recs[max(recs)]
+    return {"layer": cfg.layer, "C": cfg.C, "penalty": cfg.penalty,
+            "path": str(folder.relative_to(results_dir)), "last_step": max(recs),
+            "cv_auroc": last["cv_auroc_mean"], "n_nonzero_weights": last["n_nonzero_weights"],
+            "metrics": {n: metrics.flat_metrics(e) for n, e in last["evaluation"].items()}}
+
+
+def run_solver_check(ctx, steps, results_dir, cfg, tol=solver_check.CHECK_TOL, resume=False):
     """The sweep's steps refitted at a tight tolerance into <results_dir>/solver_check/."""
-    cfg = dict(config, tol=tol, max_iter=max(config["max_iter"], solver_check.CHECK_MAX_ITER))
+    cfg = replace(cfg, tol=tol, max_iter=max(cfg.max_iter, solver_check.CHECK_MAX_ITER))
     return run_steps(ctx, steps, Path(results_dir) / solver_check.FOLDER, cfg, resume,
                      label="[solver check] ")

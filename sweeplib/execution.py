@@ -1,7 +1,7 @@
 """Where the fits run: L2 plans in lockstep in this process (lockstep.py; --jobs = threads of
 its products), L1 (saga) plans and every plan under --dask-scheduler as one joblib task per fit.
 
-    with context(args):                    # single-threaded BLAS; joblib's dask backend
+    with context(cfg):                     # single-threaded BLAS; joblib's dask backend
         fitted = execute(plans, jobs)      # per plan: full-mix fit first, then the folds
 
 Local worker processes map the datasets from .npy files written once per batch under /dev/shm
@@ -29,12 +29,12 @@ from sweeplib.probe import decision, fit, fit_l2, make_pipeline, set_l2_solution
 # The execution context: BLAS threads, joblib backend
 # --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def context(args):
+def context(cfg):
     """Single-threaded BLAS (multi-threaded OpenBLAS was measured 25x slower per call on the
     vector-sized products here; parallelism comes from --jobs) and, with --dask-scheduler,
     joblib's dask backend on an existing cluster."""
     from threadpoolctl import threadpool_limits
-    address = getattr(args, "dask_scheduler", None)
+    address = cfg.dask_scheduler
     with threadpool_limits(1):
         if not address:
             yield
@@ -156,7 +156,7 @@ def fit_task(cfg, seed, parts, subset, y, rows, score_rows, sample_weight):
             pipe, converged, n_iter, solver = fit_l2(pipe, X, y[rows], sw, certify=True)
         else:
             pipe, converged, n_iter = fit(pipe, X, y[rows], sw)
-            solver = solver_check.record(n_iter, converged, pipe[-1].tol, cfg["max_iter"])
+            solver = solver_check.record(n_iter, converged, pipe[-1].tol, cfg.max_iter)
         scores = decision(pipe, rows_matrix(parts, subset, score_rows))
     return pipe, converged, n_iter, scores, solver
 

@@ -370,7 +370,7 @@ def plan_positions(plans):
     cannot run in lockstep (not L2, or its rows are not in the universe's order)."""
     order, union = [], {}
     for plan in plans:
-        if plan.cfg["penalty"] != "l2":
+        if plan.cfg.penalty != "l2":
             continue
         for A, idx in plan.mix.parts:
             if id(A) not in union:
@@ -384,7 +384,7 @@ def plan_positions(plans):
         start += len(rows[id(A)])
     positions = []
     for plan in plans:
-        if plan.cfg["penalty"] != "l2":
+        if plan.cfg.penalty != "l2":
             positions.append(None)
             continue
         pos = np.concatenate([offset[id(A)] + np.searchsorted(rows[id(A)], idx)
@@ -413,8 +413,8 @@ def run_plans(plans, threads=1):
             everything = np.arange(len(plan.mix.y))
             for rows, score_rows in [(everything, everything)] + list(plan.folds):
                 sw = None if plan.sample_weight is None else plan.sample_weight[rows]
-                fits.append(Fit(pos[rows], plan.mix.y[rows], plan.cfg["C"], sample_weight=sw,
-                                max_iter=plan.cfg["max_iter"], tol=plan.cfg.get("tol", 1e-4)))
+                fits.append(Fit(pos[rows], plan.mix.y[rows], plan.cfg.C, sample_weight=sw,
+                                max_iter=plan.cfg.max_iter, tol=plan.cfg.tol))
                 owners.append(i)
                 score_at.append(pos[score_rows])
         stats, rounds = fit_all(universe, fits)

@@ -158,7 +158,7 @@ def _evaluate_step(step, datasets, splits, cfg, mix, pipe, converged, n_iter, cv
     clf = pipe[-1]
     coef = clf.coef_.ravel()
     order = np.argsort(-np.abs(coef), kind="stable")[:TOP_FEATURES]
-    ids = np.asarray(cfg["feature_ids"]) if cfg.get("feature_ids") else np.arange(len(coef))
+    ids = np.asarray(cfg.feature_ids) if cfg.feature_ids else np.arange(len(coef))
     record = {
         "step": step.number,
         "name": step.slug,
@@ -166,9 +166,8 @@ def _evaluate_step(step, datasets, splits, cfg, mix, pipe, converged, n_iter, cv
         "training_data": list(step.training),
         "n_training_samples": int(len(mix.y)),
         "n_training_af": int(mix.y.sum()),
-        "sample_weighting": {"class_weight": cfg.get("class_weight"),
-                             "source_weight": cfg.get("source_weight", "proportional"),
-                             "budget_n": cfg.get("budget_n")},
+        "sample_weighting": {"class_weight": cfg.class_weight,
+                             "source_weight": cfg.source_weight, "budget_n": cfg.budget_n},
         "training_breakdown": mix.breakdown(),
         "n_features": int(mix.n_features),
         "train_accuracy": float(np.mean(train_pred == (mix.y == 1))),

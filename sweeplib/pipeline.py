@@ -12,7 +12,7 @@ import json
 import secrets
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,36 +22,13 @@ from common import DATASETS
 from sweeplib import (base, data, datacheck, duplicates, execution, metrics, overlap, probe,
                       results_io, results_read, sidecar, stepfiles)
 from sweeplib.base import InputError, timed
-from sweeplib.config import build_parser, check_single_values, comparable, resolve_paths
+from sweeplib.config import RunConfig, build_parser, check_single_values, comparable
 from sweeplib.splits import make_splits, training_rows
 
 
 # --------------------------------------------------------------------------------------------
 # Config and results folders
 # --------------------------------------------------------------------------------------------
-def make_config(args, cache_dir, feature_ids, layer=None, C=None, penalty=None):
-    """The config recorded with every result (and compared across steps)."""
-    return {
-        "cache_dir": str(Path(cache_dir).resolve()), "layer": layer or args.layer,
-        "C": C if C is not None else args.C[0], "penalty": penalty or args.penalty[0],
-        "max_iter": args.max_iter, "tol": args.tol, "seed": args.seed,
-        "eval_fraction": args.eval_fraction,
-        "cv_folds": args.cv_folds,
-        "feature_ids_file": str(args.feature_ids) if args.feature_ids else None,
-        "feature_ids": feature_ids, "repeats": args.repeats,
-        "dedup_split": args.dedup_split, "near_dup_threshold": args.near_dup_threshold,
-        "class_weight": getattr(args, "class_weight", None),
-        "source_weight": getattr(args, "source_weight", "proportional"),
-        "extra_eval": list(getattr(args, "extra_eval", None) or []),
-        "budget_n": None, "baseline": None,
-        "jobs": args.jobs, "quiet": args.quiet,
-        "dask_scheduler": getattr(args, "dask_scheduler", None),
-        "sidecar": ("off" if getattr(args, "no_sidecar", False)
-                    else str(args.sidecar_dir) if getattr(args, "sidecar_dir", None)
-                    else "next to the .npy files"),
-    }
-
-
 def check_results_dir(results_dir, source):
     """Create the results folder and take its lock (finishing or cleaning what killed runs
     left, see results_io.py); refuse it when unwritable or holding the other data source."""
@@ -74,7 +51,7 @@ def check_results_dir(results_dir, source):
                              f"{source!r} results next to them (use another --results-dir)")
 
 
-def check_kept_steps(results_dir, todo, config, ctx):
+def check_kept_steps(results_dir, todo, cfg, ctx):
     """Before fitting: the folder must be readable once this run's files are in. Refuse when a
     target path is a directory, a step file the run keeps is damaged, would make a second
     record of a step, or comes from another config, other inputs or data (a mixed folder)."""
@@ -86,7 +63,7 @@ def check_kept_steps(results_dir, todo, config, ctx):
                 raise InputError(f"{path}: exists and is not a regular file; this run would "
                                  "replace it (move it away)")
     ours = {"data_source": ctx.source, "layer": ctx.layer, "inputs": ctx.fingerprints,
-            **comparable(config)}
+            **comparable(cfg.record())}
     files, _ = results_read.scan(results_dir)
     for k, paths in sorted(files.items()):
         for path in paths:
@@ -124,7 +101,7 @@ def validate_steps(steps, datasets, splits, cv_folds=2):
         datacheck.check_mix(step, datasets, rows, cv_folds)
 
 
-def _resumable(paths, config, fingerprints, step):
+def _resumable(paths, cfg, fingerprints, step):
     """True when a step's saved outputs exist, form one verified unit (sha256, run id,
     recomputed metrics) and match config and inputs; a unit that does not is rerun (noted)."""
     if not all(p.exists() for p in paths.values()):
@@ -141,7 +118,7 @@ def _resumable(paths, config, fingerprints, step):
         print(f"note: --resume: {str(e).splitlines()[0]}; step {step.number} is rerun",
               file=sys.stderr)
         return False
-    return (comparable(record["config"]) == comparable(config)
+    return (comparable(record["config"]) == comparable(cfg.record())
             and record.get("inputs") == fingerprints)
 
 
@@ -150,13 +127,13 @@ def _resumable(paths, config, fingerprints, step):
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Context:
-    """Data loaded once and what every run on it records."""
-    args: object
+    """Data loaded once and what every run on it records. cfg: the run's configuration, with
+    the feature ids read from --feature-ids."""
+    cfg: RunConfig
     cache_dir: Path
     layer: int
     source: str
     datasets: dict
-    feature_ids: list | None
     fingerprints: dict
     audit: dict | None
     log: object
@@ -201,9 +178,9 @@ def flush_warnings():
         log(message)
 
 
-def quiet_log(args):
+def quiet_log(quiet):
     """print; under --quiet only warnings (lines starting 'warning:', to stderr)."""
-    if not args.quiet:
+    if not quiet:
         return print
 
     def warnings_only(*a, **k):
@@ -213,36 +190,35 @@ def quiet_log(args):
     return warnings_only
 
 
-def prepare(args, steps, layer=None, audit=True):
+def prepare(cfg, steps, audit=True):
     """Load the datasets the steps need (and every eval set present) once; audit leakage."""
-    log = quiet_log(args)
+    log = quiet_log(cfg.quiet)
     _DEFERRED.clear()
-    layer = layer or args.layer
-    cache_dir, _ = resolve_paths(args)
-    if args.demo:
-        data.ensure_demo_cache(cache_dir, layer, args.quiet)
+    layer, cache_dir = cfg.layer, Path(cfg.cache_dir)
+    if cfg.demo:
+        data.ensure_demo_cache(cache_dir, layer, cfg.quiet)
     needed = list(dict.fromkeys(n for s in steps for n in s.training))
     optional = [n for n in data.eval_set_names() if n not in needed]
     data.check_present(cache_dir, layer, needed + [n for n in optional
-                                                     if DATASETS[n].regime == "extra"])
+                                                   if DATASETS[n].regime == "extra"])
     absent = [n for n in optional if data.missing_files(cache_dir, layer, [n])]
     for n in absent:
         print(f"warning: {data.missing_files(cache_dir, layer, [n])[0]}: missing; eval set "
               f"{n} is skipped", file=sys.stderr)
     optional = [n for n in optional if n not in absent]
     source = data.data_source(cache_dir)
-    if not getattr(args, "dask_scheduler", None) and "l1" in args.penalty:
-        execution.warm_workers(args.jobs)    # L1 fits run in worker processes: spawn them now
+    if not cfg.dask_scheduler and "l1" in cfg.grid_penalty:
+        execution.warm_workers(cfg.jobs)    # L1 fits run in worker processes: spawn them now
     if source == "demo":
         log("*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***")
     t0 = time.perf_counter()
-    store = None if args.no_sidecar else sidecar.Store(args.sidecar_dir)
+    store = sidecar.Store(cfg.sidecar_dir) if cfg.use_sidecar else None
     with timed("load"):
         datasets, feature_ids, n_cache_features = data.load_cache(
-            cache_dir, layer, needed + optional, args.feature_ids,
+            cache_dir, layer, needed + optional, cfg.feature_ids_path,
             warn=lambda m: print(m, file=sys.stderr), sidecar=store)
         datacheck.check_datasets(datasets, feature_ids, _deferring(_stderr))
-        fingerprints = data.input_fingerprints(datasets, args.feature_ids)
+        fingerprints = data.input_fingerprints(datasets, cfg.feature_ids_path)
     st = store.stats if store else None
     log(f"loaded {len(datasets)} datasets from {data.layer_dir(cache_dir, layer)} "
         f"({n_cache_features} features"
@@ -253,11 +229,12 @@ def prepare(args, steps, layer=None, audit=True):
            f"{st['bytes'] / 1e6:.0f} MB on disk" if st else ""))
     _DEFERRED.extend((_stderr, note) for note in (store.notes if store else []))  # printed
     # once the inputs pass every check, so that an error stays the first line
-    ctx = Context(args, Path(cache_dir), layer, source, datasets, feature_ids, fingerprints,
-                  None, log, data.demo_info(cache_dir))
+    cfg = replace(cfg, feature_ids=None if feature_ids is None else tuple(feature_ids))
+    ctx = Context(cfg, cache_dir, layer, source, datasets, fingerprints, None, log,
+                  data.demo_info(cache_dir))
     if audit:
-        splits = make_splits(datasets, args.eval_fraction, args.seed, args.dedup_split)
-        ctx.audit = overlap.start(_audit_lines, datasets, splits, args.near_dup_threshold)
+        splits = make_splits(datasets, cfg.eval_fraction, cfg.seed, cfg.dedup_split)
+        ctx.audit = overlap.start(_audit_lines, datasets, splits, cfg.near_dup_threshold)
     return ctx
 
 
@@ -270,20 +247,21 @@ def _audit_lines(datasets, splits, threshold):
 # --------------------------------------------------------------------------------------------
 # Run steps
 # --------------------------------------------------------------------------------------------
-def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, label=""):
-    """Plan, fit (one parallel batch) and save the given steps into results_dir."""
+def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label=""):
+    """Plan, fit (one parallel batch) and save the given steps into results_dir, with the
+    configuration cfg (ctx.cfg, or a control's copy of it)."""
     datasets = datasets or ctx.datasets
-    args, log = ctx.args, ctx.log
+    log = ctx.log
     check_results_dir(results_dir, ctx.source)
-    seeds = [args.seed + r for r in range(args.repeats)]
-    splits = {s: make_splits(datasets, args.eval_fraction, s, args.dedup_split)
+    seeds = [cfg.seed + r for r in range(cfg.repeats)]
+    splits = {s: make_splits(datasets, cfg.eval_fraction, s, cfg.dedup_split)
               for s in seeds}
     for s in seeds:
-        validate_steps(steps, datasets, splits[s], args.cv_folds)
+        validate_steps(steps, datasets, splits[s], cfg.cv_folds)
     records, todo = {}, []
     for step in steps:
         paths = stepfiles.output_paths(results_dir, step)
-        if resume and _resumable(paths, config, ctx.fingerprints, step):
+        if resume and _resumable(paths, cfg, ctx.fingerprints, step):
             log(f"{label}step {step.number} {step.slug}: up to date, skipped (--resume)")
             records[step.number] = json.loads(paths["json"].read_text())
         else:
@@ -291,14 +269,14 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
     if not todo:
         flush_warnings()
         return records
-    check_kept_steps(results_dir, todo, config, ctx)
+    check_kept_steps(results_dir, todo, cfg, ctx)
     with timed("plan"):
-        plans = [probe.plan_step(step, datasets, splits[s], config, s)
+        plans = [probe.plan_step(step, datasets, splits[s], cfg, s)
                  for step in todo for s in seeds]
     flush_warnings()
     t = time.perf_counter()
     fitted, n_new = fit_plans(ctx, plans, datasets)
-    log(f"{label}fitted {n_new * (config['cv_folds'] + 1)} probes for step(s) "
+    log(f"{label}fitted {n_new * (cfg.cv_folds + 1)} probes for step(s) "
         f"{', '.join(str(s.number) for s in todo)} in {time.perf_counter() - t:.1f}s"
         + (f" ({len(plans) - n_new} mix(es) already fitted in this run)" if n_new < len(plans)
            else ""))
@@ -322,11 +300,12 @@ def run_steps(ctx, steps, results_dir, config, resume=False, datasets=None, labe
             datasets, datacheck.check_fit(label, step, scores))
         if not (record["converged"] and record["cv_converged"]) and not warned:
             print(f"warning: {label}step {step.number}: solver hit --max-iter "
-                  f"{config['max_iter']} before converging (recorded as converged: false; "
+                  f"{cfg.max_iter} before converging (recorded as converged: false; "
                   "raise --max-iter or lower -C)", file=sys.stderr)
             warned = True
         record.update({
-            "schema_version": stepfiles.SCHEMA_VERSION, "run_id": run_id, "config": config,
+            "schema_version": stepfiles.SCHEMA_VERSION, "run_id": run_id,
+            "config": cfg.record(),
             "data_source": ctx.source, "synthetic": ctx.source == "demo", "demo": ctx.demo,
             "layer": ctx.layer,
             "inputs": ctx.fingerprints, "split_sizes": {
@@ -353,9 +332,9 @@ def fit_plans(ctx, plans, datasets):
     matrix repeat mixes of the sweep); plans on other data (format baseline) always fit."""
     if datasets is not ctx.datasets:
         with timed("fit + CV"):
-            return execution.execute(plans, ctx.args.jobs), len(plans)
+            return execution.execute(plans, ctx.cfg.jobs), len(plans)
     keys = [(plan.step.training, plan.seed,
-             json.dumps(comparable(plan.cfg), sort_keys=True, default=str))
+             json.dumps(comparable(plan.cfg.record()), sort_keys=True, default=str))
             for plan in plans]
     first = {}                                   # a mix planned twice in one call fits once
     for i, key in enumerate(keys):
@@ -363,7 +342,7 @@ def fit_plans(ctx, plans, datasets):
             first.setdefault(key, i)
     new = list(first.values())
     with timed("fit + CV"):
-        for i, fitted in zip(new, execution.execute([plans[i] for i in new], ctx.args.jobs)):
+        for i, fitted in zip(new, execution.execute([plans[i] for i in new], ctx.cfg.jobs)):
             ctx.fits[keys[i]] = fitted
     return [ctx.fits[key] for key in keys], len(new)
 
@@ -373,14 +352,12 @@ def _fmt(x):
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def run_sweep(args, step_numbers, resume=False):
+def run_sweep(cfg, step_numbers, resume=False):
     """The main sweep: load once, run the given steps; return {step: record}."""
     steps = [common.step_spec(k) for k in step_numbers]
-    _, results_dir = resolve_paths(args)
-    with execution.context(args):
-        ctx = prepare(args, steps)
-        config = make_config(args, ctx.cache_dir, ctx.feature_ids)
-        return run_steps(ctx, steps, results_dir, config, resume)
+    with execution.context(cfg):
+        ctx = prepare(cfg, steps)
+        return run_steps(ctx, steps, cfg.results_dir, ctx.cfg, resume)
 
 
 def main_step(number, argv=None):
@@ -391,9 +368,10 @@ def main_step(number, argv=None):
     def body():
         """Run the step; commit; say which derived outputs went stale."""
         check_single_values(args)
-        results_io.claim(resolve_paths(args)[1])
-        with data.extra_evals(args.extra_eval):
-            run_sweep(args, [number])
+        cfg = RunConfig.from_args(args)
+        results_io.claim(cfg.results_dir)
+        with data.extra_evals(cfg.extra_eval):
+            run_sweep(cfg, [number])
         results_io.commit_all()
         results_io.note_removed()
         return 0

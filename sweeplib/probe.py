@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-import common
+from common import DEFAULTS, FPR_TARGETS
 from sweeplib import lockstep
 from sweeplib.base import InputError
 from sweeplib.splits import build_mix, mix_strata, subsample_stratified
@@ -32,10 +32,10 @@ def make_pipeline(cfg, seed):
     from sklearn.linear_model import LogisticRegression    # scikit-learn: imported when used
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
-    solver = "lbfgs" if cfg["penalty"] == "l2" else "saga"
-    clf = LogisticRegression(C=cfg["C"], l1_ratio=0.0 if cfg["penalty"] == "l2" else 1.0,
-                             solver=solver, max_iter=cfg["max_iter"], random_state=seed,
-                             tol=cfg.get("tol", common.DEFAULTS["tol"]))
+    solver = "lbfgs" if cfg.penalty == "l2" else "saga"
+    clf = LogisticRegression(C=cfg.C, l1_ratio=0.0 if cfg.penalty == "l2" else 1.0,
+                             solver=solver, max_iter=cfg.max_iter, random_state=seed,
+                             tol=cfg.tol)
     return Pipeline([("scaler", StandardScaler(with_mean=False)), ("clf", clf)])
 
 
@@ -154,13 +154,13 @@ class Plan:
     """Everything needed to fit and evaluate one step for one seed."""
     step: object
     seed: int
-    cfg: dict
+    cfg: object                       # config.RunConfig
     mix: object                       # splits.Mix
     folds: list                       # [(train rows, validation rows)] within the mix
     sample_weight: np.ndarray | None
 
 
-def sample_weights(mix, class_weight=None, source_weight="proportional"):
+def sample_weights(mix, class_weight=None, source_weight=DEFAULTS["source_weight"]):
     """Per-row loss weights (mean 1), or None when every row weighs the same.
 
     source_weight="equal": every source contributes the same total weight; "proportional":
@@ -183,24 +183,24 @@ def sample_weights(mix, class_weight=None, source_weight="proportional"):
 def plan_step(step, datasets, splits, cfg, seed):
     """Build a step's mix (fixed budget and loss weights from cfg) and its CV folds."""
     mix = build_mix(step, datasets, splits)
-    budget = cfg.get("budget_n")
+    budget = cfg.budget_n
     if budget:
         if budget > len(mix.y):
             raise InputError(f"--budget: {budget} samples requested, but step "
                                     f"{step.number}'s mix has only {len(mix.y)}")
         mix = mix.subset(subsample_stratified(mix_strata(mix), budget, seed))
     from sklearn.model_selection import StratifiedKFold
-    skf = StratifiedKFold(n_splits=cfg["cv_folds"], shuffle=True, random_state=seed)
+    skf = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():     # sources smaller than the folds: checked below
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         folds = [(np.sort(tr), np.sort(va))
-                 for tr, va in skf.split(np.zeros(len(mix.y)), mix_strata(mix, cfg["cv_folds"]))]
+                 for tr, va in skf.split(np.zeros(len(mix.y)), mix_strata(mix, cfg.cv_folds))]
     for _, va in folds:
         if len(np.unique(mix.y[va])) < 2:
-            raise InputError(f"--cv-folds: {cfg['cv_folds']} folds leave a validation fold "
+            raise InputError(f"--cv-folds: {cfg.cv_folds} folds leave a validation fold "
                                     f"of step {step.number} ({len(va)} rows) with one class "
                                     "only; lower --cv-folds")
-    sw = sample_weights(mix, cfg.get("class_weight"), cfg.get("source_weight", "proportional"))
+    sw = sample_weights(mix, cfg.class_weight, cfg.source_weight)
     return Plan(step, seed, cfg, mix, folds, sw)
 
 
@@ -221,7 +221,7 @@ def cv_summary(plan, fitted):
             "n_iter": [int(f[2]) for f in fitted[1:]]}
 
 
-def fpr_thresholds(neg_scores, targets=common.FPR_TARGETS):
+def fpr_thresholds(neg_scores, targets=FPR_TARGETS):
     """Log-odds threshold per target FPR (%): flagging score >= t keeps the FPR on these
     negatives at or below the target."""
     desc = np.sort(np.asarray(neg_scores, dtype=np.float64))[::-1]

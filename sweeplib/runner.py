@@ -1,101 +1,121 @@
 """What run_all.py does once its flags are parsed: the sweep and its controls in one process,
 then the comparison, the report, verdict.json, the dashboard and (with --figures) the figures.
 
-    run(args)         # inside results_io.run_cli: InputError -> one line, exit 2
+    run(cfg, Request.from_args(args))   # inside results_io.run_cli: InputError -> exit 2
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import common
 from sweeplib import (analysis, base, controls, data, execution, outputs, pipeline, results_io,
                       results_read, verdict)
-from sweeplib.config import resolve_paths
 from sweeplib.report import grid_table, render_console, transfer_table
 
 
-def run(args):
+@dataclass(frozen=True)
+class Request:
+    """What run_all.py is asked to do besides the run's configuration (config.RunConfig)."""
+    steps: tuple                       # step numbers
+    resume: bool = False
+    compare_only: bool = False
+    figures: bool = False
+    budget: str | None = None          # a sample count or "base"
+    baseline: str | None = None        # "format"
+    orderings: str | None = None       # "all"
+    transfer: bool = False
+    solver_check: float | None = None  # the tight tolerance
+    criteria: verdict.Criteria = verdict.Criteria()
+
+    @classmethod
+    def from_args(cls, args):
+        """The request run_all.py's flags make."""
+        return cls(tuple(sorted(set(args.steps))), args.resume, args.compare_only, args.figures,
+                   args.budget, args.baseline, args.orderings, args.transfer,
+                   args.solver_check, verdict.Criteria.from_args(args))
+
+
+def run(cfg, req):
     """The run inside one results-folder session; with --figures, matplotlib is imported and
     the figures drawn in a separate process meanwhile."""
     figure_job = None
     try:
-        with data.extra_evals(args.extra_eval):
-            if args.figures and not args.compare_only:
+        with data.extra_evals(cfg.extra_eval):
+            if req.figures and not req.compare_only:
                 figure_job = outputs.start_figures()
-            return _run(args, figure_job)
+            return _run(cfg, req, figure_job)
     finally:
         if figure_job is not None:
             figure_job.close()
 
 
-def _run(args, figure_job=None):
+def _run(cfg, req, figure_job=None):
     """Run what the flags ask for; InputError on bad input."""
-    _, results_dir = resolve_paths(args)
-    grid = len(args.C) > 1 or len(args.penalty) > 1 or bool(args.layers)
-    if grid:
-        return _grid(args, results_dir)
-    if not args.compare_only:
-        _sweep_and_controls(args, results_dir)
+    results_dir = cfg.results_dir
+    if cfg.is_grid:
+        return _grid(cfg, req, results_dir)
+    if not req.compare_only:
+        _sweep_and_controls(cfg, req, results_dir)
     with base.timed("analysis"):
-        a = analysis.analyze(results_dir, criteria=verdict.Criteria.from_args(args))
-    if not args.quiet:
+        a = analysis.analyze(results_dir, criteria=req.criteria)
+    if not cfg.quiet:
         sys.stdout.write(render_console(a))
     with base.timed("report, figures, dashboard"):
         written = outputs.write_outputs(results_dir, a=a, figure_job=figure_job,
-                                        figures=args.figures)
-    log = pipeline.quiet_log(args)
+                                        figures=req.figures)
+    log = pipeline.quiet_log(cfg.quiet)
     log("\nwrote " + ", ".join(str(p) for p in written))
-    if not args.figures:
+    if not req.figures:
         log(f"figures: python generate_report.py --results-dir {results_dir} "
             "(or run_all.py --figures)")
     return 0
 
 
-def _grid(args, results_dir):
+def _grid(cfg, req, results_dir):
     """A grid: every (layer, C, penalty) cell in its own folder, or (--compare-only) the
     summary of an earlier grid; the main sweep's files stay as they are."""
-    if args.compare_only:
+    if req.compare_only:
         rows = (analysis.grid_summary(results_dir) or {}).get("cells")
         if not rows:
             raise base.InputError(f"{results_dir}/grid_summary.json: no grid results")
         print(grid_table(rows))
         return 0
-    log = pipeline.quiet_log(args)
-    steps = [common.step_spec(k) for k in sorted(set(args.steps))]
+    log = pipeline.quiet_log(cfg.quiet)
+    steps = [common.step_spec(k) for k in req.steps]
     results_io.claim(results_dir)
-    with execution.context(args):
-        rows = controls.run_grid(args, steps, results_dir, args.resume)
+    with execution.context(cfg):
+        rows = controls.run_grid(cfg, steps, results_dir, req.resume)
     results_io.commit_all(derived=False)      # the main sweep's files stay as they are
     log(grid_table(rows))
     log(f"\nwrote {results_dir / 'grid_summary.json'} (main sweep untouched)")
     return 0
 
 
-def _sweep_and_controls(args, results_dir):
+def _sweep_and_controls(cfg, req, results_dir):
     """The sweep's steps and every control asked for, switched in together."""
-    log = pipeline.quiet_log(args)
-    steps = [common.step_spec(k) for k in sorted(set(args.steps))]
+    log = pipeline.quiet_log(cfg.quiet)
+    steps = [common.step_spec(k) for k in req.steps]
     results_io.claim(results_dir)
-    with execution.context(args):
+    with execution.context(cfg):
         # the orderings train on every source, whatever --steps asks for
-        ctx = pipeline.prepare(args, steps + ([common.STEPS[-1]] if args.orderings else []))
-        config = pipeline.make_config(args, ctx.cache_dir, ctx.feature_ids)
-        if args.budget:
-            controls.check_budget(ctx, steps, args.budget)
-        rewritten = {"arm_budget": args.budget, "baseline_format": args.baseline,
-                     "orderings": args.orderings, "transfer": args.transfer}
+        ctx = pipeline.prepare(cfg, steps + ([common.STEPS[-1]] if req.orderings else []))
+        cfg = ctx.cfg
+        if req.budget:
+            controls.check_budget(ctx, steps, req.budget)
+        rewritten = {"arm_budget": req.budget, "baseline_format": req.baseline,
+                     "orderings": req.orderings, "transfer": req.transfer}
         results_read.check_controls(results_dir, [k for k, v in rewritten.items() if v])
-        pipeline.run_steps(ctx, steps, results_dir, config, args.resume)
-        if args.budget:
-            controls.run_budget_arm(ctx, steps, results_dir, config, args.budget, args.resume)
-        if args.baseline == "format":
-            controls.run_format_baseline(ctx, steps, results_dir, config, args.resume)
-        if args.orderings:
-            controls.run_orderings(ctx, results_dir, config, args.resume)
-        if args.transfer:
-            doc, path = controls.run_transfer(ctx, results_dir, config)
+        pipeline.run_steps(ctx, steps, results_dir, cfg, req.resume)
+        if req.budget:
+            controls.run_budget_arm(ctx, steps, results_dir, cfg, req.budget, req.resume)
+        if req.baseline == "format":
+            controls.run_format_baseline(ctx, steps, results_dir, cfg, req.resume)
+        if req.orderings:
+            controls.run_orderings(ctx, results_dir, cfg, req.resume)
+        if req.transfer:
+            doc, path = controls.run_transfer(ctx, results_dir, cfg)
             log(transfer_table(doc) + f"\nwrote {path}")
-        if args.solver_check:
-            controls.run_solver_check(ctx, steps, results_dir, config, args.solver_check,
-                                      args.resume)
+        if req.solver_check:
+            controls.run_solver_check(ctx, steps, results_dir, cfg, req.solver_check, req.resume)
     results_io.commit_all()            # every folder of the run switched in together

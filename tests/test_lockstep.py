@@ -1,5 +1,7 @@
 """Lockstep fitting (lockstep.py, scaler_stats.py) against the per-fit reference path
 (execution.fit_task -> probe.lbfgs_logistic on each fit's own matrix): the same bits."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -11,8 +13,9 @@ from sweeplib import scaler_stats
 from sweeplib import data
 from sweeplib.splits import make_splits
 from sweeplib import execution
+from sweeplib.config import RunConfig
 
-CFG = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3, "tol": 1e-4}
+CFG = RunConfig(C=10.0, penalty="l2", max_iter=1000, cv_folds=3, tol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def plans_for(loaded, steps, cfg=CFG, seeds=(0,), **extra):
     out = []
     for seed in seeds:
         splits = make_splits(loaded, 0.2, seed)
-        out += [probe.plan_step(common.step_spec(k), loaded, splits, dict(cfg, **extra), seed)
+        out += [probe.plan_step(common.step_spec(k), loaded, splits, replace(cfg, **extra), seed)
                 for k in steps]
     return out
 
@@ -81,7 +84,7 @@ def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
     backwards = common.StepSpec(7, "backwards", ("benchmark", "train"), "?")
     plans = [probe.plan_step(common.STEPS[3], loaded, splits, CFG, 0),
              probe.plan_step(backwards, loaded, splits, CFG, 0),
-             probe.plan_step(common.STEPS[0], loaded, splits, dict(CFG, penalty="l1"), 0)]
+             probe.plan_step(common.STEPS[0], loaded, splits, replace(CFG, penalty="l1"), 0)]
     blocks, positions = lockstep.plan_positions(plans)
     assert positions[0] is not None and positions[1] is None and positions[2] is None
     with threadpool_limits(1):

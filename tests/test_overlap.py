@@ -52,7 +52,7 @@ def test_job_inbox_receives_until_closed(fork):
 def test_audit_in_the_background_equals_the_audit_in_line(tiny_cache, tmp_path):
     args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
                                                 "--no-sidecar"])
-    ctx = pipeline.prepare(args, [common.STEPS[3]])
+    ctx = pipeline.prepare(config.RunConfig.from_args(args), [common.STEPS[3]])
     assert isinstance(ctx.audit, overlap.Job)
     splits = make_splits(ctx.datasets, args.eval_fraction, args.seed)
     direct = duplicates.leakage_audit(ctx.datasets, splits, args.near_dup_threshold, lambda m: None)

@@ -16,6 +16,7 @@ from sweeplib import base
 from sweeplib import data
 from sweeplib.splits import build_mix, eval_sets, make_splits, training_rows
 from sweeplib import execution
+from sweeplib.config import RunConfig
 from sweeplib import metrics
 from sweeplib import results_read
 from sweeplib import stepfiles
@@ -108,7 +109,7 @@ def test_one_class_training_mix_is_refused(loaded):
 def test_float64_decision_matches_pipeline_and_avoids_float32_ties(loaded):
     splits = make_splits(loaded, 0.2, seed=0)
     mix = build_mix(common.STEPS[0], loaded, splits)
-    cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
+    cfg = RunConfig(C=10.0, penalty="l2", max_iter=1000, cv_folds=3)
     pipe, _, _ = probe.fit(probe.make_pipeline(cfg, 0), mix.X, mix.y)
     X = loaded["gold_106"].X
     ours = probe.decision(pipe, X)
@@ -126,7 +127,7 @@ def test_sparse_probe_equals_dense_standardscaler_logistic_regression(loaded, st
     from sklearn.preprocessing import StandardScaler
     splits = make_splits(loaded, 0.2, seed=0)
     mix = build_mix(common.STEPS[step], loaded, splits)
-    cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
+    cfg = RunConfig(C=10.0, penalty="l2", max_iter=1000, cv_folds=3)
     pipe, converged, _ = probe.fit(probe.make_pipeline(cfg, 0), mix.X, mix.y)
     dense = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=1000))
     dense.fit(mix.X.toarray().astype(np.float64), mix.y)
@@ -266,7 +267,7 @@ def test_compare_shows_missing_steps_as_not_run(tiny_cache, tmp_path):
 def test_cv_folds_are_fitted_without_their_validation_rows(loaded):
     """Each out-of-fold score equals a probe fitted from scratch on the other folds."""
     splits = make_splits(loaded, 0.2, seed=0)
-    cfg = {"C": 10.0, "penalty": "l2", "max_iter": 1000, "cv_folds": 3}
+    cfg = RunConfig(C=10.0, penalty="l2", max_iter=1000, cv_folds=3)
     plan = probe.plan_step(common.STEPS[1], loaded, splits, cfg, seed=5)
     cv = probe.cv_summary(plan, execution.execute([plan], jobs=1)[0])
     tr, va = plan.folds[0]
