@@ -26,13 +26,14 @@ def main(argv=None):
 
     def body():
         """Analyze, write the report, the verdict and the figures."""
-        a = analysis.analyze(args.results_dir, args.allow_mixed,
-                             criteria=verdict.Criteria.from_args(args))
-        written = [outputs.write_report(args.results_dir, args.output, args.format, a=a)]
+        result = analysis.analyze(args.results_dir, args.allow_mixed,
+                                  criteria=verdict.Criteria.from_args(args))
+        written = [outputs.write_report(args.results_dir, args.output, args.format,
+                                        result=result)]
         if not args.no_figures:
-            written += outputs.write_outputs(args.results_dir, a, formats=())
+            written += outputs.write_outputs(args.results_dir, result, formats=())
         else:
-            written.append(verdict.write(args.results_dir, a))
+            written.append(verdict.write(args.results_dir, result))
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
     return results_io.run_cli(body)

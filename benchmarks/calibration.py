@@ -65,8 +65,8 @@ def one_run(scenario, seed, work, scale, n_features):
         pipeline.run_sweep(config.RunConfig.from_args(args), [s.number for s in common.STEPS])
         results_io.commit_all()
     a = analysis.analyze(out, controls=False)
-    v = a["verdict"]
-    ood = {n: s for n, s in a["sets"].items() if s["role"] in ("OOD", "extra")}
+    v = a.verdict
+    ood = {n: s for n, s in a.sets.items() if s["role"] in ("OOD", "extra")}
     step_calls = any(d[s["headline"]]["verdict"] != "no clear change"
                      for s in ood.values() if s["kind"] == "two-class"
                      for d in s["deltas"].values() if s["headline"] in d)

@@ -39,7 +39,7 @@ N_BINS = 40
 # metrics offered by the chooser, in menu order
 METRICS = ("auroc", "auroc_vs_reference_negatives", "recall_at_fpr_1", "recall_at_fpr_5",
            "detection_rate", "accuracy")
-METRIC_LABELS = {**analysis.METRIC_LABELS,
+METRIC_LABELS = {**common.METRIC_LABELS,
                  "recall_at_fpr_1": "recall @ 1% FPR", "recall_at_fpr_5": "recall @ 5% FPR"}
 AF_CLASSES = tuple(c for c, v in common.LABEL_MAP.items() if v == 1)
 CONFIG_KEYS = ("C", "penalty", "seed", "repeats", "eval_fraction", "max_iter")
@@ -180,8 +180,8 @@ def _set_data(name, records, scores):
         "hist": histograms(per_step) if per_step else None}
 
 
-def dashboard_data(results_dir, a=None):
-    """The JSON the page embeds. `a` (analysis.analyze of results_dir) adds the verdict and
+def dashboard_data(results_dir, result=None):
+    """The JSON the page embeds. `result` (analysis.analyze of results_dir) adds the verdict and
     findings of the main sweep."""
     results_dir = Path(results_dir)
     results_read.check_folder(results_dir)
@@ -189,9 +189,9 @@ def dashboard_data(results_dir, a=None):
     if not cells:
         raise base.InputError(f"{results_dir}: no step results found (run run_all.py first)")
     summary = None
-    if a is not None:
-        summary = {"verdict": a.get("verdict"), "findings": a.get("findings"),
-                   "data_source": a.get("data_source")}
+    if result is not None:
+        summary = {"verdict": result.verdict, "findings": result.findings,
+                   "data_source": result.data_source}
     data = {
         "title": f"Distribution sweep - {results_dir.resolve().name}",
         "results_dir": str(results_dir),
@@ -227,16 +227,16 @@ def _escape(text):
             .replace('"', "&quot;"))
 
 
-def write_dashboard(results_dir, output=None, a=None, allow_mixed=False, criteria=None):
+def write_dashboard(results_dir, output=None, result=None, allow_mixed=False, criteria=None):
     """Write <results_dir>/dashboard.html (or output) atomically; return its path.
 
-    a: a precomputed analysis.analyze(results_dir); computed here when results_dir itself holds
-    step files and a is None.
+    result: a precomputed analysis.analyze(results_dir); computed here when results_dir itself
+    holds step files and result is None.
     """
     results_dir = Path(results_dir)
-    if a is None and results_read.scan(results_dir)[0]:
-        a = analysis.analyze(results_dir, allow_mixed, criteria=criteria)
-    html = render_html(dashboard_data(results_dir, a))
+    if result is None and results_read.scan(results_dir)[0]:
+        result = analysis.analyze(results_dir, allow_mixed, criteria=criteria)
+    html = render_html(dashboard_data(results_dir, result))
     output = Path(output) if output else results_dir / "dashboard.html"
     if not output.parent.is_dir():
         raise base.InputError(f"{output}: its folder does not exist")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+import common
 from sweeplib import analysis
 from sweeplib import results_io
 from sweeplib import results_read
@@ -66,23 +67,23 @@ STYLE = {"figure.dpi": DPI, "savefig.dpi": DPI, "font.size": 9, "axes.titlesize"
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-def _title(a, text):
+def _title(result, text):
     """Figure title, flagged when the numbers come from the synthetic demo cache."""
-    if a.get("data_source") == "demo":
+    if result.data_source == "demo":
         return f"{DEMO_TAG}: {text}\n(numbers show how the tool behaves, not real findings)"
     return text
 
 
-def _step_label(a, k, sep=" "):
+def _step_label(result, k, sep=" "):
     """'0 base' from the step record."""
-    return f"{k}{sep}{a['records'][k].get('name', '')}".strip()
+    return f"{k}{sep}{result.records[k].get('name', '')}".strip()
 
 
 def _metric_label(metric, reference=None):
     """Axis label of a headline metric; says so when it is not plain AUROC."""
     if metric is None:
         return "no headline metric"
-    label = analysis.METRIC_LABELS.get(metric, metric)
+    label = common.METRIC_LABELS.get(metric, metric)
     if metric == "auroc_vs_reference_negatives":
         return f"{label}\n(not plain AUROC: " + (f"{reference} negatives)" if reference
                                                    else "reference negatives)")
@@ -114,9 +115,9 @@ def _layout(fig, nrows, ncols, left, right, top, bottom, wgap, hgap):
                         wspace=wgap / aw, hspace=hgap / ah)
 
 
-def _load_step_scores(results_dir, a):
+def _load_step_scores(results_dir, result):
     """{step: {set: {score, label, class}}}: the scores the analysis read and verified."""
-    return {k: a["scores"].get(k, {}) for k in a["steps"]}
+    return {k: result.scores.get(k, {}) for k in result.steps}
 
 
 def _ci_pair(cell):
@@ -127,12 +128,12 @@ def _ci_pair(cell):
     return float(ci[0]), float(ci[1])
 
 
-def _analyze_arm(results_dir, allow_mixed=False, a=None):
+def _analyze_arm(results_dir, allow_mixed=False, result=None):
     """The analysis of <results_dir>/arm_budget/ (from the analysis of results_dir, which reads
     it under the readers' one error policy), or None when there is no such arm."""
-    if a is None or "arms" not in a:
-        a = analysis.analyze(results_dir, allow_mixed)
-    arm = (a.get("arms") or {}).get(ARM_DIR)
+    if result is None or result.arms is None:
+        result = analysis.analyze(results_dir, allow_mixed)
+    arm = result.arms.get(ARM_DIR)
     return arm["analysis"] if arm else None
 
 
@@ -155,11 +156,11 @@ def _series(s, steps, metric):
     return xs, ys, lo, hi
 
 
-def sweep_figure(a, arm=None):
+def sweep_figure(result, arm=None):
     """One panel per eval set: headline metric per step with 95 % CI error bars."""
-    names = list(a["sets"])
-    steps = sorted(set(a["steps"]) | set(arm["steps"] if arm else ()))
-    labels = {k: _step_label(arm if (arm and k not in a["records"]) else a, k, "\n")
+    names = list(result.sets)
+    steps = sorted(set(result.steps) | set(arm.steps if arm else ()))
+    labels = {k: _step_label(arm if (arm and k not in result.records) else result, k, "\n")
               for k in steps}
     pos = {k: i for i, k in enumerate(steps)}
     ncols = 1 if len(names) == 1 else 2
@@ -170,7 +171,7 @@ def sweep_figure(a, arm=None):
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names):
-        s = a["sets"][name]
+        s = result.sets[name]
         st = ROLE_STYLE.get(s["role"], ROLE_STYLE["OOD"])
         metric = s["headline"]
         conf = s.get("confounded_from")
@@ -187,7 +188,7 @@ def sweep_figure(a, arm=None):
             continue
         if metric in AUROC_TYPE:
             ax.axhline(0.5, color="grey", lw=1, ls=":", zorder=0)
-        xs, ys, lo, hi = _series(s, a["steps"], metric)
+        xs, ys, lo, hi = _series(s, result.steps, metric)
         if xs:
             ax.errorbar([pos[k] for k in xs], ys, yerr=[lo, hi], color=st["color"],
                         marker=st["marker"], ms=6, lw=1.6, capsize=4)
@@ -196,12 +197,12 @@ def sweep_figure(a, arm=None):
                             ha="right", fontsize=7, color=st["color"],
                             bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none",
                                   "pad": 0.5})
-        missing = [k for k in a["steps"] if k not in xs]
+        missing = [k for k in result.steps if k not in xs]
         if missing:
             ax.text(0.01, 0.02, "undefined at step " + ", ".join(map(str, missing)),
                     transform=ax.transAxes, fontsize=7, color="grey")
-        if arm and name in arm["sets"]:
-            axs, ays, alo, ahi = _series(arm["sets"][name], arm["steps"], metric)
+        if arm and name in arm.sets:
+            axs, ays, alo, ahi = _series(arm.sets[name], arm.steps, metric)
             if axs:
                 ax.errorbar([pos[k] + 0.12 for k in axs], ays, yerr=[alo, ahi], color=st["color"],
                             marker=st["marker"], mfc="white", ms=5, lw=1.3, ls="--", capsize=3,
@@ -213,7 +214,7 @@ def sweep_figure(a, arm=None):
                               label="fixed budget"))
     handles.append(Line2D([], [], color="grey", ls=":", label="chance (0.5), AUROC-type metrics"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
-    fig.suptitle(_title(a, "Headline metric per step (error bars: 95 % intervals)"))
+    fig.suptitle(_title(result, "Headline metric per step (error bars: 95 % intervals)"))
     return fig
 
 
@@ -229,14 +230,14 @@ def _column_bins(values):
     return np.linspace(lo - pad, hi + pad, N_BINS + 1)
 
 
-def score_figure(a, scores):
+def score_figure(result, scores):
     """Grid rows = steps, columns = eval sets: histograms of scores split by label."""
-    names = list(a["sets"])
-    steps = a["steps"]
+    names = list(result.sets)
+    steps = result.steps
     clip = lambda x: np.clip(np.asarray(x, dtype=np.float64), -SCORE_CLIP, SCORE_CLIP)  # noqa: E731
 
     def ref_negatives(k, name):
-        ref = a["sets"][name].get("reference")
+        ref = result.sets[name].get("reference")
         d = scores[k].get(ref) if ref else None
         return None if d is None else d["score"][d["label"] == 0]
 
@@ -257,12 +258,12 @@ def score_figure(a, scores):
     for i, k in enumerate(steps):
         for j, name in enumerate(names):
             ax = axes[i, j]
-            s = a["sets"][name]
+            s = result.sets[name]
             st = ROLE_STYLE.get(s["role"], ROLE_STYLE["OOD"])
             if i == 0:
                 ax.set_title(f"{name} {st['tag']}", color=st["color"])
             if j == 0:
-                ax.set_ylabel(f"step {_step_label(a, k, chr(10))}\ncount")
+                ax.set_ylabel(f"step {_step_label(result, k, chr(10))}\ncount")
             if i == len(steps) - 1:
                 ax.set_xlabel(f"log-odds score\n(clipped to ±{SCORE_CLIP:g})")
             ax.set_xlim(bins[name][0], bins[name][-1])
@@ -296,7 +297,7 @@ def score_figure(a, scores):
                Line2D([], [], color=THRESH_COLOR, ls="--", label="threshold: probability 0.5 "
                       "(score 0)")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
-    fig.suptitle(_title(a, "Per-sample probe scores by step and eval set "
+    fig.suptitle(_title(result, "Per-sample probe scores by step and eval set "
                            "(bins shared within a column)"))
     return fig
 
@@ -306,7 +307,7 @@ def score_figure(a, scores):
 # --------------------------------------------------------------------------------------------
 
 
-def transfer_figure(a, transfer):
+def transfer_figure(result, transfer):
     """Heatmap: rows = training mixes, columns = eval sets, each cell's headline value
     (transfer: the checked transfer_matrix.json, results_read.read_transfer)."""
     mixes, evals, cells = transfer["train_mixes"], transfer["eval_sets"], transfer["cells"]
@@ -345,32 +346,32 @@ def transfer_figure(a, transfer):
     ax.set_ylabel("training mix")
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02,
                  label="headline metric (0.5 = chance for AUROC-type)")
-    fig.suptitle(_title(a, "Transfer matrix: training mix x eval set"))
+    fig.suptitle(_title(result, "Transfer matrix: training mix x eval set"))
     return fig
 
 
 # --------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------
-def write_figures(results_dir, a=None, allow_mixed=False, only=None):
+def write_figures(results_dir, result=None, allow_mixed=False, only=None):
     """Write every figure the results support (or those of them named in `only`); return their
     paths ([] without matplotlib)."""
     if not HAVE_MATPLOTLIB:
         return []
     want = (lambda name: only is None or name in only)              # noqa: E731
     results_dir = Path(results_dir)
-    a = a or analysis.analyze(results_dir, allow_mixed)
-    arm = _analyze_arm(results_dir, allow_mixed, a) if want(SWEEP_FILE) else None
-    scores = _load_step_scores(results_dir, a) if want(SCORES_FILE) else None
+    result = result or analysis.analyze(results_dir, allow_mixed)
+    arm = _analyze_arm(results_dir, allow_mixed, result) if want(SWEEP_FILE) else None
+    scores = _load_step_scores(results_dir, result) if want(SCORES_FILE) else None
     transfer = results_read.read_transfer(results_dir / TRANSFER_JSON)   # bad input fails first
     paths = []
     with matplotlib.style.context("default"), matplotlib.rc_context(STYLE):
         if want(SWEEP_FILE):
-            paths.append(_save(sweep_figure(a, arm), results_dir / SWEEP_FILE))
+            paths.append(_save(sweep_figure(result, arm), results_dir / SWEEP_FILE))
         if want(SCORES_FILE):
-            paths.append(_save(score_figure(a, scores), results_dir / SCORES_FILE))
+            paths.append(_save(score_figure(result, scores), results_dir / SCORES_FILE))
         if transfer is not None and want(TRANSFER_FILE):
-            paths.append(_save(transfer_figure(a, transfer), results_dir / TRANSFER_FILE))
+            paths.append(_save(transfer_figure(result, transfer), results_dir / TRANSFER_FILE))
     return paths
 
 

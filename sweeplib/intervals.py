@@ -382,3 +382,10 @@ def change(a, b, level=LEVEL, paired=True):
         return auroc_change(a.parts, b.parts, level, paired and (a.parts.m, a.parts.n)
                             == (b.parts.m, b.parts.n))
     return proportion_change(a.parts, b.parts, level, paired)
+
+
+def call(delta, p, alpha=ALPHA):
+    """'improved' / 'degraded' when p < alpha (in the direction of delta), else no clear change."""
+    if p is None or not np.isfinite(p) or p >= alpha or delta == 0:
+        return "no clear change"
+    return "improved" if delta > 0 else "degraded"

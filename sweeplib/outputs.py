@@ -14,33 +14,33 @@ from sweeplib.report import build_sections, render_csv, title_for
 from sweeplib.render import render_markdown, render_text
 
 
-def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, a=None):
+def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, result=None):
     """Analyze a results folder and write the report; return its path."""
-    a = a or analysis.analyze(results_dir, allow_mixed)
+    result = result or analysis.analyze(results_dir, allow_mixed)
     if fmt_name == "html":
-        return dashboard.write_dashboard(results_dir, output, a=a, allow_mixed=allow_mixed)
+        return dashboard.write_dashboard(results_dir, output, result=result, allow_mixed=allow_mixed)
     if fmt_name == "csv":
-        text = render_csv(a)
+        text = render_csv(result)
     elif fmt_name == "md":
-        text = render_markdown(build_sections(a, n_metrics=4), title_for(a))
+        text = render_markdown(build_sections(result, n_metrics=4), title_for(result))
     else:
-        text = render_text(build_sections(a), title_for(a))
+        text = render_text(build_sections(result), title_for(result))
     output = Path(output) if output else Path(results_dir) / f"report.{fmt_name}"
     atomic_write(output, text.encode())
     return output
 
 
-def write_outputs(results_dir, a, formats=("txt", "html"), figure_job=None, figures=True):
+def write_outputs(results_dir, result, formats=("txt", "html"), figure_job=None, figures=True):
     """Report(s), dashboard and figures of an analyzed results folder; return the paths.
     figure_job (start_figures()): the figures are drawn there while the reports are written."""
     if not figures:
-        return ([write_report(results_dir, fmt_name=f, a=a) for f in formats]
-                + [verdict.write(results_dir, a)])
+        return ([write_report(results_dir, fmt_name=f, result=result) for f in formats]
+                + [verdict.write(results_dir, result)])
     job = figure_job or _InProcess()
-    job.send((results_dir, a))
+    job.send((results_dir, result))
     try:
-        written = ([write_report(results_dir, fmt_name=f, a=a) for f in formats]
-                   + [verdict.write(results_dir, a)])
+        written = ([write_report(results_dir, fmt_name=f, result=result) for f in formats]
+                   + [verdict.write(results_dir, result)])
     except BaseException:
         job.cancel()                    # no figures for results whose report failed
         raise
@@ -60,18 +60,18 @@ def _draw_figures(receive, work=None):
     """(PNG paths, note or None) for the (results_dir, analysis) received; ([], None) when
     closed without work."""
     from sweeplib import figures          # matplotlib: imported only where figures are drawn
-    results_dir, a = work or receive() or (None, None)
+    results_dir, result = work or receive() or (None, None)
     if results_dir is None:
         return [], None
     if not figures.HAVE_MATPLOTLIB:
         return [], figures.MISSING_NOTE
     if not overlap.can_fork():        # threads share matplotlib's style state: one at a time
-        return figures.write_figures(results_dir, a=a), None
+        return figures.write_figures(results_dir, result=result), None
     first = {figures.SCORES_FILE}                        # the costly one, drawn here ...
-    other = overlap.start(figures.write_figures, results_dir, a=a,   # ... the others next to it
+    other = overlap.start(figures.write_figures, results_dir, result=result,   # ... the others next to it
                           only={figures.SWEEP_FILE, figures.TRANSFER_FILE})
     try:
-        pngs = figures.write_figures(results_dir, a=a, only=first) + other.result()
+        pngs = figures.write_figures(results_dir, result=result, only=first) + other.result()
     except BaseException:
         other.cancel()
         raise

@@ -57,9 +57,9 @@ def fmt_difference(d, other):
     return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {word}"
 
 
-def step_label(a, k):
+def step_label(result, k):
     """'0 base' etc."""
-    return f"{k} {a['records'][k]['name']}"
+    return f"{k} {result.records[k]['name']}"
 
 
 def render_table_text(t):

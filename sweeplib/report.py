@@ -2,7 +2,7 @@
 out by render.py as text, Markdown or CSV; also the console comparison and the tables run_all.py
 prints for the grid and the transfer matrix.
 
-    sections = build_sections(a)           # header, progression, sets, ..., verdict, solver
+    sections = build_sections(result)      # header, progression, sets, ..., verdict, solver
 """
 from __future__ import annotations
 
@@ -21,15 +21,15 @@ from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, ren
 # --------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------
-def header_section(a):
+def header_section(result):
     """Data source, layer, config, inputs, versions and date."""
-    synthetic = a["data_source"] == "demo"
+    synthetic = result.data_source == "demo"
     src = ("SYNTHETIC DEMO DATA (numbers show the tool's behaviour, not findings)" if synthetic
-           else f"real cache {a['config']['cache_dir']}")
-    cfg = a["config"]
+           else f"real cache {result.config['cache_dir']}")
+    cfg = result.config
     lines = [
         f"data source : {src}",
-        f"layer       : {a['layer']}",
+        f"layer       : {result.layer}",
         f"probe       : StandardScaler + LogisticRegression, C={cfg['C']}, "
         f"penalty={cfg['penalty']}, max_iter={cfg['max_iter']}",
         f"split / cv  : eval fraction {cfg['eval_fraction']}, {cfg['cv_folds']}-fold CV, "
@@ -39,24 +39,24 @@ def header_section(a):
         + (f" (from {cfg['feature_ids_file']})" if cfg.get("feature_ids_file") else ""),
         "intervals   : 95 %; proportions Clopper-Pearson, AUROC score-type (DeLong variance "
         "shrunk to Hanley-McNeil), changes paired (DeLong correlation / Agresti-Min)",
-        f"run id(s)   : {', '.join(a['run_ids'])}",
-        f"steps       : {', '.join(map(str, a['steps']))}"
-        + (f"  (not run: {', '.join(map(str, a['missing']))})" if a["missing"] else ""),
-        "versions    : " + ", ".join(f"{k} {v}" for k, v in a["versions"].items()),
+        f"run id(s)   : {', '.join(result.run_ids)}",
+        f"steps       : {', '.join(map(str, result.steps))}"
+        + (f"  (not run: {', '.join(map(str, result.missing))})" if result.missing else ""),
+        "versions    : " + ", ".join(f"{k} {v}" for k, v in result.versions.items()),
         f"written     : {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
     ]
     inputs = Table(["input file", "bytes", "fingerprint"], [
         [Path(p).name, str(f["bytes"]), next((f"{k}:{v[:16]}" for k, v in f.items()
                                                 if k.startswith("sha256")), "")]
-        for p, f in a["inputs"].items()], right={1})
-    warnings = data_warnings_block(a)
+        for p, f in result.inputs.items()], right={1})
+    warnings = data_warnings_block(result)
     return Section("Run", ["\n".join(lines)] + ([warnings] if warnings else []) + [inputs])
 
 
-def data_warnings_block(a):
+def data_warnings_block(result):
     """The data warnings recorded with the steps (datacheck.py), once each; None when none."""
-    seen = list(dict.fromkeys(w for k in a["steps"]
-                              for w in a["records"][k].get("data_warnings") or []))
+    seen = list(dict.fromkeys(w for k in result.steps
+                              for w in result.records[k].get("data_warnings") or []))
     if not seen:
         return None
     return "DATA WARNINGS (check before trusting the numbers):\n" + "\n".join(
@@ -67,16 +67,16 @@ SOURCE_SHORT = {"train": "train", "sycophant": "syco", "model_organism": "organi
                 "benchmark": "bench"}
 
 
-def progression_section(a):
+def progression_section(result):
     """Training mix per step: rows per source, CV AUROC, convergence."""
-    sources = list(dict.fromkeys(s for p in a["progression"] for s in p["breakdown"]))
+    sources = list(dict.fromkeys(s for p in result.progression for s in p["breakdown"]))
     rows = []
-    for p in a["progression"]:
-        rows.append([step_label(a, p["step"]), str(p["n"]), str(p["af"])]
+    for p in result.progression:
+        rows.append([step_label(result, p["step"]), str(p["n"]), str(p["af"])]
                     + [str(p["breakdown"][s]["n"]) if s in p["breakdown"] else "-" for s in sources]
                     + [f"{p['cv_mean']:.3f} +- {p['cv_std']:.3f}", f"{p['train_accuracy']:.3f}",
                        "yes" if p["converged"] else "NO"])
-    for k in a["missing"]:
+    for k in result.missing:
         if k in common.STEP_BY_NUMBER:
             rows.append([f"{k} {common.STEP_BY_NUMBER[k].slug}", "not run"]
                         + [""] * (len(sources) + 4))
@@ -91,15 +91,15 @@ SHORT_METRIC = {"auroc": "AUROC", "auroc_vs_reference_negatives": "AUROC vs ref 
                 "recall_at_fpr_1": "recall @1% FPR", "accuracy": "accuracy @0.5"}
 
 
-def set_sections(a, n_metrics=2):
+def set_sections(result, n_metrics=2):
     """One section per eval set: its metrics per step with CIs and paired deltas."""
     out = []
-    for name, s in a["sets"].items():
+    for name, s in result.sets.items():
         blocks = []
         if s["kind"] == "single-class":
-            only = "all-AF" if s["rows"] and any(r.get("af") for r in s["rows"].values()) \
+            only = "all-AF" if s["rows"] and any(r.get("af") for r in s["rows"].values())\
                 else "single-class"
-            head = analysis.METRIC_LABELS.get(s["headline"], "none defined")
+            head = common.METRIC_LABELS.get(s["headline"], "none defined")
             blocks.append(f"{only} set: AUROC undefined. Headline: {head}"
                           + (f" (this set's AF vs the held-out negatives of {s['reference']})"
                              if s["reference"] else "") + "."
@@ -108,7 +108,7 @@ def set_sections(a, n_metrics=2):
                              "sources, not intent; the verdict does not use it."
                              if s.get("confounded_from") is not None else ""))
         metrics = s["metrics"][:n_metrics]
-        headers = ["step", "n"] + [SHORT_METRIC[m] for m in metrics] + \
+        headers = ["step", "n"] + [SHORT_METRIC[m] for m in metrics] +\
             [f"change in {SHORT_METRIC.get(s['headline'], 'headline')}"]
         rows = []
         for k, row in sorted(s["rows"].items()):
@@ -120,7 +120,7 @@ def set_sections(a, n_metrics=2):
         if s["deltas"]:
             blocks.append(f"change: paired 95 % interval; improved / degraded / ns (no clear "
                           f"change) by the Holm-adjusted p (p_adj) over the "
-                          f"{a.get('n_step_comparisons', 0)} step-to-step comparisons of all "
+                          f"{result.n_step_comparisons} step-to-step comparisons of all "
                           "sets' headline metrics.")
         if s["kind"] == "two-class" and any("eval_fpr_5" in r for r in s["rows"].values()):
             blocks.append("false-positive rate on this set's own negatives at the 5 % train-FPR "
@@ -131,9 +131,9 @@ def set_sections(a, n_metrics=2):
     return out
 
 
-def per_class_section(a):
+def per_class_section(result):
     """Benchmark per fine class: fraction flagged at 0.5 and at the 5 % threshold."""
-    pc = a["per_class"]
+    pc = result.per_class
     if not pc:
         return None
     steps = sorted(pc)
@@ -151,32 +151,32 @@ def per_class_section(a):
         "their flagged share is the false-positive rate researchers look at."])
 
 
-def inflection_section(a):
+def inflection_section(result):
     """Per eval set, the step with the largest significant gain."""
     rows = [[name + ("*" if s.get("confounded_from") is not None else ""),
-             analysis.METRIC_LABELS.get(s["headline"], "?"),
+             common.METRIC_LABELS.get(s["headline"], "?"),
              "none" if s["inflection"] is None else str(s["inflection"]),
              fmt_delta(s["overall"]) if s["overall"] else ""]
-            for name, s in a["sets"].items()]
+            for name, s in result.sets.items()]
     blocks = [Table(["eval set", "metric", "inflection", "first -> last step"], rows),
               "Step-to-step calls are Holm-adjusted over all sets' headline comparisons; the "
               "inflection is the step with the largest adjusted-significant gain. First -> last: "
               "paired 95 % interval, per comparison (the verdict's own family is adjusted "
               "separately)."]
-    if any(s.get("confounded_from") is not None for s in a["sets"].values()):
+    if any(s.get("confounded_from") is not None for s in result.sets.values()):
         blocks.append("* confounded by source: an all-AF set ranked against another source's "
                       "negatives; from the step its source enters the mix, its changes measure "
                       "source identity, not intent.")
     return Section("Inflection points", blocks)
 
 
-def gap_section(a):
+def gap_section(result):
     """Generalization gap per step."""
-    if not a["gap"]:
+    if not result.gap:
         return None
-    rows = [[step_label(a, k), fmt(g["in_distribution"]), fmt(g["ood_mean"]),
-             fmt(g["gap"], g["ci"])] for k, g in sorted(a["gap"].items())]
-    sets = next(iter(a["gap"].values()))["ood_sets"]
+    rows = [[step_label(result, k), fmt(g["in_distribution"]), fmt(g["ood_mean"]),
+             fmt(g["gap"], g["ci"])] for k, g in sorted(result.gap.items())]
+    sets = next(iter(result.gap.values()))["ood_sets"]
     return Section("Generalization gap", [
         Table(["step", "gold_106 AUROC", "mean OOD", "gap [95% CI]"], rows, right={1, 2}),
         "gap = gold_106 AUROC - mean AUROC of the OOD sets with both classes ("
@@ -184,14 +184,14 @@ def gap_section(a):
           "sources). Interval: the sets are independent samples."])
 
 
-def repeats_section(a):
+def repeats_section(result):
     """Spread across repeated seeds."""
-    if not a["repeats"]:
+    if not result.repeats:
         return None
     rows = []
-    for k, per in sorted(a["repeats"].items()):
+    for k, per in sorted(result.repeats.items()):
         for name, r in per.items():
-            rows.append([step_label(a, k), name, analysis.METRIC_LABELS[r["metric"]],
+            rows.append([step_label(result, k), name, common.METRIC_LABELS[r["metric"]],
                          f"{r['mean']:.3f} +- {r['sd']:.3f} (n={r['n']})",
                          "YES" if r["spread_exceeds_ci"] else "no"])
     return Section("Repeated seeds", [
@@ -200,9 +200,9 @@ def repeats_section(a):
         "initialization noise dominates: trust the mean, not one run."])
 
 
-def audit_section(a):
+def audit_section(result):
     """Exact and near duplicates between training parts and eval sets."""
-    audit = a.get("audit")
+    audit = result.audit
     if not audit:
         return None
     rows = [[p["train"], p["eval"], str(p["exact"]), str(p["near"]), str(p["n_eval"])]
@@ -222,9 +222,9 @@ def audit_section(a):
     return Section("Leakage audit", blocks)
 
 
-def anatomy_section(a, n_top=5):
+def anatomy_section(result, n_top=5):
     """Probe anatomy: weights used, strongest features, feature overlap between steps."""
-    an = a.get("anatomy") or {}
+    an = result.anatomy or {}
     if not an:
         return None
     rows = []
@@ -240,15 +240,15 @@ def anatomy_section(a, n_top=5):
         "standardized units; the top 20 per step are in the step JSON (top_features)."])
 
 
-def arm_sections(a):
+def arm_sections(result):
     """Main sweep vs the fixed-budget arm and the format-only baseline."""
     out = []
-    for folder, arm in (a.get("arms") or {}).items():
+    for folder, arm in (result.arms or {}).items():
         short = "budget" if folder == "arm_budget" else "format"
         rows = []
         for name, v in arm["sets"].items():
             d, first = v["main_minus_arm"], min(v["rows"]) if v["rows"] else None
-            conf = a["sets"].get(name, {}).get("confounded_from")
+            conf = result.sets.get(name, {}).get("confounded_from")
             for k, r in sorted(v["rows"].items()):
                 rows.append([(name + ("*" if conf is not None else "")) if k == first else "",
                              SHORT_METRIC.get(v["metric"], v["metric"]) if k == first else "",
@@ -263,9 +263,9 @@ def arm_sections(a):
     return out
 
 
-def orderings_section(a):
+def orderings_section(result):
     """Where the largest significant gain falls for each order of adding the OOD sources."""
-    orders = a.get("orderings") or {}
+    orders = result.orderings or {}
     if not orders:
         return None
     sets = list(dict.fromkeys(n for o in orders.values() for n in o["sets"]))
@@ -274,7 +274,7 @@ def orderings_section(a):
             + [(f"{o['sets'][n]['inflection_step']} (+{short(o['sets'][n]['added_source'])})"
                 if o["sets"].get(n, {}).get("added_source") else "none") for n in sets]
             for o in orders.values()]
-    conf = [n for n in sets if a["sets"].get(n, {}).get("kind") == "single-class"]
+    conf = [n for n in sets if result.sets.get(n, {}).get("kind") == "single-class"]
     return Section("Control: orderings of the OOD sources", [
         Table(["order (steps 1-2-3)"] + [n + ("*" if n in conf else "") for n in sets], rows),
         "Each cell: the step (and source added there) with the largest significant gain in that "
@@ -284,9 +284,9 @@ def orderings_section(a):
            "(confounded by source)." if conf else "")])
 
 
-def transfer_section(a):
+def transfer_section(result):
     """Single-source and leave-one-out probes on every eval set."""
-    doc = a.get("transfer")
+    doc = result.transfer
     if not doc:
         return None
     evals = doc["eval_sets"]
@@ -301,9 +301,9 @@ def transfer_section(a):
         "Single all-AF sources cannot train a probe on their own (n/a)."])
 
 
-def grid_section(a):
+def grid_section(result):
     """Summary of grid cells when a grid was run."""
-    doc = a.get("grid")
+    doc = result.grid
     if not doc or not doc.get("cells"):
         return None
     rows = [[str(r["layer"]), f"{r['C']:g}", r["penalty"], f"{r['cv_auroc']:.3f}",
@@ -314,9 +314,9 @@ def grid_section(a):
                             "--results-dir <folder>)."])
 
 
-def verdict_section(a):
+def verdict_section(result):
     """Findings (premise checks first) and the verdict with its reasons and criteria."""
-    v = a["verdict"]
+    v = result.verdict
     c = v["criteria"]
     used = ", ".join(v["sets_used"]) or "none"
     left = "; ".join(f"{x['set']} ({x['reason']})" for x in v["sets_excluded"]) or "none"
@@ -329,7 +329,7 @@ def verdict_section(a):
                 f"converged fits. Intervals and tests are conditional on seed "
                 f"{v['conditional_on_seed']} (its split and fits).")
     return Section("Findings and verdict", [
-        "\n".join(f"- {f}" for f in a["findings"]),
+        "\n".join(f"- {f}" for f in result.findings),
         f"VERDICT: {v['outcome']} ({v['summary']})",
         "because:\n" + "\n".join(f"- {r}" for r in v["reasons"]),
         f"sets used: {used}; left out: {left}",
@@ -337,17 +337,17 @@ def verdict_section(a):
         "next steps:\n" + "\n".join(f"- {s}" for s in v["next_steps"])])
 
 
-def solver_section(a):
+def solver_section(result):
     """How far each fit stopped from its optimum, and the --solver-check control (None without
     solver records)."""
-    s = analysis.solver_summary(a)
+    s = analysis.solver_summary(result)
     if not s["steps"]:
         return None
     rows = []
     for k, st in sorted(s["steps"].items()):
         f = st["final"]
         gap = f.get("relative_gap")
-        rows.append([step_label(a, k), f"{f['n_iter']} / {max(st['cv_n_iter'], default=0)}",
+        rows.append([step_label(result, k), f"{f['n_iter']} / {max(st['cv_n_iter'], default=0)}",
                      f["stop"], _num(f.get("objective")),
                      "n/a" if gap is None else f"{gap:.0%}",
                      "n/a" if st["cv_relative_gap"] is None else f"{st['cv_relative_gap']:.0%}",
@@ -362,11 +362,11 @@ def solver_section(a):
               "by the stopping point: check whether the findings survive with --solver-check."]
     c = s["check"]
     if c:
-        blocks += _solver_check_blocks(a, c)
+        blocks += _solver_check_blocks(result, c)
     return Section("Solver: how far each fit stopped from its optimum", blocks)
 
 
-def _solver_check_blocks(a, c):
+def _solver_check_blocks(result, c):
     """Tables and text of the --solver-check comparison."""
     steps = sorted({k for v in c["sets"].values() for k in v["rows"]})
     rows, deltas = [], []
@@ -379,7 +379,7 @@ def _solver_check_blocks(a, c):
                     + [f"{max(moved):.3f}" if moved else "n/a"])
     same = c["verdict"] == c["tight_verdict"]
     text = (f"Solver check ({solver_check.FOLDER}/): headline metric at tol "
-            f"{a['config'].get('tol', 1e-4):g} / at tol {c['tol']:g}; largest change "
+            f"{result.config.get('tol', 1e-4):g} / at tol {c['tol']:g}; largest change "
             f"{max(deltas, default=0):.3f}. Objective above the tight fit's: "
             + ", ".join(f"step {k}: {e:+.0%}" for k, e in sorted(c["excess"].items()))
             + f". Verdict at the default tolerance: {c['verdict']}; at tol {c['tol']:g}: "
@@ -395,14 +395,14 @@ def _num(x):
     return "n/a" if x is None else f"{x:.3g}"
 
 
-def build_sections(a, header=True, n_metrics=2):
+def build_sections(result, header=True, n_metrics=2):
     """All sections in report order (None-valued ones dropped)."""
-    secs = [header_section(a)] if header else []
-    secs += [progression_section(a)] + set_sections(a, n_metrics) + [
-        per_class_section(a), inflection_section(a), gap_section(a), repeats_section(a),
-        anatomy_section(a)] + arm_sections(a) + [orderings_section(a), transfer_section(a),
-                                                 grid_section(a), audit_section(a), verdict_section(a)]
-    secs.append(solver_section(a))      # does the verdict depend on where the solver stopped?
+    secs = [header_section(result)] if header else []
+    secs += [progression_section(result)] + set_sections(result, n_metrics) + [
+        per_class_section(result), inflection_section(result), gap_section(result), repeats_section(result),
+        anatomy_section(result)] + arm_sections(result) + [orderings_section(result), transfer_section(result),
+                                                 grid_section(result), audit_section(result), verdict_section(result)]
+    secs.append(solver_section(result))      # does the verdict depend on where the solver stopped?
     return [s for s in secs if s is not None]
 
 
@@ -412,34 +412,34 @@ def build_sections(a, header=True, n_metrics=2):
 CSV_FIELDS = ["step", "step_name", "eval_set", "metric", "value", "ci_low", "ci_high", "n"]
 
 
-def render_csv(a):
+def render_csv(result):
     """One row per step x eval set x metric."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_FIELDS)
-    for name, s in a["sets"].items():
+    for name, s in result.sets.items():
         for k, row in sorted(s["rows"].items()):
             for m in s["metrics"]:
                 if m in row:
                     ci = row[m]["ci"] or [None, None]
-                    w.writerow([k, a["records"][k]["name"], name, m, row[m]["value"],
+                    w.writerow([k, result.records[k]["name"], name, m, row[m]["value"],
                                 ci[0], ci[1], row["n"]])
     return buf.getvalue()
 
 
-def title_for(a):
+def title_for(result):
     """Report title, marked when synthetic."""
-    t = f"Distribution sweep - layer {a['layer']}"
-    return t + " - SYNTHETIC DEMO DATA" if a["data_source"] == "demo" else t
+    t = f"Distribution sweep - layer {result.layer}"
+    return t + " - SYNTHETIC DEMO DATA" if result.data_source == "demo" else t
 
 
 # --------------------------------------------------------------------------------------------
 # The console comparison and run_all.py's tables
 # --------------------------------------------------------------------------------------------
-def render_console(a, stream=sys.stdout):
+def render_console(result, stream=sys.stdout):
     """The comparison as console text: plain ASCII, colour only on a TTY."""
-    text = render_text(build_sections(a, header=False), title_for(a))
-    if a["data_source"] == "demo":
+    text = render_text(build_sections(result, header=False), title_for(result))
+    if result.data_source == "demo":
         text = "*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***\n" + text
     if stream.isatty():
         for word, code in (("improved", "32"), ("degraded", "31"), ("VERDICT:", "1"),

@@ -58,11 +58,11 @@ def _run(cfg, req, figure_job=None):
     if not req.compare_only:
         _sweep_and_controls(cfg, req, results_dir)
     with base.timed("analysis"):
-        a = analysis.analyze(results_dir, criteria=req.criteria)
+        result = analysis.analyze(results_dir, criteria=req.criteria)
     if not cfg.quiet:
-        sys.stdout.write(render_console(a))
+        sys.stdout.write(render_console(result))
     with base.timed("report, figures, dashboard"):
-        written = outputs.write_outputs(results_dir, a=a, figure_job=figure_job,
+        written = outputs.write_outputs(results_dir, result, figure_job=figure_job,
                                         figures=req.figures)
     log = pipeline.quiet_log(cfg.quiet)
     log("\nwrote " + ", ".join(str(p) for p in written))

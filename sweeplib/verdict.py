@@ -93,13 +93,13 @@ def duplicate_share(audit, name, training):
     return min(1.0, sum(p["near"] for p in pairs) / n) if n else 0.0
 
 
-def same_rows(a, name, k1, k2):
+def same_rows(result, name, k1, k2):
     """True when an eval set (and its reference set) holds the same rows at two steps, so the
     two probes' scores are paired."""
-    for n in (name, (a["sets"].get(name) or {}).get("reference")):
+    for n in (name, (result.sets.get(name) or {}).get("reference")):
         if n is None:
             continue
-        r1, r2 = a["scores"][k1].get(n, {}).get("row"), a["scores"][k2].get(n, {}).get("row")
+        r1, r2 = result.scores[k1].get(n, {}).get("row"), result.scores[k2].get(n, {}).get("row")
         if r1 is None or r2 is None or not np.array_equal(r1, r2):
             return False
     return True
@@ -110,13 +110,13 @@ def _class_counts(row):
     return row["af"], row["n"] - row["af"]
 
 
-def _eligibility(name, s, a, first, last, c):
+def _eligibility(name, s, result, first, last, c):
     """None when an OOD set can carry the verdict, else the reason it cannot."""
     if first not in s["rows"] or last not in s["rows"]:
         return f"not evaluated at steps {first} and {last}"
-    if any(s["headline"] not in a["estimates"].get((k, name), {}) for k in (first, last)):
+    if any(s["headline"] not in result.estimates.get((k, name), {}) for k in (first, last)):
         return f"{s['headline']} is not defined at steps {first} and {last}"
-    if not same_rows(a, name, first, last):
+    if not same_rows(result, name, first, last):
         return f"its held-out rows differ between steps {first} and {last} (mixed runs)"
     if s["kind"] == "single-class":
         k = s.get("confounded_from")
@@ -126,32 +126,32 @@ def _eligibility(name, s, a, first, last, c):
         if s["headline"] != "auroc_vs_reference_negatives":
             return "all AF and no reference negatives: no ranking metric"
         n_af = s["rows"][last]["af"]
-        n_neg = a["scores"][last].get(s["reference"], {}).get("label", np.array([]))
+        n_neg = result.scores[last].get(s["reference"], {}).get("label", np.array([]))
         n_neg = int(np.sum(n_neg == 0))
     else:
         n_af, n_neg = _class_counts(s["rows"][last])
     if min(n_af, n_neg) < c.min_per_class:
         return f"too small: {n_af} AF / {n_neg} not AF (needs >= {c.min_per_class} per class)"
-    training = set(a["records"][last].get("training_data", []))
-    share = duplicate_share(a.get("audit"), name, training)
+    training = set(result.records[last].get("training_data", []))
+    share = duplicate_share(result.audit, name, training)
     if share is not None and share >= c.max_duplicate_share:
         return (f"{share:.0%} of its held-out rows duplicate rows of step {last}'s training mix "
                 f"(limit {c.max_duplicate_share:.0%})")
     return None
 
 
-def premises(a, c):
+def premises(result, c):
     """Premise checks, in the order they are printed; also the eligible OOD sets and the
     excluded ones with reasons."""
     out, used, excluded = [], [], []
-    main = [k for k in a["steps"] if k in common.STEP_BY_NUMBER]
+    main = [k for k in result.steps if k in common.STEP_BY_NUMBER]
     out.append(_premise("two_steps", len(main) >= 2,
                         f"sweep steps present: {', '.join(map(str, main)) or 'none'} "
                         "(the verdict compares the first and the last)"))
     if len(main) < 2:
         return out, used, excluded
     first, last = main[0], main[-1]
-    gold = a["sets"].get("gold_106")
+    gold = result.sets.get("gold_106")
     measured = bool(gold and gold["kind"] == "two-class" and first in gold["rows"]
                     and last in gold["rows"])
     out.append(_premise("in_distribution_measured", measured,
@@ -167,24 +167,24 @@ def premises(a, c):
         out.append(_premise("in_distribution_large_enough", min(n_af, n_neg) >= c.min_per_class,
                             f"gold_106: {n_af} AF / {n_neg} not AF (needs >= "
                             f"{c.min_per_class} per class)"))
-        training = set(a["records"][last].get("training_data", []))
-        share = duplicate_share(a.get("audit"), "gold_106", training)
+        training = set(result.records[last].get("training_data", []))
+        share = duplicate_share(result.audit, "gold_106", training)
         out.append(_premise("in_distribution_not_leaked",
                             share is None or share < c.max_duplicate_share,
                             "no leakage audit" if share is None else
                             f"{share:.0%} of gold_106 rows duplicate training rows (limit "
                             f"{c.max_duplicate_share:.0%})"))
-    bad = [k for k in main if not (a["records"][k].get("converged", True)
-                                  and a["records"][k].get("cv_converged", True)
+    bad = [k for k in main if not (result.records[k].get("converged", True)
+                                  and result.records[k].get("cv_converged", True)
                                   and all(r.get("converged", True)
-                                          for r in a["records"][k].get("repeats") or []))]
+                                          for r in result.records[k].get("repeats") or []))]
     out.append(_premise("fits_converged", not bad,
                         "every fit converged" if not bad else
                         f"fits at step(s) {', '.join(map(str, bad))} stopped at --max-iter"))
-    for name, s in a["sets"].items():
+    for name, s in result.sets.items():
         if s["role"] not in ("OOD", "extra") or s["headline"] is None:
             continue
-        why = _eligibility(name, s, a, first, last, c)
+        why = _eligibility(name, s, result, first, last, c)
         (excluded.append({"set": name, "reason": why}) if why else used.append(name))
     out.append(_premise("ood_set_measures_intent", bool(used),
                         ("OOD sets that measure intent: " + ", ".join(used)) if used else
@@ -196,14 +196,14 @@ def premises(a, c):
 # --------------------------------------------------------------------------------------------
 # Evidence and outcome
 # --------------------------------------------------------------------------------------------
-def _ood_evidence(a, used, first, last, c):
+def _ood_evidence(result, used, first, last, c):
     """First -> last change of each usable OOD set's headline metric, Holm-adjusted."""
     tests = []
     for name in used:
-        s = a["sets"][name]
+        s = result.sets[name]
         m = s["headline"]
-        ea, eb = a["estimates"][(first, name)][m], a["estimates"][(last, name)][m]
-        d = intervals.change(ea, eb, paired=same_rows(a, name, first, last))
+        ea, eb = result.estimates[(first, name)][m], result.estimates[(last, name)][m]
+        d = intervals.change(ea, eb, paired=same_rows(result, name, first, last))
         tests.append({"set": name, "metric": m, "step_from": first, "step_to": last,
                       "value_from": ea.value, "value_to": eb.value, **d})
     for t, p in zip(tests, intervals.holm([t["p_value"] for t in tests])):
@@ -213,12 +213,12 @@ def _ood_evidence(a, used, first, last, c):
     return tests
 
 
-def _gold_evidence(a, first, last, c):
+def _gold_evidence(result, first, last, c):
     """gold_106 AUROC first -> last: two-sided interval, and the one-sided lower bound at
     level 1 - alpha (non-inferiority within the tolerance)."""
-    ea = a["estimates"][(first, "gold_106")]["auroc"]
-    eb = a["estimates"][(last, "gold_106")]["auroc"]
-    paired = same_rows(a, "gold_106", first, last)
+    ea = result.estimates[(first, "gold_106")]["auroc"]
+    eb = result.estimates[(last, "gold_106")]["auroc"]
+    paired = same_rows(result, "gold_106", first, last)
     two = intervals.change(ea, eb, paired=paired)
     one = intervals.change(ea, eb, level=1 - 2 * c.alpha, paired=paired)
     holds = one["ci"][0] > -c.gold_tolerance
@@ -229,15 +229,15 @@ def _gold_evidence(a, first, last, c):
             "tolerance": c.gold_tolerance, "holds": bool(holds), "drops": bool(drops)}
 
 
-def _repeat_agreement(a, names, first, last):
+def _repeat_agreement(result, names, first, last):
     """Per set: in how many repeats the first -> last point change is positive (the verdict's
     intervals are conditional on the first seed's split and fits)."""
-    reps = {k: a["records"][k].get("repeats") or [] for k in (first, last)}
+    reps = {k: result.records[k].get("repeats") or [] for k in (first, last)}
     if len(reps[first]) < 2 or len(reps[first]) != len(reps[last]):
         return None
     out = {}
     for name in names:
-        m = a["sets"][name]["headline"]
+        m = result.sets[name]["headline"]
         d = [rb["metrics"].get(name, {}).get(m) - ra["metrics"].get(name, {}).get(m)
              for ra, rb in zip(reps[first], reps[last])
              if rb["metrics"].get(name, {}).get(m) is not None
@@ -247,25 +247,25 @@ def _repeat_agreement(a, names, first, last):
     return out
 
 
-def decide(a, c=None):
+def decide(result, c=None):
     """The verdict of an analysis: outcome, reasons, premises, evidence and criteria."""
     c = c or Criteria()
-    checks, used, excluded = premises(a, c)
+    checks, used, excluded = premises(result, c)
     failed = [p for p in checks if not p["passed"]]
-    main = [k for k in a["steps"] if k in common.STEP_BY_NUMBER]
+    main = [k for k in result.steps if k in common.STEP_BY_NUMBER]
     v = {"outcome": "inconclusive", "reasons": [], "premises": checks, "sets_used": used,
          "sets_excluded": excluded, "ood_tests": [], "in_distribution": None,
          "criteria": {**asdict(c), "multiplicity": "Holm over the OOD sets used",
                       "in_distribution_test": "one-sided lower bound at level 1 - alpha of the "
                       "gold_106 AUROC change must exceed -tolerance"},
-         "conditional_on_seed": a["config"].get("seed"), "repeat_agreement": None}
+         "conditional_on_seed": result.config.get("seed"), "repeat_agreement": None}
     if failed:
         v["reasons"] = [f"premise failed: {p['name']}: {p['detail']}" for p in failed]
         return _finish(v)
     first, last = main[0], main[-1]
-    v["ood_tests"] = tests = _ood_evidence(a, used, first, last, c)
-    v["in_distribution"] = gold = _gold_evidence(a, first, last, c)
-    v["repeat_agreement"] = _repeat_agreement(a, used + ["gold_106"], first, last)
+    v["ood_tests"] = tests = _ood_evidence(result, used, first, last, c)
+    v["in_distribution"] = gold = _gold_evidence(result, first, last, c)
+    v["repeat_agreement"] = _repeat_agreement(result, used + ["gold_106"], first, last)
     better = [t["set"] for t in tests if t["improved"]]
     gold_text = (f"gold_106 AUROC {gold['delta']:+.3f} [{gold['ci'][0]:+.3f}, "
                  f"{gold['ci'][1]:+.3f}] from step {first} to {last}")
@@ -333,17 +333,17 @@ def _finish(v):
 SCHEMA_VERSION = 1
 
 
-def document(a):
+def document(result):
     """verdict.json: the verdict with what it was computed from."""
-    return {"schema_version": SCHEMA_VERSION, **a["verdict"],
-            "results_dir": a["results_dir"], "run_ids": a["run_ids"],
-            "data_source": a["data_source"], "demo": a.get("demo"), "layer": a["layer"]}
+    return {"schema_version": SCHEMA_VERSION, **result.verdict,
+            "results_dir": result.results_dir, "run_ids": result.run_ids,
+            "data_source": result.data_source, "demo": result.demo, "layer": result.layer}
 
 
-def write(results_dir, a):
+def write(results_dir, result):
     """Write <results_dir>/verdict.json atomically; return its path."""
     path = Path(results_dir) / "verdict.json"
-    base.atomic_write(path, (json.dumps(_plain(document(a)), indent=2) + "\n").encode())
+    base.atomic_write(path, (json.dumps(_plain(document(result)), indent=2) + "\n").encode())
     return path
 
 
@@ -369,16 +369,16 @@ def _metric_label(m):
     return common.METRIC_LABELS.get(m, m or "?")
 
 
-def findings(a):
+def findings(result):
     """Short plain-language findings: premise checks, then what the data show."""
-    v = a["verdict"]
+    v = result.verdict
     out = [f"premise {'ok' if p['passed'] else 'FAILED'}: {p['name']}: {p['detail']}"
            for p in v["premises"]]
     for x in v["sets_excluded"]:
         out.append(f"{x['set']}: not used by the verdict ({x['reason']})")
-    sets, steps = a["sets"], a["steps"]
+    sets, steps = result.sets, result.steps
     main = [k for k in steps if k in common.STEP_BY_NUMBER] or steps
-    n_family = a.get("n_step_comparisons", 0)
+    n_family = result.n_step_comparisons
     tests = {t["set"]: t for t in v["ood_tests"]}
     if v.get("in_distribution"):
         tests["gold_106"] = v["in_distribution"]
@@ -391,14 +391,14 @@ def findings(a):
                     else "no clear change" if "p_adjusted" in t else "not bounded")
             out.append(f"{name}: first -> last step (the verdict's test): {t['delta']:+.3f} "
                        f"[{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}], {call}")
-    out += _confound_findings(a, main)
-    gap = {k: g for k, g in a["gap"].items() if k in main}
+    out += _confound_findings(result, main)
+    gap = {k: g for k, g in result.gap.items() if k in main}
     if gap:
         k0, k1 = min(gap), max(gap)
         out.append(f"generalization gap (gold_106 minus two-class OOD AUROC) "
                    f"{gap[k0]['gap']:+.3f} at step {k0}"
                    + (f" -> {gap[k1]['gap']:+.3f} at step {k1}" if k1 != k0 else ""))
-    audit = a.get("audit")
+    audit = result.audit
     if audit and audit.get("n_pairs_with_duplicates"):
         out.append(f"leakage audit: duplicates found in {audit['n_pairs_with_duplicates']} "
                    "training/eval pair(s); see the audit section")
@@ -432,10 +432,10 @@ def _set_findings(name, s, main, n_family):
     return out
 
 
-def _confound_findings(a, main):
+def _confound_findings(result, main):
     """The format confound (benchmark negatives flagged) and the hard-negative false positives."""
     out = []
-    pc = {k: v for k, v in a["per_class"].items() if k in main}
+    pc = {k: v for k, v in result.per_class.items() if k in main}
     neg_fp = {}
     for k, classes in pc.items():
         negs = {c: v for c, v in classes.items() if common.LABEL_MAP.get(c) == 0}

@@ -40,7 +40,7 @@ FOLDS = ["--cv-folds", "3"]      # every run compared with the `controls` main s
 def text_report_only():
     """run_all.py writes report.txt only (no figures, no dashboard) in this module."""
     def write_outputs(results_dir, a, formats=("txt",), **_):
-        return [outputs.write_report(results_dir, fmt_name="txt", a=a)]
+        return [outputs.write_report(results_dir, fmt_name="txt", result=a)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(outputs, "write_outputs", write_outputs)
         yield
@@ -211,7 +211,7 @@ def test_budget_arm_leaves_main_steps_untouched_and_shows_in_analysis(controls,
     for rec in step_records(out).values():
         assert rec["config"]["budget_n"] is None
     a, _ = controls_analysis
-    assert a["arms"]["arm_budget"]["budget_n"] == BUDGET
+    assert a.arms["arm_budget"]["budget_n"] == BUDGET
 
 
 def test_budget_base_equals_step0_size(tiny_cache, tmp_path):
@@ -245,9 +245,9 @@ def test_step4_trains_on_ood_sources_only(controls):
 
 def test_step4_in_analysis_and_console(controls_analysis):
     a, text = controls_analysis
-    assert 4 in a["steps"] and 4 not in a["missing"]
-    assert [p["name"] for p in a["progression"] if p["step"] == 4] == ["ood_only"]
-    for s in a["sets"].values():
+    assert 4 in a.steps and 4 not in a.missing
+    assert [p["name"] for p in a.progression if p["step"] == 4] == ["ood_only"]
+    for s in a.sets.values():
         assert 4 in s["rows"]
         assert 4 not in s["deltas"]            # a control, not a step of the chain
     assert "4 ood_only" in text
@@ -283,7 +283,7 @@ def test_transfer_matrix_rows_columns_and_notes(controls, controls_analysis):
         for ev, c in cell.items():
             assert c["value"] is not None and c["value"] == c[c["headline"]], (mix, ev)
     a, _ = controls_analysis
-    assert a["transfer"]["cells"] == doc["cells"]
+    assert a.transfer["cells"] == doc["cells"]
 
 
 def test_transfer_diagonal_and_all_but_train_is_step4(controls):
@@ -431,7 +431,7 @@ def test_extra_eval_evaluated_whole_never_trained(cache_copy, tmp_path, capsys,
     report = (tmp_path / "report.txt").read_text()
     assert "extra (extra eval set)" in report
     a = analysis.analyze(tmp_path)
-    assert "extra" in a["sets"]
+    assert "extra" in a.sets
     assert "extra (extra eval set)" in render_console(a, io.StringIO())
 
 

@@ -252,7 +252,7 @@ def test_verdict_premises_and_reasons_are_shown(tiny_run, tmp_path):
     shutil.copytree(tiny_run, root)
     a = analysis.analyze(root)
     doc = json.loads(verdict.write(root, a).read_text())
-    html = dashboard.write_dashboard(root, a=a)
+    html = dashboard.write_dashboard(root, result=a)
     dom = chromium(html, "metric=auroc", tmp_path, "--dump-dom")
     outcome = re.search(r'<p id="verdict-outcome"><b>([^<]*)</b>', dom).group(1)
     assert outcome == doc["outcome"]

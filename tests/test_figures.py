@@ -1,4 +1,5 @@
 """Report figures: PNG files from a tiny demo sweep (tiny_cache / tiny_run from conftest.py)."""
+import dataclasses
 import json
 import shutil
 import struct
@@ -95,10 +96,10 @@ def test_full_run_writes_sweep_and_score_figures_deterministically(run_copy):
 
 def test_demo_data_is_flagged_in_titles(tiny_run):
     a = analysis.analyze(tiny_run)
-    assert a["data_source"] == "demo"
+    assert a.data_source == "demo"
     fig = figures.sweep_figure(a)
     assert figures.DEMO_TAG in fig._suptitle.get_text()
-    a_real = dict(a, data_source="cache")
+    a_real = dataclasses.replace(a, data_source="cache")
     assert figures.DEMO_TAG not in figures.sweep_figure(a_real)._suptitle.get_text()
 
 
@@ -106,8 +107,8 @@ def test_sweep_panels_follow_headline_metric_and_role(tiny_run):
     a = analysis.analyze(tiny_run)
     fig = figures.sweep_figure(a)
     axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(axes) == len(a["sets"])
-    for ax, (name, s) in zip(axes, a["sets"].items()):
+    assert len(axes) == len(a.sets)
+    for ax, (name, s) in zip(axes, a.sets.items()):
         title, ylabel = ax.get_title(), ax.get_ylabel()
         assert name in title
         assert ("[in-distribution]" in title) == (s["role"] == "in-distribution")
@@ -120,9 +121,9 @@ def test_sweep_panels_follow_headline_metric_and_role(tiny_run):
         chance = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [0.5, 0.5]]
         assert bool(chance) == (s["headline"] in figures.AUROC_TYPE)
         ticks = [t.get_text() for t in ax.get_xticklabels()]
-        assert ticks == [f"{k}\n{a['records'][k]['name']}" for k in a["steps"]]
-    ood = {ax.title.get_color() for ax, s in zip(axes, a["sets"].values()) if s["role"] == "OOD"}
-    ind = {ax.title.get_color() for ax, s in zip(axes, a["sets"].values())
+        assert ticks == [f"{k}\n{a.records[k]['name']}" for k in a.steps]
+    ood = {ax.title.get_color() for ax, s in zip(axes, a.sets.values()) if s["role"] == "OOD"}
+    ind = {ax.title.get_color() for ax, s in zip(axes, a.sets.values())
            if s["role"] == "in-distribution"}
     assert ood and ind and not ood & ind
 
@@ -131,7 +132,7 @@ def test_score_grid_marks_threshold_and_shares_bins_per_column(tiny_run):
     a = analysis.analyze(tiny_run)
     scores = figures._load_step_scores(tiny_run, a)
     fig = figures.score_figure(a, scores)
-    n_steps, n_sets = len(a["steps"]), len(a["sets"])
+    n_steps, n_sets = len(a.steps), len(a.sets)
     axes = fig.axes
     assert len(axes) == n_steps * n_sets
     for j in range(n_sets):
@@ -141,7 +142,7 @@ def test_score_grid_marks_threshold_and_shares_bins_per_column(tiny_run):
             assert any(list(ln.get_xdata()) == [0.0, 0.0] for ln in ax.get_lines())
     assert "clipped" in axes[-1].get_xlabel()
     # the step-0 probe scores every OOD sample below 0; the note counts say so
-    ood_cols = [j for j, s in enumerate(a["sets"].values()) if s["role"] == "OOD"]
+    ood_cols = [j for j, s in enumerate(a.sets.values()) if s["role"] == "OOD"]
     for j in ood_cols:
         note = axes[j].texts[-1].get_text()
         assert "AF ≥ 0: 0/" in note, note
@@ -176,10 +177,10 @@ def test_fixed_budget_arm_is_overlaid(run_copy):
     for f in run_copy.glob("step_[01]_*"):
         shutil.copy(f, arm_dir / f.name)
     arm = figures._analyze_arm(run_copy)
-    assert arm["steps"] == [0, 1]
+    assert arm.steps == [0, 1]
     fig = figures.sweep_figure(a, arm)
     dashed = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_linestyle() == "--"]
-    assert len(dashed) >= len(a["sets"])
+    assert len(dashed) >= len(a.sets)
     assert not any(ln.get_linestyle() == "--" for ax in plain.axes for ln in ax.get_lines())
     assert "fixed budget" in [t.get_text() for t in fig.legends[0].get_texts()]
 
@@ -206,12 +207,12 @@ def test_extra_step_is_drawn_with_its_record_name(run_copy, monkeypatch):
     (run_copy / "step_4_ood_only.json").write_text(json.dumps(rec))
     shutil.copy(run_copy / "step_3_scores.npz", run_copy / "step_4_scores.npz")
     a = analysis.analyze(run_copy)
-    assert a["steps"] == [0, 1, 2, 3, 4]
+    assert a.steps == [0, 1, 2, 3, 4]
     ticks = [t.get_text() for t in figures.sweep_figure(a).axes[0].get_xticklabels()]
     assert ticks[-1] == "4\nood_only"
     fig = figures.score_figure(a, figures._load_step_scores(run_copy, a))
-    assert len(fig.axes) == 5 * len(a["sets"])
-    assert fig.axes[4 * len(a["sets"])].get_ylabel().startswith("step 4\nood_only")
+    assert len(fig.axes) == 5 * len(a.sets)
+    assert fig.axes[4 * len(a.sets)].get_ylabel().startswith("step 4\nood_only")
 
 
 # ---- without matplotlib ------------------------------------------------------------------------

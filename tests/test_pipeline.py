@@ -230,7 +230,7 @@ def test_rerun_gives_identical_numbers(tiny_cache, tiny_run, tmp_path):
 
 def test_tiny_demo_shows_the_qualitative_finding(tiny_run):
     a = analysis.analyze(tiny_run)
-    rec = a["records"]
+    rec = a.records
     for name in ("sycophant", "model_organism"):
         assert rec[0]["evaluation"][name]["detection_rate"] <= 0.1
     assert rec[3]["evaluation"]["benchmark"]["auroc"] >= rec[0]["evaluation"]["benchmark"]["auroc"] + 0.2

@@ -395,7 +395,7 @@ def test_compare_refuses_steps_from_different_configs(old_results, capsys):
     p.write_text(json.dumps(rec))
     with pytest.raises(base.InputError, match="differ in config 'C'"):
         analysis.analyze(old_results)
-    assert analysis.analyze(old_results, allow_mixed=True)["steps"] == [0, 1, 2, 3]
+    assert analysis.analyze(old_results, allow_mixed=True).steps == [0, 1, 2, 3]
 
 
 def test_tampered_probe_is_refused(old_results):
@@ -456,7 +456,7 @@ def test_killed_runs_leave_only_complete_files_of_one_run_each(tiny_cache, tmp_p
                         results_read.load_probe(paths["json"])
     assert subprocess.run(cmd + ["--resume"], capture_output=True).returncode == 0
     a = analysis.analyze(out)
-    assert a["steps"] == [0, 1, 2, 3] and len(a["run_ids"]) >= 1
+    assert a.steps == [0, 1, 2, 3] and len(a.run_ids) >= 1
 
 
 # ---- property tests ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import io
 import pytest
 
 from sweeplib import analysis
+from sweeplib import controls_analysis
 import run_all
 from conftest import FAST_FLAGS
 from sweeplib import outputs
@@ -43,14 +44,14 @@ def test_markdown_tables_are_well_formed(tiny_run):
 
 def test_csv_has_one_row_per_step_set_metric(tiny_run):
     a = analysis.analyze(tiny_run)
-    text = outputs.write_report(tiny_run, fmt_name="csv", a=a).read_text()
+    text = outputs.write_report(tiny_run, fmt_name="csv", result=a).read_text()
     rows = list(csv.DictReader(io.StringIO(text)))
-    expected = sum(len(s["rows"]) * len(s["metrics"]) for s in a["sets"].values())
-    assert len(rows) == expected == 4 * sum(len(s["metrics"]) for s in a["sets"].values())
+    expected = sum(len(s["rows"]) * len(s["metrics"]) for s in a.sets.values())
+    assert len(rows) == expected == 4 * sum(len(s["metrics"]) for s in a.sets.values())
     assert set(rows[0]) == set(report.CSV_FIELDS)
     gold = [r for r in rows if r["eval_set"] == "gold_106" and r["metric"] == "auroc"]
     assert [float(r["value"]) for r in gold] == pytest.approx(
-        [a["records"][k]["evaluation"]["gold_106"]["auroc"] for k in range(4)])
+        [a.records[k]["evaluation"]["gold_106"]["auroc"] for k in range(4)])
     assert not [r for r in rows if r["eval_set"] == "sycophant" and r["metric"] == "auroc"]
 
 
@@ -74,7 +75,7 @@ def _arm(verdicts, kind="two-class"):
 
 
 def test_arm_conclusions():
-    budget = analysis.arm_conclusion
+    budget = controls_analysis.arm_conclusion
     text = budget("arm_budget", _arm({"a": "no clear change", "b": "no clear change"}))
     assert "do not show that more data adds" in text and "diversity" not in text
     text = budget("arm_budget", _arm({"a": "improved", "b": "degraded"}))

@@ -185,7 +185,7 @@ def test_disk_full_after_the_switch_leaves_new_results_and_no_stale_report(
     monkeypatch.undo()
     assert not any((old_results / d).exists() for d in DERIVED)
     a = analysis.analyze(old_results)
-    assert {r["config"]["C"] for r in a["records"].values()} == {1.0}
+    assert {r["config"]["C"] for r in a.records.values()} == {1.0}
     assert snapshot(old_results)["step_0_base.json"] != before["step_0_base.json"]
 
 
@@ -219,7 +219,7 @@ def test_step_script_removes_the_derived_outputs_it_made_stale(tiny_cache, old_r
     err = capsys.readouterr().err
     assert "note: removed" in err and "report.txt" in err
     assert not any((old_results / d).exists() for d in DERIVED)
-    assert analysis.analyze(old_results)["steps"] == [0, 1, 2, 3]
+    assert analysis.analyze(old_results).steps == [0, 1, 2, 3]
 
 
 def test_interrupt_before_the_switch_keeps_the_folder(tiny_cache, old_results, monkeypatch,
@@ -245,7 +245,7 @@ def test_interrupt_after_the_switch_says_what_was_kept(tiny_cache, old_results, 
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("interrupted (SIGTERM); the new results were switched in complete")
     assert not any((old_results / d).exists() for d in DERIVED)
-    assert {r["config"]["C"] for r in analysis.analyze(old_results)["records"].values()} == {1.0}
+    assert {r["config"]["C"] for r in analysis.analyze(old_results).records.values()} == {1.0}
 
 
 KILL_SWITCH = """
@@ -281,7 +281,7 @@ def test_kill_during_the_switch_is_refused_by_readers_and_completed_by_the_next_
     assert r.returncode == 0, r.stderr
     assert "completed the switch interrupted" in r.stderr
     assert "Traceback" not in r.stderr and hidden(old_results) == []
-    assert {rec["config"]["C"] for rec in analysis.analyze(old_results)["records"].values()} \
+    assert {rec["config"]["C"] for rec in analysis.analyze(old_results).records.values()} \
         == {1.0}
 
 
@@ -370,7 +370,7 @@ def test_concurrent_writer_is_refused_while_the_first_runs(medium_cache, old_res
     assert second.returncode == 2
     assert second.stderr.startswith(f"error: {old_results}: in use by another run (pid "
                                     f"{first.pid} ")
-    assert analysis.analyze(old_results)["steps"] == [0, 1, 2, 3]
+    assert analysis.analyze(old_results).steps == [0, 1, 2, 3]
 
 
 # ---- 3. silent wrong results ---------------------------------------------------------------
@@ -476,7 +476,7 @@ def test_extra_eval_names_cannot_reach_internal_keys(cache_copy, tmp_path):
     assert {"a__b", "oof", "_oof", "_coef"} <= set(scores)
     assert len(scores["_oof"]["score"]) == rec["n_training_samples"]
     assert np.array_equal(scores["a__b"]["score"], scores["benchmark"]["score"]) is False
-    assert set(analysis.analyze(out)["sets"]) >= {"a__b", "oof"}
+    assert set(analysis.analyze(out).sets) >= {"a__b", "oof"}
 
 
 # ---- 4. readers on damaged folders ----------------------------------------------------------
@@ -685,7 +685,7 @@ def test_resume_reruns_a_damaged_unit_and_leaves_a_readable_folder(damage, rerun
     assert run(tiny_cache, old_results, "--resume") == 0
     err = capsys.readouterr().err
     assert f"; step {rerun} is rerun" in err
-    assert analysis.analyze(old_results)["steps"] == [0, 1, 2, 3]
+    assert analysis.analyze(old_results).steps == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("damage", [d_transfer_list, d_arm_damaged, d_json_is_dir,
@@ -710,7 +710,7 @@ def test_stray_files_are_not_shown_as_steps(name, content, why, old_results, cap
     else:
         p.write_text(content)
     a = analysis.analyze(old_results)
-    assert a["steps"] == [0, 1, 2, 3]
+    assert a.steps == [0, 1, 2, 3]
     assert f"warning: {p}: {why}; ignored" in capsys.readouterr().err
     assert [c for c, _ in dashboard.find_cells(old_results)] == ["."]
 
@@ -789,7 +789,7 @@ def test_orderings_load_every_source_whatever_the_steps(tiny_cache, tmp_path):
     assert run(tiny_cache, out, "--steps", "4", "--orderings", "all") == 0
     folders = sorted(p.name for p in (out / "orderings").iterdir())
     assert len(folders) == 6
-    assert analysis.analyze(out / "orderings" / folders[0])["steps"] == [0, 1, 2, 3]
+    assert analysis.analyze(out / "orderings" / folders[0]).steps == [0, 1, 2, 3]
 
 
 def test_dataset_without_active_features_is_refused_or_warned_with_a_selection(tiny_cache):

@@ -47,7 +47,7 @@ def test_solver_check_refits_at_a_tight_tolerance_and_reports_it(checked):
     assert tight["solver"]["final"]["relative_gap"] < 1e-3
     a = analysis.analyze(checked)
     s = analysis.solver_summary(a)
-    assert s["check"]["verdict"] == a["verdict"]["outcome"]
+    assert s["check"]["verdict"] == a.verdict["outcome"]
     assert set(s["check"]["excess"]) == {0, 3} and min(s["check"]["excess"].values()) >= 0
     text = render.render_text(report.build_sections(a))
     assert "Solver: how far each fit stopped from its optimum" in text

@@ -192,7 +192,7 @@ def test_console_and_report_show_value_with_ci(tiny_run, capsys):
     records = _records(tiny_run)
     a = analysis.analyze(tiny_run)
     for text in (console, report):
-        for name, s in a["sets"].items():
+        for name, s in a.sets.items():
             sec = _section(text, f"{s['role']}: {s['title']}")
             shown = s["metrics"][:2]
             assert s["headline"] == shown[0]
@@ -213,7 +213,7 @@ def test_paired_deltas_pair_the_same_rows_across_steps(tiny_run, tiny_analysis):
     scores = _scores(tiny_run, records)
     a = tiny_analysis
     n_checked, unpaired_differs = 0, False
-    for name, s in a["sets"].items():
+    for name, s in a.sets.items():
         chain = sorted(k for k in s["rows"] if k in common.STEP_BY_NUMBER)
         assert sorted(s["deltas"]) == chain[1:]
         for ka, kb in zip(chain, chain[1:]):
@@ -234,7 +234,7 @@ def test_paired_deltas_pair_the_same_rows_across_steps(tiny_run, tiny_analysis):
                 # the same change treated as two independent samples gives another interval
                 un = intervals.change(ea[m], eb[m], paired=False)
                 unpaired_differs |= un["ci"] != pytest.approx(got["ci"], abs=1e-12)
-    assert n_checked >= 3 * len(a["sets"])
+    assert n_checked >= 3 * len(a.sets)
     assert unpaired_differs
 
 
@@ -257,7 +257,7 @@ def _check_analysis(a):
     """Every verdict agrees with its CI; every inflection is the largest significant gain.
     Returns (all verdicts, {set: significant headline gains as (delta, step)})."""
     verdicts, gains = [], {}
-    for name, s in a["sets"].items():
+    for name, s in a.sets.items():
         for k, per in s["deltas"].items():
             for d in per.values():
                 _check_verdict(d)
@@ -277,7 +277,7 @@ def test_verdicts_need_a_ci_excluding_zero_and_inflection_is_largest_significant
         tiny_analysis):
     verdicts, _ = _check_analysis(tiny_analysis)
     assert "improved" in verdicts and "no clear change" in verdicts
-    infl = {n: s["inflection"] for n, s in tiny_analysis["sets"].items()}
+    infl = {n: s["inflection"] for n, s in tiny_analysis.sets.items()}
     assert None in infl.values() and any(v is not None for v in infl.values()), infl
 
 
@@ -300,7 +300,7 @@ def test_inflection_is_the_largest_not_the_first_significant_gain(tiny_run, tmp_
 def test_analysis_cis_equal_the_step_file_cis(tiny_run, tiny_analysis):
     """analyze() recomputes the intervals from the scores: they must be the stored ones."""
     records = _records(tiny_run)
-    for name, s in tiny_analysis["sets"].items():
+    for name, s in tiny_analysis.sets.items():
         for k, row in s["rows"].items():
             ci = records[k]["evaluation"][name]["ci"]
             for m in s["metrics"]:
@@ -362,14 +362,14 @@ def test_report_shows_repeated_seeds_with_mean_sd_and_spread_flag(repeats_run):
     assert "range > CI width" in sec
     flags = []
     for k, rec in records.items():
-        assert k in a["repeats"]
-        for name, s in a["sets"].items():
+        assert k in a.repeats
+        for name, s in a.sets.items():
             m = s["headline"]
             vals = [r["metrics"][name][m] for r in rec["repeats"]]
             mean, sd = float(np.mean(vals)), float(np.std(vals, ddof=1))
             lo, hi = rec["evaluation"][name]["ci"][m]
             flag = (max(vals) - min(vals)) > (hi - lo)
-            got = a["repeats"][k][name]
+            got = a.repeats[k][name]
             assert got["mean"] == pytest.approx(mean) and got["sd"] == pytest.approx(sd)
             assert got["n"] == 3 and got["spread_exceeds_ci"] == flag, (k, name)
             rows = [ln for ln in sec.splitlines()
@@ -380,12 +380,12 @@ def test_report_shows_repeated_seeds_with_mean_sd_and_spread_flag(repeats_run):
             flags.append(flag)
     assert False in flags
     # the other branch: spread the repeats of one set far beyond its interval
-    k, name = min(records), next(iter(a["sets"]))
-    m = a["sets"][name]["headline"]
+    k, name = min(records), next(iter(a.sets))
+    m = a.sets[name]["headline"]
     spread = copy.deepcopy(records)
     for i, r in enumerate(spread[k]["repeats"]):
         r["metrics"][name][m] = [0.0, 0.5, 1.0][i]
-    got = analysis._repeats(spread, sorted(spread), a["sets"])[k][name]
+    got = analysis._repeats(spread, sorted(spread), a.sets)[k][name]
     assert got["spread_exceeds_ci"] is True and got["range"] == 1.0
 
 
@@ -522,10 +522,10 @@ def test_findings_say_what_the_calls_say(tiny_analysis):
     """A set's finding names every improved/degraded headline step, and says "no step changes"
     only when there is none (the two used to disagree)."""
     a = tiny_analysis
-    lines = a["findings"]
+    lines = a.findings
     premise_lines = [ln for ln in lines if ln.startswith("premise ")]
     assert lines[:len(premise_lines)] == premise_lines and premise_lines      # printed first
-    for name, s in a["sets"].items():
+    for name, s in a.sets.items():
         m = s["headline"]
         calls = {b: d[m]["verdict"] for b, d in s["deltas"].items() if m in d
                  and d[m]["verdict"] != "no clear change"}

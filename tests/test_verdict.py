@@ -11,6 +11,7 @@ from scipy.stats import norm
 from sweeplib import intervals
 import run_all
 from sweeplib import verdict
+from sweeplib.analysis import Analysis
 from conftest import FAST_FLAGS
 from sweeplib import demo
 
@@ -30,19 +31,19 @@ def _scores(rng, n_pos, n_neg, auc, shared=None, rho=0.8):
 
 
 def make_analysis(sets, steps=(0, 3), converged=True, audit=None, seed=0):
-    """An analysis dict from {name: {"role", "kind", "reference", "scores": {step: (pos,
+    """An analysis.Analysis from {name: {"role", "kind", "reference", "scores": {step: (pos,
     neg)}}}; single-class sets have neg None and are ranked against their reference's
     negatives."""
-    a = {"steps": list(steps), "sets": {}, "estimates": {}, "scores": {k: {} for k in steps},
-         "records": {k: {"training_data": STEPS[k], "converged": converged,
-                         "cv_converged": True, "repeats": [{"seed": 0, "metrics": {}}]}
-                     for k in steps},
-         "audit": audit, "config": {"seed": seed}}
+    a = Analysis(steps=list(steps), sets={}, estimates={}, scores={k: {} for k in steps},
+                 records={k: {"training_data": STEPS[k], "converged": converged,
+                              "cv_converged": True, "repeats": [{"seed": 0, "metrics": {}}]}
+                          for k in steps},
+                 audit=audit, config={"seed": seed})
     for name, spec in sets.items():
         for k in steps:
             pos, neg = spec["scores"][k]
             label = np.r_[np.ones(len(pos)), np.zeros(0 if neg is None else len(neg))]
-            a["scores"][k][name] = {"label": label, "row": np.arange(len(label))}
+            a.scores[k][name] = {"label": label, "row": np.arange(len(label))}
     for name, spec in sets.items():
         rows = {}
         for k in steps:
@@ -53,11 +54,11 @@ def make_analysis(sets, steps=(0, 3), converged=True, audit=None, seed=0):
                        "detection_rate": intervals.proportion_estimate(pos >= 0)}
             else:
                 est = {"auroc": intervals.auroc_estimate(pos, neg)}
-            a["estimates"][(k, name)] = est
+            a.estimates[(k, name)] = est
             rows[k] = {m: {"value": e.value, "ci": intervals.interval(e)} for m, e in est.items()}
             rows[k].update(n=len(pos) + (0 if neg is None else len(neg)), af=len(pos))
         single = spec["scores"][steps[0]][1] is None
-        a["sets"][name] = {
+        a.sets[name] = {
             "kind": "single-class" if single else "two-class", "role": spec["role"],
             "headline": "auroc_vs_reference_negatives" if single else "auroc", "rows": rows,
             "reference": spec.get("reference"), "deltas": {},
@@ -90,8 +91,8 @@ def test_a_confounded_all_af_improvement_alone_claims_nothing():
     a = make_analysis({"gold_106": _gold(rng), "benchmark": _bench(rng),
                        "sycophant": _syco(rng)})
     # the all-AF set's own change is large and "significant" ...
-    d = intervals.change(a["estimates"][(0, "sycophant")]["auroc_vs_reference_negatives"],
-                         a["estimates"][(3, "sycophant")]["auroc_vs_reference_negatives"])
+    d = intervals.change(a.estimates[(0, "sycophant")]["auroc_vs_reference_negatives"],
+                         a.estimates[(3, "sycophant")]["auroc_vs_reference_negatives"])
     assert d["delta"] > 0.3 and d["p_value"] < 1e-6
     v = verdict.decide(a)
     # ... but only the benchmark carries the verdict, and it did not move
@@ -146,7 +147,7 @@ def test_a_significant_drop_inside_the_tolerance_is_not_a_trade_off():
 def test_a_set_whose_rows_differ_between_steps_is_not_paired_into_the_verdict():
     rng = np.random.default_rng(13)
     a = make_analysis({"gold_106": _gold(rng), "benchmark": _bench(rng, 0.5, 0.9)})
-    a["scores"][3]["benchmark"]["row"] = a["scores"][3]["benchmark"]["row"] + 1
+    a.scores[3]["benchmark"]["row"] = a.scores[3]["benchmark"]["row"] + 1
     v = verdict.decide(a)
     assert v["sets_used"] == [] and "differ between steps" in v["sets_excluded"][0]["reason"]
 
