@@ -61,16 +61,20 @@ LABEL_MAP = {
 }
 NPY_CLASS_NAMES = {0: "aligned", 1: "alignment_faking"}   # fine class of 0/1 .npy labels
 
-# Metrics: the one table of their names in outputs.
-METRIC_LABELS = {
-    "auroc": "AUROC",
-    "auroc_vs_reference_negatives": "AUROC vs ref. negatives",
-    "detection_rate": "detection rate (AF scored >= 0.5)",
-    "recall_at_fpr_5": "recall @ 5% train-FPR",
-    "recall_at_fpr_1": "recall @ 1% train-FPR",
-    "accuracy": "accuracy @ 0.5",
-    "eval_fpr_5": "FPR on own negatives @ 5% threshold",
+# Metrics: the one table of their names in outputs: (label, short label for table columns and
+# figure annotations). The report, the console, the figures and the dashboard (whose script
+# reads them from the page's embedded data) all take their names from here.
+METRIC_NAMES = {
+    "auroc": ("AUROC", "AUROC"),
+    "auroc_vs_reference_negatives": ("AUROC vs ref. negatives", "AUROC vs ref neg"),
+    "detection_rate": ("detection rate (AF scored >= 0.5)", "detection @0.5"),
+    "recall_at_fpr_5": ("recall @ 5% train-FPR", "recall @5% FPR"),
+    "recall_at_fpr_1": ("recall @ 1% train-FPR", "recall @1% FPR"),
+    "accuracy": ("accuracy @ 0.5", "accuracy @0.5"),
+    "eval_fpr_5": ("FPR on own negatives @ 5% threshold", "own FPR @5% thr."),
 }
+METRIC_LABELS = {key: label for key, (label, _) in METRIC_NAMES.items()}
+SHORT_METRIC_LABELS = {key: short for key, (_, short) in METRIC_NAMES.items()}
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,6 @@ N_BINS = 40
 # metrics offered by the chooser, in menu order
 METRICS = ("auroc", "auroc_vs_reference_negatives", "recall_at_fpr_1", "recall_at_fpr_5",
            "detection_rate", "accuracy")
-METRIC_LABELS = {**common.METRIC_LABELS,
-                 "recall_at_fpr_1": "recall @ 1% FPR", "recall_at_fpr_5": "recall @ 5% FPR"}
 AF_CLASSES = tuple(c for c, v in common.LABEL_MAP.items() if v == 1)
 CONFIG_KEYS = ("C", "penalty", "seed", "repeats", "eval_fraction", "max_iter")
 
@@ -196,7 +194,8 @@ def dashboard_data(results_dir, result=None):
         "title": f"Distribution sweep - {results_dir.resolve().name}",
         "results_dir": str(results_dir),
         "generated": datetime.datetime.now().isoformat(timespec="seconds"),
-        "metrics": [{"key": m, "label": METRIC_LABELS[m]} for m in METRICS],
+        "metrics": [{"key": m, "label": common.METRIC_LABELS[m],
+                     "short": common.SHORT_METRIC_LABELS[m]} for m in METRICS],
         "af_classes": list(AF_CLASSES),
         "summary": summary,
         "cell_order": [label for label, _ in cells],

@@ -323,8 +323,7 @@ def transfer_figure(result, transfer):
     for j in range(len(evals)):
         found = [heads[i][j] for i in range(len(mixes)) if heads[i][j]]
         col_head.append(max(set(found), key=found.count) if found else None)
-    short = {"auroc": "AUROC", "auroc_vs_reference_negatives": "AUROC vs ref. neg.",
-             "detection_rate": "detection rate"}
+    short = common.SHORT_METRIC_LABELS
     fig = Figure(figsize=(1.7 * len(evals) + 3.6, 0.75 * len(mixes) + 2.4))
     ax = fig.subplots()
     _layout(fig, 1, 1, left=1.8, right=1.2, top=0.85, bottom=0.8, wgap=0, hgap=0)

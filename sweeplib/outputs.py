@@ -18,7 +18,8 @@ def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, re
     """Analyze a results folder and write the report; return its path."""
     result = result or analysis.analyze(results_dir, allow_mixed)
     if fmt_name == "html":
-        return dashboard.write_dashboard(results_dir, output, result=result, allow_mixed=allow_mixed)
+        return dashboard.write_dashboard(results_dir, output, result=result,
+                                         allow_mixed=allow_mixed)
     if fmt_name == "csv":
         text = render_csv(result)
     elif fmt_name == "md":
@@ -68,7 +69,7 @@ def _draw_figures(receive, work=None):
     if not overlap.can_fork():        # threads share matplotlib's style state: one at a time
         return figures.write_figures(results_dir, result=result), None
     first = {figures.SCORES_FILE}                        # the costly one, drawn here ...
-    other = overlap.start(figures.write_figures, results_dir, result=result,   # ... the others next to it
+    other = overlap.start(figures.write_figures, results_dir, result=result,   # ... the others
                           only={figures.SWEEP_FILE, figures.TRANSFER_FILE})
     try:
         pngs = figures.write_figures(results_dir, result=result, only=first) + other.result()

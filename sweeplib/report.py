@@ -86,9 +86,6 @@ def progression_section(result):
         + ["CV AUROC", "train acc", "conv."], rows, right=set(range(1, 3 + n_src + 2)))])
 
 
-SHORT_METRIC = {"auroc": "AUROC", "auroc_vs_reference_negatives": "AUROC vs ref neg",
-                "detection_rate": "detection @0.5", "recall_at_fpr_5": "recall @5% FPR",
-                "recall_at_fpr_1": "recall @1% FPR", "accuracy": "accuracy @0.5"}
 
 
 def set_sections(result, n_metrics=2):
@@ -108,8 +105,8 @@ def set_sections(result, n_metrics=2):
                              "sources, not intent; the verdict does not use it."
                              if s.get("confounded_from") is not None else ""))
         metrics = s["metrics"][:n_metrics]
-        headers = ["step", "n"] + [SHORT_METRIC[m] for m in metrics] +\
-            [f"change in {SHORT_METRIC.get(s['headline'], 'headline')}"]
+        headers = ["step", "n"] + [common.SHORT_METRIC_LABELS[m] for m in metrics] +\
+            [f"change in {common.SHORT_METRIC_LABELS.get(s['headline'], 'headline')}"]
         rows = []
         for k, row in sorted(s["rows"].items()):
             rows.append([str(k), str(row["n"])]
@@ -250,8 +247,9 @@ def arm_sections(result):
             d, first = v["main_minus_arm"], min(v["rows"]) if v["rows"] else None
             conf = result.sets.get(name, {}).get("confounded_from")
             for k, r in sorted(v["rows"].items()):
+                short_metric = common.SHORT_METRIC_LABELS.get(v["metric"], v["metric"])
                 rows.append([(name + ("*" if conf is not None else "")) if k == first else "",
-                             SHORT_METRIC.get(v["metric"], v["metric"]) if k == first else "",
+                             short_metric if k == first else "",
                              str(k), fmt(r["main"]), fmt(r["arm"]),
                              fmt_difference(d, short) if d and d["step"] == k else ""])
         label = arm["label"] + (f" (N = {arm['budget_n']})" if arm.get("budget_n") else "")
@@ -374,7 +372,7 @@ def _solver_check_blocks(result, c):
         pairs = [v["rows"].get(k) for k in steps]
         moved = [abs(p[1] - p[0]) for p in pairs if p and None not in p]
         deltas += moved
-        rows.append([name, SHORT_METRIC.get(v["metric"], v["metric"])]
+        rows.append([name, common.SHORT_METRIC_LABELS.get(v["metric"], v["metric"])]
                     + ["n/a" if not p or None in p else f"{p[0]:.3f} / {p[1]:.3f}" for p in pairs]
                     + [f"{max(moved):.3f}" if moved else "n/a"])
     same = c["verdict"] == c["tight_verdict"]
@@ -399,9 +397,10 @@ def build_sections(result, header=True, n_metrics=2):
     """All sections in report order (None-valued ones dropped)."""
     secs = [header_section(result)] if header else []
     secs += [progression_section(result)] + set_sections(result, n_metrics) + [
-        per_class_section(result), inflection_section(result), gap_section(result), repeats_section(result),
-        anatomy_section(result)] + arm_sections(result) + [orderings_section(result), transfer_section(result),
-                                                 grid_section(result), audit_section(result), verdict_section(result)]
+        per_class_section(result), inflection_section(result), gap_section(result),
+        repeats_section(result), anatomy_section(result)] + arm_sections(result) + [
+        orderings_section(result), transfer_section(result), grid_section(result),
+        audit_section(result), verdict_section(result)]
     secs.append(solver_section(result))      # does the verdict depend on where the solver stopped?
     return [s for s in secs if s is not None]
 
@@ -455,7 +454,7 @@ def grid_table(rows):
             for n in sets}
     t = Table(
         ["layer", "C", "penalty", "CV AUROC", "non-zero w"]
-        + [f"{n[:12]} {SHORT_METRIC.get(head[n], '')[:9]}" for n in sets],
+        + [f"{n[:12]} {common.SHORT_METRIC_LABELS.get(head[n], '')[:9]}" for n in sets],
         [[str(r["layer"]), f"{r['C']:g}", r["penalty"], f"{r['cv_auroc']:.3f}",
           str(r["n_nonzero_weights"])]
          + [fmt(r["metrics"].get(n, {}).get(head[n])) for n in sets]

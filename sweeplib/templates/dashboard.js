@@ -5,11 +5,8 @@ const DATA = JSON.parse(document.getElementById("dashboard-data").textContent);
 const METRIC_KEYS = DATA.metrics.map(m => m.key);
 const METRIC_LABEL = Object.fromEntries(DATA.metrics.map(m => [m.key, m.label]));
 const TM_VALUES = ["value", "auroc", "auroc_vs_reference_negatives", "detection_rate"];
-const TM_LABEL = {value: "headline metric", auroc: "AUROC",
-                  auroc_vs_reference_negatives: "AUROC vs ref. negatives",
-                  detection_rate: "detection rate"};
-const TM_SHORT = {auroc: "AUROC", auroc_vs_reference_negatives: "AUROC vs ref. neg.",
-                  detection_rate: "detection rate"};
+const METRIC_SHORT = Object.fromEntries(DATA.metrics.map(m => [m.key, m.short]));
+const TM_LABEL = {value: "headline metric", ...METRIC_LABEL};
 
 // ---- helpers --------------------------------------------------------------------------------
 function esc(s) {
@@ -335,7 +332,7 @@ function transferView(s) {
     tm.eval_sets.forEach((e, j) => {
       const c = ((tm.cells || {})[mix] || {})[e] || {};
       const v = c[s.tm] ?? null;
-      const label = TM_SHORT[c.headline] || c.headline || "headline";
+      const label = METRIC_SHORT[c.headline] || c.headline || "headline";
       const dark = v !== null && v > 0.6;
       const fill = v === null ? "#e2e8f0" : `hsl(215, 70%, ${Math.round(94 - 56 * v)}%)`;
       const tip = `train ${mix} \u2192 eval ${e}\n` +
