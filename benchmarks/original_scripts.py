@@ -36,7 +36,7 @@ def labels_only(cache_dir, layer):
     """Datasets with labels and classes but no activations (enough for the splits)."""
     out = {}
     for name in common.DATASETS:
-        acts, lab = data.dataset_files(cache_dir, layer, name)
+        acts, lab = data.dataset_files(cache_dir, layer, common.DATASETS[name])
         if acts.exists() and lab is not None:
             y, classes = data.load_labels(lab, name)
             out[name] = data.Dataset(name, None, y, classes, {"activations": acts,
@@ -77,8 +77,8 @@ def main(argv=None):
            "fit_s": time.perf_counter() - t0, "n_iter": int(np.max(model[-1].n_iter_)),
            "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
            "sets": {}}
-    for name in data.eval_set_names():
-        if name in meta and len(splits[name].eval):
+    for name in data.eval_names(meta):
+        if len(splits[name].eval):
             idx = splits[name].eval
             out["sets"][name] = {"score": model.decision_function(dense[name][idx]).tolist(),
                                  "label": meta[name].y[idx].tolist()}

@@ -116,7 +116,7 @@ def check_extra_eval_name(name):
         shown = name if len(name) <= 40 else name[:37] + "..."
         raise InputError(f"--extra-eval: {shown!r} is not a valid name (a letter, then up to 63 "
                          "letters, digits, '_' or '-')")
-    stems = {d.stem: n for n, d in DATASETS.items() if d.regime != "extra"}
+    stems = {d.stem: n for n, d in DATASETS.items()}
     if name in stems:
         raise InputError(f"--extra-eval: {name!r} is the file stem of dataset {stems[name]}")
 

@@ -152,7 +152,7 @@ def run_transfer(ctx, results_dir, cfg):
         plans.append(probe.plan_step(step, ctx.datasets, splits, cfg, cfg.seed))
         names.append(name)
     fitted, _ = fit_plans(ctx, plans, ctx.datasets)
-    evals = [n for n in data.eval_set_names() if n in ctx.datasets]
+    evals = data.eval_names(ctx.datasets)
     for plan, fit, name in zip(plans, fitted, names):
         record, _, _ = metrics.finish_step(plan, fit, ctx.datasets, splits)
         row = {}

@@ -8,7 +8,6 @@ stems and roles of common.DATASETS.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ from sweeplib.npyio import (_dense_to_csr, _npy_header, _open_npy, activation_sh
 
 @dataclass
 class Dataset:
-    """Activations (CSR float32), binary labels, fine classes and the files they came from."""
+    """Activations (CSR float32), binary labels, fine classes, the files they came from and the
+    dataset's row of the run's dataset table (spec: role, regime, reference set)."""
     name: str
     X: sp.csr_matrix
     y: np.ndarray
@@ -35,34 +35,30 @@ class Dataset:
     files: dict = field(default_factory=dict)       # role -> path
     n_negative_values: int = 0
     warnings: list = field(default_factory=list)    # data warnings (datacheck.py)
+    spec: DatasetSpec | None = None                 # default: common.DATASETS[name]
+
+    def __post_init__(self):
+        if self.spec is None:
+            self.spec = DATASETS[self.name]
 
 
-def eval_set_names():
-    """Every eval set known now: the table's plus any registered with --extra-eval."""
-    return tuple(n for n, d in DATASETS.items() if d.role in ("eval", "split"))
+def dataset_table(extra_eval=()):
+    """The run's dataset table: common.DATASETS, then one eval-only dataset per --extra-eval
+    name (<name>_activations.npy + <name>_labels.json|.npy, evaluated whole, never trained
+    on). The common table itself is never changed."""
+    table = dict(DATASETS)
+    for name in extra_eval:
+        if name in table:
+            raise InputError(f"--extra-eval: {name!r} is already a dataset of the experiment")
+        check_extra_eval_name(name)
+        table[name] = DatasetSpec(name, name, "eval", "extra", None, f"{name} (extra eval set)")
+    return table
 
 
-@contextlib.contextmanager
-def extra_evals(names):
-    """Register --extra-eval sets for the duration of one run, then forget them."""
-    added = [n for n in (names or []) if n not in DATASETS]
-    try:
-        for name in names or []:
-            register_extra_eval(name)
-        yield
-    finally:
-        for name in added:
-            DATASETS.pop(name, None)
-
-
-def register_extra_eval(name):
-    """Add <name>_activations.npy / <name>_labels.* as an eval-only dataset."""
-    if name in DATASETS:
-        if DATASETS[name].role == "eval" and DATASETS[name].regime == "extra":
-            return
-        raise InputError(f"--extra-eval: {name!r} is already a dataset of the experiment")
-    check_extra_eval_name(name)
-    DATASETS[name] = DatasetSpec(name, name, "eval", "extra", None, f"{name} (extra eval set)")
+def eval_names(datasets):
+    """Names of the eval sets among loaded datasets: the table's order, then extra sets."""
+    evals = [n for n, ds in datasets.items() if ds.spec.role in ("eval", "split")]
+    return [n for n in DATASETS if n in evals] + [n for n in evals if n not in DATASETS]
 
 
 def layer_dir(cache_dir, layer):
@@ -70,12 +66,13 @@ def layer_dir(cache_dir, layer):
     return Path(cache_dir) / f"layer_{layer}"
 
 
-def dataset_files(cache_dir, layer, name):
-    """(activations path, labels path or None) of a dataset; labels may be .npy or .json."""
+def dataset_files(cache_dir, layer, spec):
+    """(activations path, labels path or None) of a dataset (its DatasetSpec); labels may be
+    .npy or .json."""
     d = layer_dir(cache_dir, layer)
-    stem = DATASETS[name].stem
+    stem = spec.stem
     acts = d / f"{stem}_activations.npy"
-    preferred = ("npy", "json") if DATASETS[name].role != "split" else ("json", "npy")
+    preferred = ("npy", "json") if spec.role != "split" else ("json", "npy")
     for ext in preferred:
         lab = d / f"{stem}_labels.{ext}"
         if lab.exists():
@@ -83,22 +80,23 @@ def dataset_files(cache_dir, layer, name):
     return acts, None
 
 
-def missing_files(cache_dir, layer, names):
-    """Paths (as strings) that the given datasets need but the cache lacks."""
+def missing_files(cache_dir, layer, names, table=DATASETS):
+    """Paths (as strings) that the given datasets (of the dataset table) need but the cache
+    lacks."""
     out = []
     for name in names:
-        acts, lab = dataset_files(cache_dir, layer, name)
+        acts, lab = dataset_files(cache_dir, layer, table[name])
         if not acts.exists():
             out.append(str(acts))
         if lab is None:
-            out.append(str(layer_dir(cache_dir, layer) / f"{DATASETS[name].stem}_labels.json|.npy"))
+            out.append(str(layer_dir(cache_dir, layer) / f"{table[name].stem}_labels.json|.npy"))
     return out
 
 
-def layout_help(cache_dir, layer):
+def layout_help(cache_dir, layer, table=DATASETS):
     """Multi-line description of the expected cache layout (printed after a missing-file error)."""
     lines = [f"expected layout under {layer_dir(cache_dir, layer)}/:"]
-    for name, d in DATASETS.items():
+    for name, d in table.items():
         lab = "json" if d.role == "split" else ("json|.npy" if d.regime == "extra" else "npy")
         lines.append(f"  {d.stem}_activations.npy  {d.stem}_labels.{lab}   ({name})")
     lines.append("no real cache? run: python run_all.py --demo")
@@ -166,21 +164,22 @@ def read_feature_ids(path, n_features):
     return ids
 
 
-def check_present(cache_dir, layer, names):
+def check_present(cache_dir, layer, names, table=DATASETS):
     """InputError naming the first missing folder or file the given datasets need."""
     d = layer_dir(cache_dir, layer)
+    layout = layout_help(cache_dir, layer, table)
     if not Path(cache_dir).is_dir():
-        raise InputError(f"{cache_dir}: cache directory not found\n{layout_help(cache_dir, layer)}")
+        raise InputError(f"{cache_dir}: cache directory not found\n{layout}")
     if not d.is_dir():
         present = sorted(p.name for p in Path(cache_dir).glob("layer_*"))
         raise InputError(f"{d}: layer folder not found (present: {', '.join(present) or 'none'})"
-                         f"\n{layout_help(cache_dir, layer)}")
-    missing = missing_files(cache_dir, layer, names)
+                         f"\n{layout}")
+    missing = missing_files(cache_dir, layer, names, table)
     if missing:
         raise InputError(f"{missing[0]}: missing from the cache"
                          + (f" (and {len(missing) - 1} more: {', '.join(missing[1:])})"
                             if len(missing) > 1 else "")
-                         + f"\n{layout_help(cache_dir, layer)}")
+                         + f"\n{layout}")
 
 
 def load_activations(path, feature_ids=None, sidecar=None):
@@ -205,25 +204,28 @@ def load_activations(path, feature_ids=None, sidecar=None):
     return X, int(np.count_nonzero(X.data < 0))
 
 
-def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print, sidecar=None):
-    """Load the named datasets once; validate shapes, labels and feature counts across files
-    (sidecar: a sidecar.Store of sparse copies, or None).
+def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print, sidecar=None,
+               table=DATASETS):
+    """Load the named datasets of the dataset table (dataset_table: with the extra eval sets)
+    once; validate shapes, labels and feature counts across files (sidecar: a sidecar.Store of
+    sparse copies, or None).
 
     Returns (datasets: dict name -> Dataset, feature_ids list or None, n_features_in_cache).
     """
-    check_present(cache_dir, layer, names)
-    shapes = {name: activation_shape(dataset_files(cache_dir, layer, name)[0]) for name in names}
+    check_present(cache_dir, layer, names, table)
+    shapes = {name: activation_shape(dataset_files(cache_dir, layer, table[name])[0])
+              for name in names}
     n_features = None
     for name, shape in shapes.items():
         if n_features is None:
             n_features, first = shape[1], name
         elif shape[1] != n_features:
-            path = dataset_files(cache_dir, layer, name)[0]
+            path = dataset_files(cache_dir, layer, table[name])[0]
             raise InputError(f"{path}: {shape[1]} features, but {first} has {n_features}")
     feature_ids = read_feature_ids(feature_ids_path, n_features) if feature_ids_path else None
     out = {}
     for name in names:
-        acts, lab = dataset_files(cache_dir, layer, name)
+        acts, lab = dataset_files(cache_dir, layer, table[name])
         y, classes = load_labels(lab, name)
         if len(y) != shapes[name][0]:
             raise InputError(f"{lab}: {len(y)} labels for {shapes[name][0]} rows in {acts.name}")
@@ -231,7 +233,8 @@ def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print, sidec
         if n_neg:
             warn(f"note: {acts}: {n_neg} negative values (SAE activations are >= 0; "
                  "is this the right file?)")
-        out[name] = Dataset(name, X, y, classes, {"activations": acts, "labels": lab}, n_neg)
+        out[name] = Dataset(name, X, y, classes, {"activations": acts, "labels": lab}, n_neg,
+                            spec=table[name])
     return out, feature_ids, n_features
 
 

@@ -21,7 +21,6 @@ import sys
 
 import numpy as np
 
-import common
 from sweeplib.base import InputError
 
 OUTLIER_WARN = 1e3
@@ -85,8 +84,8 @@ def check_datasets(datasets, feature_ids=None, warn=_stderr):
         if ratio > OUTLIER_WARN:
             ds.warnings.append(f"{path}: value {value:.3g} at {where} is {ratio:.2g} times the "
                                f"cache's 99.9th percentile of active values ({ref:.3g})")
-        spec = common.DATASETS.get(name)
-        if (spec and spec.role != "train" and spec.reference is None
+        spec = ds.spec
+        if (spec.role != "train" and spec.reference is None
                 and len(np.unique(ds.y)) < 2):
             only = "AF" if ds.y[0] == 1 else "not AF"
             ds.warnings.append(f"{ds.files.get('labels', name)}: all {len(ds.y)} samples of "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-import common
 from sweeplib import intervals
 from sweeplib.probe import cv_summary, decision, fpr_thresholds
 from sweeplib.splits import eval_sets
@@ -148,7 +147,7 @@ def _evaluate_step(step, datasets, splits, cfg, mix, pipe, converged, n_iter, cv
                         "class": ds.classes[idx], "row": idx}
     evaluation = {}
     for name in scores:
-        spec = common.DATASETS[name]
+        spec = datasets[name].spec
         ref = spec.reference if spec.reference in scores else None
         ref_neg = None
         if ref:

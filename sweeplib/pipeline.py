@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 import common
-from common import DATASETS
 from sweeplib import (base, data, datacheck, duplicates, execution, metrics, overlap, probe,
                       results_io, results_read, sidecar, stepfiles)
 from sweeplib.base import InputError, timed
@@ -197,14 +196,15 @@ def prepare(cfg, steps, audit=True):
     layer, cache_dir = cfg.layer, Path(cfg.cache_dir)
     if cfg.demo:
         data.ensure_demo_cache(cache_dir, layer, cfg.quiet)
+    table = data.dataset_table(cfg.extra_eval)
     needed = list(dict.fromkeys(n for s in steps for n in s.training))
-    optional = [n for n in data.eval_set_names() if n not in needed]
+    optional = [n for n, d in table.items() if d.role in ("eval", "split") and n not in needed]
     data.check_present(cache_dir, layer, needed + [n for n in optional
-                                                   if DATASETS[n].regime == "extra"])
-    absent = [n for n in optional if data.missing_files(cache_dir, layer, [n])]
+                                                   if table[n].regime == "extra"], table)
+    absent = [n for n in optional if data.missing_files(cache_dir, layer, [n], table)]
     for n in absent:
-        print(f"warning: {data.missing_files(cache_dir, layer, [n])[0]}: missing; eval set "
-              f"{n} is skipped", file=sys.stderr)
+        print(f"warning: {data.missing_files(cache_dir, layer, [n], table)[0]}: missing; eval "
+              f"set {n} is skipped", file=sys.stderr)
     optional = [n for n in optional if n not in absent]
     source = data.data_source(cache_dir)
     if not cfg.dask_scheduler and "l1" in cfg.grid_penalty:
@@ -216,7 +216,7 @@ def prepare(cfg, steps, audit=True):
     with timed("load"):
         datasets, feature_ids, n_cache_features = data.load_cache(
             cache_dir, layer, needed + optional, cfg.feature_ids_path,
-            warn=lambda m: print(m, file=sys.stderr), sidecar=store)
+            warn=lambda m: print(m, file=sys.stderr), sidecar=store, table=table)
         datacheck.check_datasets(datasets, feature_ids, _deferring(_stderr))
         fingerprints = data.input_fingerprints(datasets, cfg.feature_ids_path)
     st = store.stats if store else None
@@ -370,8 +370,7 @@ def main_step(number, argv=None):
         check_single_values(args)
         cfg = RunConfig.from_args(args)
         results_io.claim(cfg.results_dir)
-        with data.extra_evals(cfg.extra_eval):
-            run_sweep(cfg, [number])
+        run_sweep(cfg, [number])
         results_io.commit_all()
         results_io.note_removed()
         return 0

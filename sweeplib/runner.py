@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 
 import common
-from sweeplib import (analysis, base, controls, data, execution, outputs, pipeline, results_io,
+from sweeplib import (analysis, base, controls, execution, outputs, pipeline, results_io,
                       results_read, verdict)
 from sweeplib.report import grid_table, render_console, transfer_table
 
@@ -41,10 +41,9 @@ def run(cfg, req):
     the figures drawn in a separate process meanwhile."""
     figure_job = None
     try:
-        with data.extra_evals(cfg.extra_eval):
-            if req.figures and not req.compare_only:
-                figure_job = outputs.start_figures()
-            return _run(cfg, req, figure_job)
+        if req.figures and not req.compare_only:
+            figure_job = outputs.start_figures()
+        return _run(cfg, req, figure_job)
     finally:
         if figure_job is not None:
             figure_job.close()

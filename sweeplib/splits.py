@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from common import DATASETS
 from sweeplib.base import InputError
-from sweeplib.data import eval_set_names
+from sweeplib.data import eval_names
 from sweeplib.duplicates import duplicate_groups
 
 
@@ -56,7 +55,7 @@ def make_splits(datasets, eval_fraction, seed, dedup=False):
     splits = {}
     for name, ds in datasets.items():
         n = len(ds.y)
-        role = DATASETS[name].role
+        role = ds.spec.role
         if role == "train":
             splits[name] = Split(np.arange(n), np.arange(0))
         elif role == "eval":
@@ -132,7 +131,7 @@ def build_mix(step, datasets, splits):
 
 def eval_sets(datasets, splits):
     """(name, Dataset, row indices) of every eval set present."""
-    return [(n, datasets[n], splits[n].eval) for n in eval_set_names() if n in datasets]
+    return [(n, datasets[n], splits[n].eval) for n in eval_names(datasets)]
 
 
 def grouped_stratified_split(strata, groups, eval_fraction=0.2, seed=0) -> tuple[np.ndarray, np.ndarray]:
