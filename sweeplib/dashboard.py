@@ -155,7 +155,7 @@ def _set_data(name, records, scores):
     present = [k for k in steps if name in records[k]["evaluation"]]
     entries = {k: records[k]["evaluation"][name] for k in present}
     two_class = any(e.get("auroc") is not None for e in entries.values())
-    spec = common.DATASETS.get(name)
+    title, role = analysis.set_info(name)
     rows = {}
     for k, e in entries.items():
         flat, ci = metrics.flat_metrics(e), e.get("ci") or {}
@@ -166,9 +166,9 @@ def _set_data(name, records, scores):
                     np.asarray(scores[k][name]["label"]))
                 for k in present if name in scores.get(k, {})}
     return {
-        "title": spec.title if spec else name,
-        "kind": "two-class" if two_class else "single-class",
-        "role": "in-distribution" if spec and spec.regime == "scratchpad" else "OOD",
+        "title": title, "kind": "two-class" if two_class else "single-class", "role": role,
+        "headline": next((m for m in metrics.HEADLINE_ORDER
+                          if any(r[m]["value"] is not None for r in rows.values())), None),
         "reference": next((e.get("reference_negatives") for e in entries.values()
                            if e.get("reference_negatives")), None),
         "steps": present, "rows": rows,

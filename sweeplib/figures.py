@@ -56,6 +56,7 @@ AUROC_TYPE = ("auroc", "auroc_vs_reference_negatives")
 ROLE_STYLE = {                              # in-distribution vs OOD: colour, marker, title tag
     "in-distribution": {"color": "#1f5fa8", "marker": "o", "tag": "[in-distribution]"},
     "OOD": {"color": "#d2691e", "marker": "s", "tag": "[OOD]"},
+    "extra": {"color": "#d2691e", "marker": "s", "tag": "[extra]"},     # --extra-eval sets
 }
 AF_COLOR, NEG_COLOR, REF_COLOR, THRESH_COLOR = "#c0392b", "#2e86c1", "#555555", "#222222"
 DEMO_TAG = "SYNTHETIC DEMO DATA"
@@ -207,8 +208,10 @@ def sweep_figure(result, arm=None):
                 ax.errorbar([pos[k] + 0.12 for k in axs], ays, yerr=[alo, ahi], color=st["color"],
                             marker=st["marker"], mfc="white", ms=5, lw=1.3, ls="--", capsize=3,
                             alpha=0.85)
-    handles = [Line2D([], [], color=v["color"], marker=v["marker"], label=f"{role} eval set")
-               for role, v in ROLE_STYLE.items()]
+    roles = ["in-distribution", "OOD"] + (["extra"] if any(
+        s["role"] == "extra" for s in result.sets.values()) else [])
+    handles = [Line2D([], [], color=ROLE_STYLE[r]["color"], marker=ROLE_STYLE[r]["marker"],
+                      label=f"{r} eval set") for r in roles]
     if arm:
         handles.append(Line2D([], [], color="black", marker="o", mfc="white", ls="--",
                               label="fixed budget"))

@@ -264,3 +264,26 @@ def test_verdict_premises_and_reasons_are_shown(tiny_run, tmp_path):
     text = html_lib.unescape(dom)
     for reason in doc["reasons"]:
         assert reason in text, reason
+
+
+def test_each_set_carries_its_headline_metric(dash):
+    root, html_path = dash
+    m = re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>',
+                  html_path.read_text(), re.S)
+    sets = json.loads(m.group(1))["cells"]["."]["sets"]
+    assert sets["benchmark"]["headline"] == "auroc" and sets["gold_106"]["headline"] == "auroc"
+    assert sets["sycophant"]["headline"] == "auroc_vs_reference_negatives"
+    assert {s["role"] for s in sets.values()} == {"in-distribution", "OOD"}
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_default_view_shows_each_sets_headline_metric(dash, tmp_path):
+    """Without a metric in the fragment every chart shows its set's headline metric, so an
+    all-AF set shows its AUROC vs reference negatives instead of an empty AUROC panel."""
+    root, html = dash
+    page = render(html, "", tmp_path)
+    charts = by_set(page.charts, ".")
+    assert charts["sycophant"]["data-metric"] == "auroc_vs_reference_negatives"
+    assert charts["benchmark"]["data-metric"] == "auroc"
+    assert not any(c["undefined"] for c in charts.values())

@@ -2,11 +2,13 @@
 // It reads everything, labels included, from the JSON embedded in the page (#dashboard-data).
 "use strict";
 const DATA = JSON.parse(document.getElementById("dashboard-data").textContent);
-const METRIC_KEYS = DATA.metrics.map(m => m.key);
-const METRIC_LABEL = Object.fromEntries(DATA.metrics.map(m => [m.key, m.label]));
+const HEADLINE = "headline";   // the default view: each set's headline metric (see metricOf)
+const METRIC_KEYS = [HEADLINE, ...DATA.metrics.map(m => m.key)];
+const METRIC_LABEL = Object.fromEntries([[HEADLINE, "headline metric of each set"],
+                                          ...DATA.metrics.map(m => [m.key, m.label])]);
 const TM_VALUES = ["value", "auroc", "auroc_vs_reference_negatives", "detection_rate"];
 const METRIC_SHORT = Object.fromEntries(DATA.metrics.map(m => [m.key, m.short]));
-const TM_LABEL = {value: "headline metric", ...METRIC_LABEL};
+const TM_LABEL = {...METRIC_LABEL, value: "headline metric"};
 
 // ---- helpers --------------------------------------------------------------------------------
 function esc(s) {
@@ -33,7 +35,7 @@ function encodeValue(v) { return encodeURIComponent(v).replace(/%2F/g, "/"); }
 function readState() {
   const p = new URLSearchParams(location.hash.replace(/^#/, ""));
   const notes = [];
-  const s = {metric: p.get("metric") || "auroc", cell: p.get("cell"),
+  const s = {metric: p.get("metric") || HEADLINE, cell: p.get("cell"),
              compare: p.get("compare") || "", tm: p.get("tm") || "value"};
   if (!METRIC_KEYS.includes(s.metric)) {
     notes.push(`unknown metric '${s.metric}' in the URL; showing AUROC`);
@@ -75,14 +77,21 @@ function undefinedReason(set, metric) {
   return "undefined for this set (no value at any step)";
 }
 
-function metricChart(cellKey, name, metric) {
-  const cell = DATA.cells[cellKey], set = cell.sets[name];
+// the metric a chart shows: the chosen one, or in the headline view the set's own headline
+function metricOf(set, metric) {
+  return metric === HEADLINE ? (set.headline || "auroc") : metric;
+}
+// in-distribution sets are drawn blue and solid; OOD and extra sets orange and dashed
+function isOOD(set) { return set.role !== "in-distribution"; }
+
+function metricChart(cellKey, name, chosen) {
+  const cell = DATA.cells[cellKey], set = cell.sets[name], metric = metricOf(set, chosen);
   const W = 380, H = 220, L = 40, R = 14, T = 14, B = 44;
   const steps = cell.steps.map(s => s.step);
   const x = i => L + (i + 0.5) * (W - L - R) / steps.length;
   const y = v => T + (1 - Math.max(0, Math.min(1, v))) * (H - T - B);
-  const color = set.role === "OOD" ? "var(--ood)" : "var(--ind)";
-  const dash = set.role === "OOD" ? "6 3" : null;
+  const color = isOOD(set) ? "var(--ood)" : "var(--ind)";
+  const dash = isOOD(set) ? "6 3" : null;
   let g = "";
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
     g += tag("line", {class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v)});
@@ -280,9 +289,9 @@ function perClassView(cellKey) {
 function lastValue(cell, name, metric) {
   const set = cell.sets[name];
   if (!set) return null;
-  const ks = set.steps.filter(k => set.rows[k] && set.rows[k][metric] &&
-                                    set.rows[k][metric].value !== null);
-  return ks.length ? {k: ks[ks.length - 1], v: set.rows[ks[ks.length - 1]][metric].value} : null;
+  const m = metricOf(set, metric);
+  const ks = set.steps.filter(k => set.rows[k] && set.rows[k][m] && set.rows[k][m].value !== null);
+  return ks.length ? {k: ks[ks.length - 1], v: set.rows[ks[ks.length - 1]][m].value, m} : null;
 }
 
 function cellsView(s) {
@@ -301,7 +310,7 @@ function cellsView(s) {
                                                          : esc(c.data_source ?? "?"));
     for (const n of names) {
       const lv = lastValue(c, n, s.metric);
-      tds += tag("td", {title: lv ? `${n}, step ${stepLabel(c, lv.k)}: ${METRIC_LABEL[s.metric]} ` +
+      tds += tag("td", {title: lv ? `${n}, step ${stepLabel(c, lv.k)}: ${METRIC_LABEL[lv.m]} ` +
                                     `= ${lv.v.toFixed(4)}` : `${n}: undefined`}, lv ? f3(lv.v) : "\u2014");
     }
     tds += tag("td", {}, tag("button", {"data-show": key}, "show") + " " +
@@ -406,8 +415,8 @@ function setupControls() {
   document.getElementById("title").textContent = DATA.title;
   document.getElementById("meta").textContent =
     `${DATA.results_dir} \u00b7 ${DATA.cell_order.length} cell(s) \u00b7 generated ${DATA.generated}`;
-  document.getElementById("metric-select").innerHTML = DATA.metrics
-    .map(m => tag("option", {value: m.key}, esc(m.label))).join("");
+  document.getElementById("metric-select").innerHTML = METRIC_KEYS
+    .map(k => tag("option", {value: k}, esc(METRIC_LABEL[k]))).join("");
   const cells = DATA.cell_order.map(c => tag("option", {value: c},
                                              esc(c === "." ? ". (main sweep)" : c))).join("");
   document.getElementById("cell-select").innerHTML = cells;
@@ -452,7 +461,7 @@ function render() {
   section("metric-section", tag("h2", {}, `${esc(METRIC_LABEL[s.metric])} per step`) +
     tag("p", {class: "note"}, "Points: value on the eval set; band and whiskers: 95% interval (Clopper-Pearson for " +
         "rates, score interval for AUROC). " +
-        "Blue solid: in-distribution; orange dashed: OOD.") + perCell(s, k => metricView(k, s.metric)));
+        "Blue solid: in-distribution; orange dashed: OOD and extra eval sets.") + perCell(s, k => metricView(k, s.metric)));
   section("hist-section", tag("h2", {}, "Score distributions (log-odds)") +
     tag("p", {class: "note"}, "AF samples above the axis, not-AF below; black line: p = 0.5 " +
         "(score 0); purple dashed: the 5% train-FPR threshold (when in range). Bins are shared " +
