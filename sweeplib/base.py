@@ -1,16 +1,19 @@
 """The bottom of the package: the two errors every command turns into one line and an exit
-code, the one atomic writer, phase timing and opening a regular file.
+code, the one atomic writer, phase timing, JSON-safe values and opening a regular file.
 
 Everything above imports this; it imports only owned.py (stdlib only) from the project.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import stat
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from sweeplib import owned
 
@@ -20,7 +23,12 @@ class InputError(Exception):
 
 
 class WriteError(Exception):
-    """An output could not be written (disk full, I/O error): the message names the file."""
+    """An output could not be written (disk full, I/O error): the message names the file;
+    `reason` is the operating system's word for it."""
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def die(message):
@@ -36,8 +44,10 @@ TMP_PREFIX = ".sweep-tmp-"     # owned temp folders of atomic_write (see owned.p
 
 
 def atomic_write(path, data):
-    """Write bytes to path: into a temp folder this tool owns next to it, fsync, os.replace.
-    WriteError (naming path) when the disk is full or the folder not writable."""
+    """Write path atomically: into a temp folder this tool owns next to it (owned.py), fsync,
+    os.replace. data: bytes, or a function writing to a binary file (large arrays stream to
+    disk). WriteError (naming path) when the disk is full or the folder not writable. The
+    tool's one writer: results, reports, sidecars and the demo cache all go through it."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a directory; cannot write a file there")
@@ -45,10 +55,17 @@ def atomic_write(path, data):
     try:
         owned.remove_stale(path.parent, TMP_PREFIX)
         tmp_dir = owned.make_dir(path.parent, TMP_PREFIX, "temp")
-        owned.write_file(tmp_dir / path.name, data)
+        if callable(data):
+            with open(tmp_dir / path.name, "xb") as fh:
+                data(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        else:
+            owned.write_file(tmp_dir / path.name, data)
         os.replace(tmp_dir / path.name, path)
     except OSError as e:
-        raise WriteError(f"{path}: cannot write ({e.strerror or e})") from None
+        reason = e.strerror or str(e)
+        raise WriteError(f"{path}: cannot write ({reason})", reason) from None
     finally:
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -71,6 +88,25 @@ class timed:
 
     def __exit__(self, *exc):
         TIMINGS[self.phase] = TIMINGS.get(self.phase, 0.0) + time.perf_counter() - self.t0
+
+
+# --------------------------------------------------------------------------------------------
+# JSON-safe values
+# --------------------------------------------------------------------------------------------
+def json_safe(x):
+    """JSON-safe copy: numpy scalars and arrays to Python, non-finite floats to None, keys to
+    strings (verdict.json and the dashboard's embedded data)."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return json_safe(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,14 +55,6 @@ def _fraction(text):
     return value
 
 
-def _positive_int(text):
-    """argparse type: an int >= 1."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 REMOVED_FLAGS = {"--n-boot": "intervals are no longer bootstrapped (closed-form intervals, see "
                              "the README's Metrics section); drop the flag"}
 

@@ -20,7 +20,7 @@ import common
 from sweeplib import data, metrics, probe, results_io, solver_check
 from sweeplib.base import InputError
 from sweeplib.pipeline import check_results_dir, fit_plans, prepare, quiet_log, run_steps
-from sweeplib.splits import make_splits, training_rows
+from sweeplib.splits import check_budget_size, has_both_classes, mix_labels, training_rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -34,9 +34,7 @@ def budget_size(spec, ctx):
         if absent:
             raise InputError(f"--budget base: step 0's mix ({', '.join(first.training)}) is not "
                              "loaded by this run's steps; give a sample count or add step 0")
-        splits = make_splits(ctx.datasets, ctx.cfg.eval_fraction, ctx.cfg.seed,
-                                    ctx.cfg.dedup_split)
-        return int(sum(len(idx) for _, idx in training_rows(first, splits)))
+        return int(sum(len(idx) for _, idx in training_rows(first, ctx.splits())))
     try:
         n = int(spec)
     except ValueError:
@@ -49,17 +47,11 @@ def budget_size(spec, ctx):
 def check_budget(ctx, steps, spec):
     """Resolve --budget and check every step's mix is large enough, before anything runs."""
     n = budget_size(spec, ctx)
-    splits = make_splits(ctx.datasets, ctx.cfg.eval_fraction, ctx.cfg.seed,
-                                ctx.cfg.dedup_split)
     for step in steps:
-        size = sum(len(idx) for _, idx in training_rows(step, splits))
-        if n > size:
-            raise InputError(f"--budget: {n} samples requested, but step {step.number}'s mix "
-                             f"has only {size}")
+        check_budget_size(n, step, sum(len(idx) for _, idx in training_rows(step, ctx.splits())))
     cfg = replace(ctx.cfg, budget_n=n)
     for seed in range(ctx.cfg.seed, ctx.cfg.seed + ctx.cfg.repeats):
-        seed_splits = make_splits(ctx.datasets, ctx.cfg.eval_fraction, seed,
-                                         ctx.cfg.dedup_split)
+        seed_splits = ctx.splits(seed)
         for step in steps:        # the arm's folds, before anything runs
             try:
                 probe.plan_step(step, ctx.datasets, seed_splits, cfg, seed)
@@ -140,13 +132,12 @@ def transfer_mixes(datasets):
 
 def run_transfer(ctx, results_dir, cfg):
     """Train on each source alone and on all-but-one; evaluate every probe on every set."""
-    splits = make_splits(ctx.datasets, cfg.eval_fraction, cfg.seed, cfg.dedup_split)
+    splits = ctx.splits(cfg.seed)
     mixes = transfer_mixes(ctx.datasets)
     plans, names, cells = [], [], {}
     for i, (name, training) in enumerate(mixes):
         step = common.StepSpec(100 + i, name, training, f"transfer: train on {name}")
-        ys = np.concatenate([ctx.datasets[n].y[splits[n].train] for n in training])
-        if len(np.unique(ys)) < 2:
+        if not has_both_classes(mix_labels(ctx.datasets, training_rows(step, splits))):
             cells[name] = {"note": "one class in the training data (all AF): no probe"}
             continue
         plans.append(probe.plan_step(step, ctx.datasets, splits, cfg, cfg.seed))

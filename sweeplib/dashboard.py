@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -63,21 +62,6 @@ def find_cells(results_dir):
             folders.add(path.parent)
     cells = [(f.relative_to(results_dir).as_posix(), f) for f in folders]
     return sorted(cells, key=lambda c: (c[0] != ".", _natural_key(c[0])))
-
-
-def _clean(x):
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def histograms(per_step, n_bins=N_BINS):
@@ -202,7 +186,7 @@ def dashboard_data(results_dir, result=None):
         "cells": {label: cell_data(folder, label) for label, folder in cells},
         "transfer": results_read.read_transfer(results_dir / TRANSFER_FILE),
     }
-    return _clean(data)
+    return base.json_safe(data)
 
 
 def render_html(data):

@@ -33,11 +33,12 @@ All files are written atomically; the same arguments always give byte-identical 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from sweeplib.base import atomic_write
 
 # --------------------------------------------------------------------------------------------
 # Generator parameters. Feature counts are given for the real SAE width (REF_FEATURES) and
@@ -340,26 +341,14 @@ def _near_duplicate_pairs(X: np.ndarray, threshold: float = NEAR_DUP_COSINE) -> 
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temp file in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     """Atomic np.save without pickle."""
-    _atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False))
+    atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False))
 
 
 def _save_json(path: Path, obj: dict) -> None:
     """Atomic JSON write."""
-    _atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=1) + "\n").encode()))
+    atomic_write(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 FILE_STEMS = {"train": "train", "gold": "test", "sycophant": "sycophant",

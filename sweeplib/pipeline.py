@@ -15,14 +15,12 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 import common
 from sweeplib import (base, data, datacheck, duplicates, execution, metrics, overlap, probe,
                       results_io, results_read, sidecar, stepfiles)
 from sweeplib.base import InputError, timed
 from sweeplib.config import RunConfig, build_parser, check_single_values, comparable
-from sweeplib.splits import make_splits, training_rows
+from sweeplib.splits import check_both_classes, make_splits, training_rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,11 +90,7 @@ def validate_steps(steps, datasets, splits, cv_folds=2):
     least --cv-folds samples, and some varying feature."""
     for step in steps:
         rows = training_rows(step, splits)
-        ys = np.concatenate([datasets[n].y[idx] for n, idx in rows])
-        if len(np.unique(ys)) < 2:
-            first = datasets[step.training[0]].files["labels"]
-            raise InputError(f"{first}: training mix of step {step.number} "
-                             f"({', '.join(step.training)}) has one class only; cannot train a probe")
+        check_both_classes(step, datasets, rows)
         datacheck.check_mix(step, datasets, rows, cv_folds)
 
 
@@ -138,6 +132,19 @@ class Context:
     log: object
     demo: dict | None = None                     # the demo generator's settings, if a demo
     fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
+    made_splits: list = field(default_factory=list)   # [(datasets, seed, splits)] made so far
+
+    def splits(self, seed=None, datasets=None):
+        """The split of the loaded datasets (or of other datasets with the same rows: the
+        format baseline's) for a seed (default: the run's first), made once per run."""
+        seed = self.cfg.seed if seed is None else seed
+        datasets = self.datasets if datasets is None else datasets
+        for d, s, splits in self.made_splits:
+            if d is datasets and s == seed:
+                return splits
+        splits = make_splits(datasets, self.cfg.eval_fraction, seed, self.cfg.dedup_split)
+        self.made_splits.append((datasets, seed, splits))
+        return splits
 
     def leakage_audit(self):
         """The audit's result; waits for it when it still runs next to the fits."""
@@ -233,8 +240,7 @@ def prepare(cfg, steps, audit=True):
     ctx = Context(cfg, cache_dir, layer, source, datasets, fingerprints, None, log,
                   data.demo_info(cache_dir))
     if audit:
-        splits = make_splits(datasets, cfg.eval_fraction, cfg.seed, cfg.dedup_split)
-        ctx.audit = overlap.start(_audit_lines, datasets, splits, cfg.near_dup_threshold)
+        ctx.audit = overlap.start(_audit_lines, datasets, ctx.splits(), cfg.near_dup_threshold)
     return ctx
 
 
@@ -254,8 +260,7 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
     log = ctx.log
     check_results_dir(results_dir, ctx.source)
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
-    splits = {s: make_splits(datasets, cfg.eval_fraction, s, cfg.dedup_split)
-              for s in seeds}
+    splits = {s: ctx.splits(s, datasets) for s in seeds}
     for s in seeds:
         validate_steps(steps, datasets, splits[s], cfg.cv_folds)
     records, todo = {}, []

@@ -16,7 +16,7 @@ from scipy.special import expit
 from common import DEFAULTS, FPR_TARGETS
 from sweeplib import lockstep
 from sweeplib.base import InputError
-from sweeplib.splits import build_mix, mix_strata, subsample_stratified
+from sweeplib.splits import build_mix, check_budget_size, mix_strata, subsample_stratified
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,9 +185,7 @@ def plan_step(step, datasets, splits, cfg, seed):
     mix = build_mix(step, datasets, splits)
     budget = cfg.budget_n
     if budget:
-        if budget > len(mix.y):
-            raise InputError(f"--budget: {budget} samples requested, but step "
-                                    f"{step.number}'s mix has only {len(mix.y)}")
+        check_budget_size(budget, step, len(mix.y))
         mix = mix.subset(subsample_stratified(mix_strata(mix), budget, seed))
     from sklearn.model_selection import StratifiedKFold
     skf = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=seed)

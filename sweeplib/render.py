@@ -43,12 +43,6 @@ def fmt_delta(d):
     return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {word}{adj}"
 
 
-def confounded_tag(s):
-    """' (confounded from step k)' for an all-AF set whose ranking metric compares sources."""
-    k = s.get("confounded_from")
-    return "" if k is None else f" (confounded from step {k})"
-
-
 def fmt_difference(d, other):
     """'+0.123 [+0.080, +0.160] sweep higher' for a sweep-minus-arm paired difference."""
     word = {"improved": "sweep higher", "degraded": f"{other} higher"}.get(d["verdict"],

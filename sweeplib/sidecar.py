@@ -5,24 +5,25 @@
     <layer dir>/<stem>_activations.csr.npz    its sidecar (CSR float32, ~8 bytes per non-zero)
 
 A sidecar is used only when it proves to be the dense file's: it records the dense file's
-fingerprint (size, mtime, sha256 of its first and last MiB; data.fingerprint) and a CRC32 of
+fingerprint (size and sha256 of the whole file: data.fingerprint) and a CRC32 of
 its own arrays, and on every load it is checked against both, its structure is validated, and
 a few rows (seeded) are compared with the dense file's. Anything else (stale, truncated,
 corrupt, another format version) is noted on one line and rebuilt from the dense file.
-Sidecars are written atomically (temp file, fsync, rename); an unwritable folder is noted once
-and the run goes on without them. --no-sidecar turns the cache off.
+Sidecars are written atomically (base.atomic_write: temp folder, fsync, rename); an unwritable
+folder is noted once and the run goes on without them. --no-sidecar turns the cache off.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
+from sweeplib.base import WriteError, atomic_write
 
 FORMAT = 1
 SUFFIX = ".csr.npz"
@@ -79,24 +80,16 @@ class Store:
         folder = path.parent
         if folder in self.unwritable:
             return None
-        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _clean_stale(folder)
-            with open(tmp, "wb") as f:
-                np.savez(f, **_arrays(X, n_neg, fingerprint))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
+            atomic_write(path, lambda f: np.savez(f, **_arrays(X, n_neg, fingerprint)))
+        except (OSError, WriteError) as e:
+            reason = e.reason if isinstance(e, WriteError) else (e.strerror or e)
             self.unwritable.add(folder)
-            self.note(f"note: {folder}: cannot write sparse sidecars ({e.strerror or e}); "
+            self.note(f"note: {folder}: cannot write sparse sidecars ({reason}); "
                       "converting from dense each run (--sidecar-dir DIR stores them "
                       "elsewhere, --no-sidecar turns this off)")
             return None
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         self.stats["written"] += 1
         self.stats["bytes"] += path.stat().st_size
         if path in self.refused:
@@ -172,16 +165,3 @@ def _spot_check(dense, X):
     want = np.asarray(arr[rows], dtype=np.float32)
     if not np.array_equal(X[rows].toarray(), want):
         raise _Invalid("rows differ from the dense file")
-
-
-def _clean_stale(folder):
-    """Remove temp files left by killed runs (their writer's pid is gone)."""
-    for stale in folder.glob(f".*{SUFFIX}.*.tmp"):
-        pid = stale.name.rsplit(".", 2)[-2]
-        if pid.isdigit():
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                stale.unlink(missing_ok=True)
-            except PermissionError:
-                pass

@@ -117,15 +117,39 @@ def training_rows(step, splits):
     return [(name, splits[name].train) for name in step.training]
 
 
+def mix_labels(datasets, rows):
+    """Binary labels of a training mix given as [(dataset name, row indices)]."""
+    return np.concatenate([datasets[n].y[idx] for n, idx in rows])
+
+
+def has_both_classes(y):
+    """True when labels hold both AF and not-AF rows: the one test of a trainable mix."""
+    return len(np.unique(y)) >= 2
+
+
+def check_both_classes(step, datasets, rows):
+    """InputError naming the first source's labels file when a step's training mix (rows:
+    [(dataset name, row indices)]) has one class only."""
+    if not has_both_classes(mix_labels(datasets, rows)):
+        first = datasets[step.training[0]].files["labels"]
+        raise InputError(f"{first}: training mix of step {step.number} "
+                         f"({', '.join(step.training)}) has one class only; cannot train a probe")
+
+
+def check_budget_size(n, step, size):
+    """InputError when a fixed budget of n samples exceeds a step's mix of `size` rows."""
+    if n > size:
+        raise InputError(f"--budget: {n} samples requested, but step {step.number}'s mix "
+                         f"has only {size}")
+
+
 def build_mix(step, datasets, splits):
     """Concatenate the training rows of the step's sources, source by source."""
     parts = training_rows(step, splits)
-    y = np.concatenate([datasets[n].y[idx] for n, idx in parts])
+    check_both_classes(step, datasets, parts)
+    y = mix_labels(datasets, parts)
     source = np.concatenate([np.full(len(idx), n) for n, idx in parts]).astype(str)
     classes = np.concatenate([datasets[n].classes[idx] for n, idx in parts])
-    if len(np.unique(y)) < 2:
-        raise InputError(f"{datasets[parts[0][0]].files['labels']}: training mix of step "
-                         f"{step.number} has one class only ({int(y[0])}); cannot train a probe")
     return Mix([(datasets[n].X, idx) for n, idx in parts], y, source, classes)
 
 

@@ -343,19 +343,9 @@ def document(result):
 def write(results_dir, result):
     """Write <results_dir>/verdict.json atomically; return its path."""
     path = Path(results_dir) / "verdict.json"
-    base.atomic_write(path, (json.dumps(_plain(document(result)), indent=2) + "\n").encode())
+    base.atomic_write(path, (json.dumps(base.json_safe(document(result)), indent=2)
+                            + "\n").encode())
     return path
-
-
-def _plain(x):
-    """JSON-safe copy (numpy scalars to Python)."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 # --------------------------------------------------------------------------------------------
