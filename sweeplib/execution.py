@@ -174,9 +174,10 @@ def _tasks(plans, shared=None):
 # --------------------------------------------------------------------------------------------
 # Every plan of a batch
 # --------------------------------------------------------------------------------------------
-def execute(plans, jobs=1):
+def execute(plans, jobs=1, progress=None):
     """Fit every task of every plan; returns per plan [(pipe, converged, n_iter, scores,
-    solver)], the full-mix fit first, then the folds.
+    solver)], the full-mix fit first, then the folds; progress(plan) is called as each plan's
+    fits finish.
 
     On this machine, L2 plans are fitted in lockstep in this process (lockstep.py; --jobs =
     threads for its products); L1 plans, and every plan when joblib's backend is remote
@@ -187,12 +188,13 @@ def execute(plans, jobs=1):
     local = backend in ("LokyBackend", "MultiprocessingBackend", "ThreadingBackend",
                         "SequentialBackend")
     if local and lockstep.HAVE_KERNELS:
-        for i, results in enumerate(lockstep.run_plans(plans, lockstep.thread_count(jobs))):
+        for i, results in enumerate(lockstep.run_plans(plans, lockstep.thread_count(jobs),
+                                                       progress)):
             if results is not None:
                 fitted[i] = [_from_lockstep(plans[i], r) for r in results]
     rest = [i for i, f in enumerate(fitted) if f is None]
     if rest:
-        for i, f in zip(rest, _execute_tasks([plans[i] for i in rest], jobs)):
+        for i, f in zip(rest, _execute_tasks([plans[i] for i in rest], jobs, progress)):
             fitted[i] = f
     return fitted
 
@@ -204,8 +206,9 @@ def _from_lockstep(plan, r):
     return pipe, r["converged"], r["n_iter"], r["scores"], r["solver"]
 
 
-def _execute_tasks(plans, jobs=1):
-    """One joblib batch of per-fit tasks (see execute)."""
+def _execute_tasks(plans, jobs=1, progress=None):
+    """One joblib batch of per-fit tasks (see execute); results come back in task order, so a
+    plan is done with its last task."""
     owners = [i for i, plan in enumerate(plans) for _ in range(len(plan.folds) + 1)]
     backend = joblib.parallel.get_active_backend()[0].__class__.__name__
     local_workers = (backend in ("LokyBackend", "MultiprocessingBackend")
@@ -214,12 +217,14 @@ def _execute_tasks(plans, jobs=1):
     if local_workers:
         unique = {id(A): A for plan in plans for A, _ in plan.mix.parts}
         shared = SharedMatrices(list(unique.values()))
+    fitted = [[] for _ in plans]
     try:
-        out = joblib.Parallel(n_jobs=jobs)(_tasks(plans, shared))
+        out = joblib.Parallel(n_jobs=jobs, return_as="generator")(_tasks(plans, shared))
+        for i, res in zip(owners, out):
+            fitted[i].append(res)
+            if progress is not None and len(fitted[i]) == len(plans[i].folds) + 1:
+                progress(plans[i])
     finally:
         if shared:
             shared.close()
-    fitted = [[] for _ in plans]
-    for i, res in zip(owners, out):
-        fitted[i].append(res)
     return fitted

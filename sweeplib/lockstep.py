@@ -268,14 +268,19 @@ def _evaluate(universe, fits):
         f.nfev += 1
 
 
-def solve(universe, fits):
+def solve(universe, fits, on_stop=None):
     """Run L-BFGS-B on every fit in lockstep until each converges or hits a limit; returns
-    the number of rounds (batched evaluations)."""
+    the number of rounds (batched evaluations). on_stop(fit) is called as each fit stops."""
     _evaluate(universe, fits)                   # minimize evaluates at x0 before the first step
     rounds = 1
     active = list(fits)
     while active:
         need = [f for f in active if f.advance()]
+        if on_stop is not None:
+            going = {id(f) for f in need}
+            for f in active:
+                if id(f) not in going:
+                    on_stop(f)
         active = need
         if need:
             _evaluate(universe, need)
@@ -330,14 +335,14 @@ def thread_count(jobs):
     return max(1, n + 1 + jobs if jobs < 0 else min(jobs, n))
 
 
-def fit_all(universe, fits):
+def fit_all(universe, fits, on_stop=None):
     """Scaler statistics, lockstep L-BFGS-B and certificates of every fit; returns the
-    scaler statistics per fit and the number of rounds."""
+    scaler statistics per fit and the number of rounds (on_stop: see solve)."""
     stats = scaler_stats.batch(universe, [f.rows for f in fits])
     for f, s in zip(fits, stats):
         f.set_scale(s["mean"], s["scale_"])
         f.start()
-    rounds = solve(universe, fits)
+    rounds = solve(universe, fits, on_stop)
     for f, c in zip(fits, certificates(universe, fits)):
         f.certificate = c
     return stats, rounds
@@ -395,11 +400,12 @@ def plan_positions(plans):
     return [(A, rows[id(A)]) for A in order], positions
 
 
-def run_plans(plans, threads=1):
+def run_plans(plans, threads=1, progress=None):
     """Fit every L2 plan's final probe and CV folds in lockstep. Returns, per plan, None
     (not eligible: fit it elsewhere) or [result of the full mix, then of each fold], each a
     dict: coef, intercept, scaler (StandardScaler attributes), n_iter, converged, scores
-    (float64 log-odds of the rows the fit is scored on), solver (certificate)."""
+    (float64 log-odds of the rows the fit is scored on), solver (certificate).
+    progress(plan) is called when the last fit of a plan stops."""
     blocks, positions = plan_positions(plans)
     if not any(p is not None for p in positions):
         return [None] * len(plans)
@@ -417,7 +423,7 @@ def run_plans(plans, threads=1):
                                 max_iter=plan.cfg.max_iter, tol=plan.cfg.tol))
                 owners.append(i)
                 score_at.append(pos[score_rows])
-        stats, rounds = fit_all(universe, fits)
+        stats, rounds = fit_all(universe, fits, _plan_done(plans, fits, owners, progress))
         results = [_result(f, s) for f, s in zip(fits, stats)]
         _score(universe, results, score_at)
     finally:
@@ -427,6 +433,22 @@ def run_plans(plans, threads=1):
     for i, res in zip(owners, results):
         out[i].append(res)
     return out
+
+
+def _plan_done(plans, fits, owners, progress):
+    """on_stop for solve: calls progress(plan) when the last of a plan's fits stops."""
+    if progress is None:
+        return None
+    owner = {id(f): i for f, i in zip(fits, owners)}
+    left = {i: owners.count(i) for i in set(owners)}
+
+    def on_stop(fit):
+        """One fit stopped."""
+        i = owner[id(fit)]
+        left[i] -= 1
+        if left[i] == 0:
+            progress(plans[i])
+    return on_stop
 
 
 def _result(fit, stats):

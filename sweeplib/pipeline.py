@@ -12,6 +12,7 @@ import json
 import secrets
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -257,20 +258,12 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
     """Plan, fit (one parallel batch) and save the given steps into results_dir, with the
     configuration cfg (ctx.cfg, or a control's copy of it)."""
     datasets = datasets or ctx.datasets
-    log = ctx.log
     check_results_dir(results_dir, ctx.source)
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
     splits = {s: ctx.splits(s, datasets) for s in seeds}
     for s in seeds:
         validate_steps(steps, datasets, splits[s], cfg.cv_folds)
-    records, todo = {}, []
-    for step in steps:
-        paths = stepfiles.output_paths(results_dir, step)
-        if resume and _resumable(paths, cfg, ctx.fingerprints, step):
-            log(f"{label}step {step.number} {step.slug}: up to date, skipped (--resume)")
-            records[step.number] = json.loads(paths["json"].read_text())
-        else:
-            todo.append(step)
+    records, todo = _up_to_date(ctx, steps, results_dir, cfg, resume, label)
     if not todo:
         flush_warnings()
         return records
@@ -280,64 +273,109 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
                  for step in todo for s in seeds]
     flush_warnings()
     t = time.perf_counter()
-    fitted, n_new = fit_plans(ctx, plans, datasets)
-    log(f"{label}fitted {n_new * (cfg.cv_folds + 1)} probes for step(s) "
-        f"{', '.join(str(s.number) for s in todo)} in {time.perf_counter() - t:.1f}s"
-        + (f" ({len(plans) - n_new} mix(es) already fitted in this run)" if n_new < len(plans)
-           else ""))
+    fitted, n_new = fit_plans(ctx, plans, datasets, _progress(ctx.log, label, plans, t))
+    ctx.log(f"{label}fitted {n_new * (cfg.cv_folds + 1)} probes for step(s) "
+            f"{', '.join(str(s.number) for s in todo)} in {time.perf_counter() - t:.1f}s"
+            + (f" ({len(plans) - n_new} mix(es) already fitted in this run)"
+               if n_new < len(plans) else ""))
     run_id = f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-    warned = False
+    warned = []
     for i, step in enumerate(todo):
         group = list(zip(plans[i * len(seeds):(i + 1) * len(seeds)],
                          fitted[i * len(seeds):(i + 1) * len(seeds)]))
-        with timed("evaluate"):
-            record, scores, pipe = metrics.finish_step(group[0][0], group[0][1], datasets,
-                                                     splits[seeds[0]])
-            reps = [metrics.repeat_summary(record, seeds[0])]
-            for (plan, fit), s in zip(group[1:], seeds[1:]):
-                rec_r, _, _ = metrics.finish_step(plan, fit, datasets, splits[s])
-                reps.append(metrics.repeat_summary(rec_r, s))
-        with timed("statistics"):
-            metrics.add_confidence_intervals(record["evaluation"], scores,
-                                           record["thresholds"]["log_odds"])
-        record["repeats"] = reps
-        record["data_warnings"] = datacheck.data_warnings(
-            datasets, datacheck.check_fit(label, step, scores))
-        if not (record["converged"] and record["cv_converged"]) and not warned:
-            print(f"warning: {label}step {step.number}: solver hit --max-iter "
-                  f"{cfg.max_iter} before converging (recorded as converged: false; "
-                  "raise --max-iter or lower -C)", file=sys.stderr)
-            warned = True
-        record.update({
-            "schema_version": stepfiles.SCHEMA_VERSION, "run_id": run_id,
-            "config": cfg.record(),
-            "data_source": ctx.source, "synthetic": ctx.source == "demo", "demo": ctx.demo,
-            "layer": ctx.layer,
-            "inputs": ctx.fingerprints, "split_sizes": {
-                n: {"train": int(len(v.train)), "eval": int(len(v.eval))}
-                for n, v in splits[seeds[0]].items()},
-            "leakage_audit": ctx.leakage_audit(), "versions": stepfiles.versions(),
-            "timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        })
+        record, scores, pipe = _step_record(ctx, step, group, splits, datasets, label, warned)
+        record.update(_run_fields(ctx, cfg, run_id, splits[seeds[0]]))
         with timed("write"):
             stepfiles.save_step(results_io.stage(results_dir).path, step, record, scores, pipe,
-                            run_id)
+                                run_id)
         records[step.number] = record
         ev = record["evaluation"]
-        log(f"{label}step {step.number} {step.slug:<14} n={record['n_training_samples']:>5}  "
-            f"cv={record['cv_auroc_mean']:.3f}  gold={_fmt(ev.get('gold_106', {}).get('auroc'))}"
-            f"  benchmark={_fmt(ev.get('benchmark', {}).get('auroc'))}")
+        ctx.log(f"{label}step {step.number} {step.slug:<14} "
+                f"n={record['n_training_samples']:>5}  cv={record['cv_auroc_mean']:.3f}  "
+                f"gold={_fmt(ev.get('gold_106', {}).get('auroc'))}  "
+                f"benchmark={_fmt(ev.get('benchmark', {}).get('auroc'))}")
     results_io.done(results_io.stage(results_dir))
     return records
 
 
-def fit_plans(ctx, plans, datasets):
+def _up_to_date(ctx, steps, results_dir, cfg, resume, label):
+    """({step: record} of the steps --resume keeps, [steps to run])."""
+    records, todo = {}, []
+    for step in steps:
+        paths = stepfiles.output_paths(results_dir, step)
+        if resume and _resumable(paths, cfg, ctx.fingerprints, step):
+            ctx.log(f"{label}step {step.number} {step.slug}: up to date, skipped (--resume)")
+            records[step.number] = json.loads(paths["json"].read_text())
+        else:
+            todo.append(step)
+    return records, todo
+
+
+def _progress(log, label, plans, t0):
+    """A callback for the fits (execution.execute): one line when every fit of a step (its
+    final probe and CV folds, every seed) has finished, through the quiet-aware log."""
+    left = Counter(plan.step.number for plan in plans)
+    n_fits = Counter()
+    for plan in plans:
+        n_fits[plan.step.number] += len(plan.folds) + 1
+
+    def done(plan):
+        """A plan's fits have finished."""
+        k = plan.step.number
+        left[k] -= 1
+        if left[k] == 0:
+            log(f"{label}step {k} {plan.step.slug}: {n_fits[k]} fits done "
+                f"({time.perf_counter() - t0:.1f}s)")
+    return done
+
+
+def _step_record(ctx, step, group, splits, datasets, label, warned):
+    """The record, scores and probe of one step from its fitted plans (one per seed: the
+    first seed's is the step's, the others its repeats); warns once per run (warned) about
+    fits that hit --max-iter."""
+    seeds = [plan.seed for plan, _ in group]
+    with timed("evaluate"):
+        record, scores, pipe = metrics.finish_step(group[0][0], group[0][1], datasets,
+                                                   splits[seeds[0]])
+        reps = [metrics.repeat_summary(record, seeds[0])]
+        for (plan, fit), s in zip(group[1:], seeds[1:]):
+            rec_r, _, _ = metrics.finish_step(plan, fit, datasets, splits[s])
+            reps.append(metrics.repeat_summary(rec_r, s))
+    with timed("statistics"):
+        metrics.add_confidence_intervals(record["evaluation"], scores,
+                                         record["thresholds"]["log_odds"])
+    record["repeats"] = reps
+    record["data_warnings"] = datacheck.data_warnings(
+        datasets, datacheck.check_fit(label, step, scores))
+    if not (record["converged"] and record["cv_converged"]) and not warned:
+        print(f"warning: {label}step {step.number}: solver hit --max-iter "
+              f"{group[0][0].cfg.max_iter} before converging (recorded as converged: false; "
+              "raise --max-iter or lower -C)", file=sys.stderr)
+        warned.append(step.number)
+    return record, scores, pipe
+
+
+def _run_fields(ctx, cfg, run_id, splits):
+    """What every step record of a run says about the run: config, data, inputs, versions."""
+    return {
+        "schema_version": stepfiles.SCHEMA_VERSION, "run_id": run_id, "config": cfg.record(),
+        "data_source": ctx.source, "synthetic": ctx.source == "demo", "demo": ctx.demo,
+        "layer": ctx.layer, "inputs": ctx.fingerprints,
+        "split_sizes": {n: {"train": int(len(v.train)), "eval": int(len(v.eval))}
+                        for n, v in splits.items()},
+        "leakage_audit": ctx.leakage_audit(), "versions": stepfiles.versions(),
+        "timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def fit_plans(ctx, plans, datasets, progress=None):
     """Fit the plans; return (fits per plan, number of plans fitted now). Fits of the same
     mix, seed and config on the loaded data are made once per run (orderings and the transfer
-    matrix repeat mixes of the sweep); plans on other data (format baseline) always fit."""
+    matrix repeat mixes of the sweep); plans on other data (format baseline) always fit.
+    progress(plan) is called as each plan's fits finish."""
     if datasets is not ctx.datasets:
         with timed("fit + CV"):
-            return execution.execute(plans, ctx.cfg.jobs), len(plans)
+            return execution.execute(plans, ctx.cfg.jobs, progress), len(plans)
     keys = [(plan.step.training, plan.seed,
              json.dumps(comparable(plan.cfg.record()), sort_keys=True, default=str))
             for plan in plans]
@@ -347,7 +385,8 @@ def fit_plans(ctx, plans, datasets):
             first.setdefault(key, i)
     new = list(first.values())
     with timed("fit + CV"):
-        for i, fitted in zip(new, execution.execute([plans[i] for i in new], ctx.cfg.jobs)):
+        for i, fitted in zip(new, execution.execute([plans[i] for i in new], ctx.cfg.jobs,
+                                                    progress)):
             ctx.fits[keys[i]] = fitted
     return [ctx.fits[key] for key in keys], len(new)
 

@@ -1,5 +1,6 @@
 """Core pipeline: labels, splits, training mixes, probe, metrics, thresholds, end to end."""
 import json
+import re
 import subprocess
 import sys
 
@@ -291,3 +292,15 @@ def test_parallel_workers_give_the_same_numbers_and_leave_no_files(tiny_cache, t
     import os
     mine = [p for p in Path("/dev/shm").glob(f"sweep-{os.getpid()}-*")] if Path("/dev/shm").is_dir() else []
     assert not mine
+
+
+def test_progress_line_per_step_while_fits_run(tiny_cache, tmp_path, capsys):
+    """Each step says when its fits are done (a line per step through the log; none under
+    --quiet)."""
+    argv = ["--cache-dir", str(tiny_cache), "--steps", "0", "1", "--jobs", "1"]
+    assert run_all.main(argv + ["--results-dir", str(tmp_path / "loud")]) == 0
+    out = capsys.readouterr().out
+    for step in common.STEPS[:2]:
+        assert re.search(rf"^step {step.number} {step.slug}: 6 fits done \(", out, re.M), out
+    assert run_all.main(argv + ["--results-dir", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert "fits done" not in capsys.readouterr().out
