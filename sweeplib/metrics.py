@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import expit
 
 from sweeplib import intervals
-from sweeplib.probe import cv_summary, decision, fpr_thresholds
+from sweeplib.probe import cv_summary, decision, fpr_thresholds, linear_form
 from sweeplib.splits import eval_sets
 
 TOP_FEATURES = 20      # strongest weights listed per step (standardized units)
@@ -126,6 +126,18 @@ def repeat_summary(record, seed):
 # --------------------------------------------------------------------------------------------
 # One step
 # --------------------------------------------------------------------------------------------
+def portable_probe(pipe, feature_ids):
+    """The probe as plain arrays, saved in the scores file so it can be used without
+    unpickling: score = X[:, feature_ids] @ weights + intercept (weights in input units, float64:
+    probe.linear_form), with the scaler's scale that divided the standardized weights."""
+    w, b = linear_form(pipe)
+    scale = pipe[0].scale_
+    return {"weights": w, "intercept": np.array([b]),
+            "scale": np.ones(len(w)) if scale is None else np.asarray(scale, dtype=np.float64),
+            "feature_ids": np.asarray(feature_ids, dtype=np.int64)}
+
+
+
 def finish_step(plan, fitted, datasets, splits):
     """Score every eval set with the plan's probe and assemble (record, scores, pipe)."""
     pipe, converged, n_iter, train_scores, _ = fitted[0]
@@ -187,4 +199,5 @@ def _evaluate_step(step, datasets, splits, cfg, mix, pipe, converged, n_iter, cv
     scores["_oof"] = {"score": cv["oof"], "label": mix.y, "class": mix.classes,
                       "row": np.arange(len(mix.y)), "source": mix.source}
     scores["_coef"] = {"coef": coef, "feature_ids": ids}
+    scores["_probe"] = portable_probe(pipe, ids)
     return record, scores, pipe

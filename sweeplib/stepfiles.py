@@ -3,7 +3,8 @@
 
     step_<k>_<slug>.json   the record (the commit point, written last)
     step_<k>_scores.npz    '<set>__<field>' arrays: eval sets start with a letter, the tool's own
-                           entries ('_oof', '_coef') with '_', so no set can overwrite them
+                           entries ('_oof', '_coef', '_probe') with '_', so no set can
+                           overwrite them; '_probe__*' is the probe itself (LinearProbe)
     step_<k>_probe.pkl     the fitted pipeline (joblib; trusted-local only)
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import platform
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
@@ -70,6 +72,27 @@ def save_step(results_dir, step, record, scores, pipe, run_id):
                        "scores_sha256": hashlib.sha256(npz_bytes).hexdigest()}
     atomic_write(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
     return paths
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """A step's probe read from its scores file, without unpickling anything: the same
+    float64 log-odds as the pickled pipeline (probe.decision)."""
+    weights: np.ndarray          # per feature, in input units
+    intercept: float
+    scale: np.ndarray            # the StandardScaler's scale_ (weights * scale: standardized)
+    feature_ids: np.ndarray      # cache columns the weights belong to, in order
+
+    @classmethod
+    def from_scores(cls, scores):
+        """The probe in the '_probe' entry of load_scores(...) (files written since it exists)."""
+        p = scores["_probe"]
+        return cls(np.asarray(p["weights"], dtype=np.float64), float(p["intercept"][0]),
+                   np.asarray(p["scale"], dtype=np.float64), np.asarray(p["feature_ids"]))
+
+    def decision(self, X):
+        """Log-odds of every row of X (its columns: feature_ids, in order); >= 0 means AF."""
+        return np.asarray(X @ self.weights, dtype=np.float64).ravel() + self.intercept
 
 
 def load_scores(path, run_id=None):

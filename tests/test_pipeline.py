@@ -304,3 +304,20 @@ def test_progress_line_per_step_while_fits_run(tiny_cache, tmp_path, capsys):
         assert re.search(rf"^step {step.number} {step.slug}: 6 fits done \(", out, re.M), out
     assert run_all.main(argv + ["--results-dir", str(tmp_path / "quiet"), "--quiet"]) == 0
     assert "fits done" not in capsys.readouterr().out
+
+
+def test_probe_reloads_from_the_scores_file_without_unpickling(tiny_run, loaded):
+    """The scores file holds the probe as plain arrays (README: '_probe__*' keys): its decision
+    is the pickled pipeline's, bit for bit, and scikit-learn's decision function."""
+    X = loaded["gold_106"].X
+    for step in common.STEPS:
+        paths = stepfiles.output_paths(tiny_run, step)
+        rec = json.loads(paths["json"].read_text())
+        portable = stepfiles.LinearProbe.from_scores(
+            stepfiles.load_scores(paths["scores"], rec["run_id"]))
+        pipe = results_read.load_probe(paths["json"])["pipeline"]
+        assert np.array_equal(portable.feature_ids, np.arange(rec["n_features"]))
+        assert np.array_equal(portable.decision(X), probe.decision(pipe, X))
+        assert np.allclose(portable.decision(X), pipe.decision_function(X.astype(np.float64)),
+                           rtol=1e-9, atol=1e-9)
+        assert np.allclose(portable.weights * portable.scale, pipe[-1].coef_.ravel())
