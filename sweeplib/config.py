@@ -190,6 +190,13 @@ def build_parser(description):
                    help="regularization, l2 (lbfgs) or l1 (saga); several: a grid")
     p.add_argument("--layers", type=int, nargs="+", default=None,
                    help="grid over these layers (run_all.py; each cell in its own folder)")
+    _add_fit_flags(p)
+    return p
+
+
+def _add_fit_flags(p):
+    """The flags of the fits, the splits, the data and how the run executes."""
+    d = DEFAULTS
     p.add_argument("--max-iter", type=_bounded_int("max_iter"), default=d["max_iter"],
                    help="solver iteration cap")
     p.add_argument("--tol", type=bounded_float("tol"), default=d["tol"],
@@ -231,7 +238,6 @@ def build_parser(description):
                    help="threads for the lockstep fits' products (L2); worker processes for "
                         "L1 fits and dask tasks; -1: all cores")
     p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
-    return p
 
 
 def check_single_values(args):

@@ -272,43 +272,10 @@ def duplicate_counts(A, B, threshold=0.99, same=False, chunk=1024, *, method="au
     invB = _inv_norms(B)
     invA = invB if same else _inv_norms(A)
 
-    best = np.full(nB, -np.inf, dtype=np.float32)
-    near_pairs = 0
-    ci, cj, cv = [], [], []
-    if nA and nB:
-        m = _choose_method(A, B, method)
-        for a0, b0, blk in _cosine_blocks(A, invA, B, invB, int(chunk), m, same):
-            np.minimum(blk, 1.0, out=blk)
-            if same:
-                ia = np.arange(a0, a0 + blk.shape[0])[:, None]
-                ib = np.arange(b0, b0 + blk.shape[1])[None, :]
-                blk[ia == ib] = -np.inf  # ignore self-pairs
-                upper = ia < ib
-                near_pairs += int(np.count_nonzero((blk >= threshold) & upper))
-                cand = (blk >= _EXACT_CANDIDATE_COS) & upper
-            else:
-                cand = blk >= _EXACT_CANDIDATE_COS
-            if cand.any():
-                pa, pb = np.nonzero(cand)
-                ci.append(pa + a0)
-                cj.append(pb + b0)
-                cv.append(blk[pa, pb])
-            np.maximum(best[b0 : b0 + blk.shape[1]], blk.max(axis=0), out=best[b0 : b0 + blk.shape[1]])
-
-    exact_rows = np.zeros(nB, dtype=bool)
-    exact_pairs = 0
-    if ci:
-        i, j, v = np.concatenate(ci), np.concatenate(cj), np.concatenate(cv)
-        if same:
-            eq = _rows_equal([B], np.array([0]), i, j)
-        else:
-            eq = _rows_equal([A, B], np.array([0, nA]), i, j + nA)
-        i, j, v = i[eq], j[eq], v[eq]
-        exact_rows[j] = True
-        if same:
-            exact_rows[i] = True
-            exact_pairs += int(i.size)
-            near_pairs += int(np.count_nonzero(v < threshold))  # identical pairs always count as near
+    best, near_pairs, (ci, cj, cv) = _best_cosines(A, invA, B, invB, threshold, chunk, method,
+                                                   same)
+    exact_rows, exact_pairs, extra_near = _exact_rows(A, B, (ci, cj, cv), threshold, same)
+    near_pairs += extra_near
     # All-zero rows: identical to each other, cosine 0 with anything else.
     zB = invB == 0
     if same:
@@ -335,6 +302,59 @@ def duplicate_counts(A, B, threshold=0.99, same=False, chunk=1024, *, method="au
         result["exact_pairs"] = exact_pairs
         result["near_pairs"] = near_pairs
     return result
+
+
+def _exact_rows(A, B, candidates, threshold, same):
+    """(rows of B with an exact duplicate, exact pairs, near pairs to add) from the candidate
+    pairs of _best_cosines, each checked for exact equality (identical pairs always count as
+    near ones)."""
+    nA, nB = A.shape[0], B.shape[0]
+    ci, cj, cv = candidates
+    exact_rows = np.zeros(nB, dtype=bool)
+    if not ci:
+        return exact_rows, 0, 0
+    i, j, v = np.concatenate(ci), np.concatenate(cj), np.concatenate(cv)
+    if same:
+        eq = _rows_equal([B], np.array([0]), i, j)
+    else:
+        eq = _rows_equal([A, B], np.array([0, nA]), i, j + nA)
+    i, j, v = i[eq], j[eq], v[eq]
+    exact_rows[j] = True
+    if not same:
+        return exact_rows, 0, 0
+    exact_rows[i] = True
+    return exact_rows, int(i.size), int(np.count_nonzero(v < threshold))
+
+
+def _best_cosines(A, invA, B, invB, threshold, chunk, method, same):
+    """(best cosine of each row of B with A, near pairs counted in B x B when same, candidate
+    exact pairs ([rows of A], [rows of B], [cosines])) from the cosine blocks."""
+    nA, nB = A.shape[0], B.shape[0]
+    best = np.full(nB, -np.inf, dtype=np.float32)
+    near_pairs = 0
+    ci, cj, cv = [], [], []
+    if not (nA and nB):
+        return best, near_pairs, (ci, cj, cv)
+    m = _choose_method(A, B, method)
+    for a0, b0, blk in _cosine_blocks(A, invA, B, invB, int(chunk), m, same):
+        np.minimum(blk, 1.0, out=blk)
+        if same:
+            ia = np.arange(a0, a0 + blk.shape[0])[:, None]
+            ib = np.arange(b0, b0 + blk.shape[1])[None, :]
+            blk[ia == ib] = -np.inf  # ignore self-pairs
+            upper = ia < ib
+            near_pairs += int(np.count_nonzero((blk >= threshold) & upper))
+            cand = (blk >= _EXACT_CANDIDATE_COS) & upper
+        else:
+            cand = blk >= _EXACT_CANDIDATE_COS
+        if cand.any():
+            pa, pb = np.nonzero(cand)
+            ci.append(pa + a0)
+            cj.append(pb + b0)
+            cv.append(blk[pa, pb])
+        np.maximum(best[b0 : b0 + blk.shape[1]], blk.max(axis=0),
+                   out=best[b0 : b0 + blk.shape[1]])
+    return best, near_pairs, (ci, cj, cv)
 
 
 def duplicate_groups(X, threshold=None, chunk=1024, *, method="auto") -> np.ndarray:

@@ -163,7 +163,6 @@ def sweep_figure(result, arm=None):
     steps = sorted(set(result.steps) | set(arm.steps if arm else ()))
     labels = {k: _step_label(arm if (arm and k not in result.records) else result, k, "\n")
               for k in steps}
-    pos = {k: i for i, k in enumerate(steps)}
     ncols = 1 if len(names) == 1 else 2
     nrows = max(1, math.ceil(len(names) / ncols))
     fig = Figure(figsize=(5.4 * ncols + 0.4, 3.4 * nrows + 1.6))
@@ -172,42 +171,7 @@ def sweep_figure(result, arm=None):
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names):
-        s = result.sets[name]
-        st = ROLE_STYLE.get(s["role"], ROLE_STYLE["OOD"])
-        metric = s["headline"]
-        conf = s.get("confounded_from")
-        ax.set_title(f"{name} {st['tag']}  ({s['kind']})"
-                     + ("" if conf is None else f"\nconfounded by source from step {conf}"),
-                     color=st["color"])
-        ax.set_xticks(range(len(steps)), [labels[k] for k in steps])
-        ax.set_xlim(-0.5, len(steps) - 0.5)
-        ax.set_ylim(-0.02, 1.05)
-        ax.set_ylabel(_metric_label(metric, s.get("reference")))
-        ax.grid(axis="y", alpha=0.3)
-        if metric is None:
-            ax.text(0.5, 0.5, "no metric defined", transform=ax.transAxes, ha="center")
-            continue
-        if metric in AUROC_TYPE:
-            ax.axhline(0.5, color="grey", lw=1, ls=":", zorder=0)
-        xs, ys, lo, hi = _series(s, result.steps, metric)
-        if xs:
-            ax.errorbar([pos[k] for k in xs], ys, yerr=[lo, hi], color=st["color"],
-                        marker=st["marker"], ms=6, lw=1.6, capsize=4)
-            for k, y in zip(xs, ys):
-                ax.annotate(f"{y:.2f}", (pos[k], y), textcoords="offset points", xytext=(-7, 3),
-                            ha="right", fontsize=7, color=st["color"],
-                            bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none",
-                                  "pad": 0.5})
-        missing = [k for k in result.steps if k not in xs]
-        if missing:
-            ax.text(0.01, 0.02, "undefined at step " + ", ".join(map(str, missing)),
-                    transform=ax.transAxes, fontsize=7, color="grey")
-        if arm and name in arm.sets:
-            axs, ays, alo, ahi = _series(arm.sets[name], arm.steps, metric)
-            if axs:
-                ax.errorbar([pos[k] + 0.12 for k in axs], ays, yerr=[alo, ahi], color=st["color"],
-                            marker=st["marker"], mfc="white", ms=5, lw=1.3, ls="--", capsize=3,
-                            alpha=0.85)
+        _sweep_panel(ax, result, name, arm, steps, labels)
     roles = ["in-distribution", "OOD"] + (["extra"] if any(
         s["role"] == "extra" for s in result.sets.values()) else [])
     handles = [Line2D([], [], color=ROLE_STYLE[r]["color"], marker=ROLE_STYLE[r]["marker"],
@@ -219,6 +183,47 @@ def sweep_figure(result, arm=None):
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     fig.suptitle(_title(result, "Headline metric per step (error bars: 95 % intervals)"))
     return fig
+
+
+def _sweep_panel(ax, result, name, arm, steps, labels):
+    """One eval set's panel of the sweep figure (the budget arm dashed next to it)."""
+    pos = {k: i for i, k in enumerate(steps)}
+    s = result.sets[name]
+    st = ROLE_STYLE.get(s["role"], ROLE_STYLE["OOD"])
+    metric = s["headline"]
+    conf = s.get("confounded_from")
+    ax.set_title(f"{name} {st['tag']}  ({s['kind']})"
+                 + ("" if conf is None else f"\nconfounded by source from step {conf}"),
+                 color=st["color"])
+    ax.set_xticks(range(len(steps)), [labels[k] for k in steps])
+    ax.set_xlim(-0.5, len(steps) - 0.5)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_ylabel(_metric_label(metric, s.get("reference")))
+    ax.grid(axis="y", alpha=0.3)
+    if metric is None:
+        ax.text(0.5, 0.5, "no metric defined", transform=ax.transAxes, ha="center")
+        return
+    if metric in AUROC_TYPE:
+        ax.axhline(0.5, color="grey", lw=1, ls=":", zorder=0)
+    xs, ys, lo, hi = _series(s, result.steps, metric)
+    if xs:
+        ax.errorbar([pos[k] for k in xs], ys, yerr=[lo, hi], color=st["color"],
+                    marker=st["marker"], ms=6, lw=1.6, capsize=4)
+        for k, y in zip(xs, ys):
+            ax.annotate(f"{y:.2f}", (pos[k], y), textcoords="offset points", xytext=(-7, 3),
+                        ha="right", fontsize=7, color=st["color"],
+                        bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none",
+                              "pad": 0.5})
+    missing = [k for k in result.steps if k not in xs]
+    if missing:
+        ax.text(0.01, 0.02, "undefined at step " + ", ".join(map(str, missing)),
+                transform=ax.transAxes, fontsize=7, color="grey")
+    if arm and name in arm.sets:
+        axs, ays, alo, ahi = _series(arm.sets[name], arm.steps, metric)
+        if axs:
+            ax.errorbar([pos[k] + 0.12 for k in axs], ays, yerr=[alo, ahi], color=st["color"],
+                        marker=st["marker"], mfc="white", ms=5, lw=1.3, ls="--", capsize=3,
+                        alpha=0.85)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,26 +238,31 @@ def _column_bins(values):
     return np.linspace(lo - pad, hi + pad, N_BINS + 1)
 
 
+def _clip(x):
+    """Scores as float64, clipped to +-SCORE_CLIP (drawn at the edge)."""
+    return np.clip(np.asarray(x, dtype=np.float64), -SCORE_CLIP, SCORE_CLIP)
+
+
+def _ref_negatives(result, scores, k, name):
+    """Scores of the held-out negatives of a set's reference set at step k, or None."""
+    ref = result.sets[name].get("reference")
+    d = scores[k].get(ref) if ref else None
+    return None if d is None else d["score"][d["label"] == 0]
+
+
 def score_figure(result, scores):
     """Grid rows = steps, columns = eval sets: histograms of scores split by label."""
     names = list(result.sets)
     steps = result.steps
-    clip = lambda x: np.clip(np.asarray(x, dtype=np.float64), -SCORE_CLIP, SCORE_CLIP)  # noqa: E731
-
-    def ref_negatives(k, name):
-        ref = result.sets[name].get("reference")
-        d = scores[k].get(ref) if ref else None
-        return None if d is None else d["score"][d["label"] == 0]
-
     bins = {}
     for name in names:
         vals = []
         for k in steps:
             if name in scores[k]:
-                vals.append(clip(scores[k][name]["score"]))
-            r = ref_negatives(k, name)
+                vals.append(_clip(scores[k][name]["score"]))
+            r = _ref_negatives(result, scores, k, name)
             if r is not None:
-                vals.append(clip(r))
+                vals.append(_clip(r))
         bins[name] = _column_bins(vals)
     fig = Figure(figsize=(3.3 * len(names) + 0.8, 2.1 * len(steps) + 1.9))
     axes = fig.subplots(len(steps), len(names), squeeze=False)
@@ -260,39 +270,8 @@ def score_figure(result, scores):
             hgap=0.3)
     for i, k in enumerate(steps):
         for j, name in enumerate(names):
-            ax = axes[i, j]
-            s = result.sets[name]
-            st = ROLE_STYLE.get(s["role"], ROLE_STYLE["OOD"])
-            if i == 0:
-                ax.set_title(f"{name} {st['tag']}", color=st["color"])
-            if j == 0:
-                ax.set_ylabel(f"step {_step_label(result, k, chr(10))}\ncount")
-            if i == len(steps) - 1:
-                ax.set_xlabel(f"log-odds score\n(clipped to ±{SCORE_CLIP:g})")
-            ax.set_xlim(bins[name][0], bins[name][-1])
-            ax.axvline(0.0, color=THRESH_COLOR, ls="--", lw=1)
-            d = scores[k].get(name)
-            if d is None:
-                ax.text(0.5, 0.5, "not evaluated", transform=ax.transAxes, ha="center",
-                        color="grey")
-                continue
-            sc, y = clip(d["score"]), np.asarray(d["label"])
-            notes = []
-            for lab, color, text in ((0, NEG_COLOR, "not AF"), (1, AF_COLOR, "AF")):
-                part = sc[y == lab]
-                if part.size:
-                    ax.hist(part, bins=bins[name], histtype="stepfilled", color=color, alpha=0.55,
-                            label=text)
-                    notes.append(f"{text} ≥ 0: {int((part >= 0).sum())}/{part.size}")
-            r = ref_negatives(k, name)
-            if r is not None and r.size:
-                ax.hist(clip(r), bins=bins[name], histtype="step", color=REF_COLOR, ls=":",
-                        lw=1.2)
-                notes.append(f"ref. neg. ({s['reference']}) ≥ 0: {int((r >= 0).sum())}/{r.size}")
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_ylim(0, ax.get_ylim()[1] * (1.0 + 0.18 * len(notes)))   # room for the notes
-            ax.text(0.02, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=7,
-                    bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
+            _score_panel(axes[i, j], result, scores, k, name, bins[name],
+                         (i == 0, j == 0, i == len(steps) - 1))
     handles = [Patch(color=AF_COLOR, alpha=0.55, label="AF"),
                Patch(color=NEG_COLOR, alpha=0.55, label="not AF"),
                Line2D([], [], color=REF_COLOR, ls=":", label="reference negatives "
@@ -303,6 +282,41 @@ def score_figure(result, scores):
     fig.suptitle(_title(result, "Per-sample probe scores by step and eval set "
                            "(bins shared within a column)"))
     return fig
+
+
+def _score_panel(ax, result, scores, k, name, bins, edges):
+    """One cell of the score grid: step k, eval set name (edges: first row, first column,
+    last row: where the titles and axis labels go)."""
+    s = result.sets[name]
+    st = ROLE_STYLE.get(s["role"], ROLE_STYLE["OOD"])
+    first_row, first_col, last_row = edges
+    if first_row:
+        ax.set_title(f"{name} {st['tag']}", color=st["color"])
+    if first_col:
+        ax.set_ylabel(f"step {_step_label(result, k, chr(10))}\ncount")
+    if last_row:
+        ax.set_xlabel(f"log-odds score\n(clipped to ±{SCORE_CLIP:g})")
+    ax.set_xlim(bins[0], bins[-1])
+    ax.axvline(0.0, color=THRESH_COLOR, ls="--", lw=1)
+    d = scores[k].get(name)
+    if d is None:
+        ax.text(0.5, 0.5, "not evaluated", transform=ax.transAxes, ha="center", color="grey")
+        return
+    sc, y = _clip(d["score"]), np.asarray(d["label"])
+    notes = []
+    for lab, color, text in ((0, NEG_COLOR, "not AF"), (1, AF_COLOR, "AF")):
+        part = sc[y == lab]
+        if part.size:
+            ax.hist(part, bins=bins, histtype="stepfilled", color=color, alpha=0.55, label=text)
+            notes.append(f"{text} ≥ 0: {int((part >= 0).sum())}/{part.size}")
+    r = _ref_negatives(result, scores, k, name)
+    if r is not None and r.size:
+        ax.hist(_clip(r), bins=bins, histtype="step", color=REF_COLOR, ls=":", lw=1.2)
+        notes.append(f"ref. neg. ({s['reference']}) ≥ 0: {int((r >= 0).sum())}/{r.size}")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, ax.get_ylim()[1] * (1.0 + 0.18 * len(notes)))   # room for the notes
+    ax.text(0.02, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=7,
+            bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
 
 
 # --------------------------------------------------------------------------------------------

@@ -195,6 +195,15 @@ def grouped_stratified_split(strata, groups, eval_fraction=0.2, seed=0) -> tuple
             in_eval[gi] = True
             cur += c
 
+    _both_sides(comp, in_eval, cur, target, perm)
+    mask = in_eval[g_id]
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def _both_sides(comp, in_eval, cur, target, perm):
+    """Give every stratum touched by >= 2 groups >= 1 eval and >= 1 train sample, moving the
+    group whose move costs least (in place: in_eval, cur)."""
+    nG = comp.shape[0]
     touching = comp > 0
     n_groups_per_stratum = touching.sum(axis=0)
     for _ in range(3):  # a few passes: a cross-stratum move can disturb another stratum
@@ -217,8 +226,6 @@ def grouped_stratified_split(strata, groups, eval_fraction=0.2, seed=0) -> tuple
             changed = True
         if not changed:
             break
-    mask = in_eval[g_id]
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def subsample_stratified(strata, n, seed):
