@@ -37,6 +37,7 @@ def bounded_float(key):
     lo, hi = LIMITS[key]
 
     def parse(text):
+        """The flag's value, or an argparse error saying what is wrong."""
         value = _number(text, float)
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
@@ -72,6 +73,7 @@ def _bounded_int(key):
     lo, hi = LIMITS[key]
 
     def parse(text):
+        """The flag's value, or an argparse error saying what is wrong."""
         value = _number(text, int)
         if key == "jobs" and value == 0:
             raise argparse.ArgumentTypeError("must be -1 (all cores) or >= 1, got 0")

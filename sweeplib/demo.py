@@ -163,6 +163,7 @@ def _layout(seed: int, layer: int, n_features: int, null=None) -> dict:
     pos = 0
 
     def take(k):
+        """The next k features of the seeded permutation."""
         nonlocal pos
         if pos + k > n_features:
             raise ValueError(f"n_features={n_features} too small for the feature layout")
@@ -182,6 +183,7 @@ def _layout(seed: int, layer: int, n_features: int, null=None) -> dict:
     ood_bg = np.concatenate([train_bg[:n_overlap], take(n_ood_bg - n_overlap)])
 
     def sig(name, latent, feats=None):
+        """A signal block of the given name loaded on a latent."""
         _ref, _floor, p0, logit_c, mag_c = SIGNAL_BLOCKS[name]
         f = take(sizes[name]) if feats is None else feats
         return _block(rng, f, p0, TRAIN_MAGNITUDE if name.startswith("train") else OOD_MAGNITUDE,

@@ -91,6 +91,7 @@ class Universe:
         Y = np.zeros((self.n, k), dtype=dtype)
 
         def one(chunk):
+            """X @ V for one row chunk."""
             start, stop, XT = chunk
             kc = int(np.count_nonzero(cover > start))
             if kc:
@@ -111,6 +112,7 @@ class Universe:
         R = np.ascontiguousarray(R, dtype=dtype)
 
         def one(rng):
+            """X' @ R for one feature range."""
             f0, f1 = rng
             out = np.zeros((f1 - f0, k), dtype=dtype)
             for start, stop, XT in self.chunks:

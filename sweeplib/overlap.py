@@ -125,6 +125,7 @@ class Job:
 def _receiver(conn):
     """receive() of a child: the next object sent, None once the parent closed its end."""
     def receive():
+        """The next object sent, or None once the parent closed its end."""
         try:
             return conn.recv()
         except EOFError:

@@ -62,6 +62,7 @@ def lbfgs_logistic(X, y, mean, scale, C, *, sample_weight=None, max_iter=1000, t
     Xt = X.T                            # CSC view: no copy
 
     def fg(theta):
+        """Objective and gradient at theta (weights, intercept)."""
         w, b = theta[:p], theta[p]
         z = np.asarray(X @ (w * inv_scale).astype(np.float32), dtype=np.float64) + (b - mu @ w)
         loss = np.dot(sw, np.logaddexp(0.0, -sign * z)) / total + np.dot(w, w) / (2 * C * total)

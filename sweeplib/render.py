@@ -60,6 +60,7 @@ def render_table_text(t):
     """A plain-text table with aligned columns."""
     widths = [max(len(str(x)) for x in [h] + [r[i] for r in t.rows]) for i, h in enumerate(t.headers)]
     def line(cells):
+        """One row of the table, aligned."""
         return "  ".join(str(c).rjust(w) if i in t.right else str(c).ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     return "\n".join([line(t.headers), line(["-" * w for w in widths])] + [line(r) for r in t.rows])

@@ -72,6 +72,7 @@ def _best_dual_scale(alpha, sw, C, vv, steps=60):
     a, s = alpha[on], sw[on]
 
     def slope(t):
+        """Derivative of the dual along theta * alpha at t."""
         return float(np.dot(s * a, np.log1p(-t * a) - np.log(t * a))) - C * t * vv
     if not len(a) or slope(1.0) >= 0:
         return 1.0
