@@ -439,21 +439,26 @@ def test_killed_runs_leave_only_complete_files_of_one_run_each(tiny_cache, tmp_p
             if paths["json"].exists():
                 rec = json.loads(paths["json"].read_text())           # parses
                 assert rec["step"] == step.number
-            run_ids = set()
+            scores_run = probe_run = None
             if paths["scores"].exists():
                 with np.load(paths["scores"], allow_pickle=False) as z:
-                    run_ids.add(str(z["run_id"]))
+                    scores_run = str(z["run_id"])
             if paths["probe"].exists():
                 import joblib
-                run_ids.add(joblib.load(paths["probe"])["run_id"])
+                probe_run = joblib.load(paths["probe"])["run_id"]
+            run_ids = {r for r in (scores_run, probe_run) if r is not None}
             if paths["json"].exists():
                 if run_ids == {rec["run_id"]}:
                     stepfiles.load_scores(paths["scores"], rec["run_id"])
                     results_read.load_probe(paths["json"])
-                else:                                  # torn unit: readers refuse, never mix
-                    with pytest.raises(base.InputError):
-                        stepfiles.load_scores(paths["scores"], rec["run_id"])
-                        results_read.load_probe(paths["json"])
+                else:          # torn unit: each reader refuses the file of another run
+                    assert scores_run != rec["run_id"] or probe_run != rec["run_id"]
+                    if scores_run != rec["run_id"]:
+                        with pytest.raises(base.InputError):
+                            stepfiles.load_scores(paths["scores"], rec["run_id"])
+                    if probe_run != rec["run_id"]:
+                        with pytest.raises(base.InputError):
+                            results_read.load_probe(paths["json"])
     assert subprocess.run(cmd + ["--resume"], capture_output=True).returncode == 0
     a = analysis.analyze(out)
     assert a.steps == [0, 1, 2, 3] and len(a.run_ids) >= 1
