@@ -243,6 +243,7 @@ def test_screenshot_is_a_png(dash, tmp_path):
     assert 20_000 < len(data) < 20_000_000
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_verdict_premises_and_reasons_are_shown(tiny_run, tmp_path):
     """The dashboard shows the same verdict as verdict.json: outcome, reasons, premise checks."""

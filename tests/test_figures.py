@@ -71,6 +71,7 @@ TRANSFER = {
 
 
 # ---- the two standard figures -----------------------------------------------------------------
+@pytest.mark.slow
 def test_full_run_writes_sweep_and_score_figures_deterministically(run_copy):
     assert figures.HAVE_MATPLOTLIB
     a = analysis.analyze(run_copy)
@@ -185,6 +186,7 @@ def test_fixed_budget_arm_is_overlaid(run_copy):
     assert "fixed budget" in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
+@pytest.mark.slow
 def test_partial_run_steps_0_1(tiny_cache, tmp_path):
     out = tmp_path / "partial"
     assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out),

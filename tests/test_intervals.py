@@ -131,7 +131,8 @@ def test_paired_auroc_change_coverage_10_plus_10(rho):
         assert cover >= MIN_COVERAGE, (rho, auc_a, auc_b, cover)
 
 
-@pytest.mark.parametrize("rho", [0.5, 0.8, 0.95])
+@pytest.mark.parametrize("rho", [pytest.param(0.5, marks=pytest.mark.slow),
+                                 pytest.param(0.8, marks=pytest.mark.slow), 0.95])
 def test_one_sided_error_of_the_change_near_the_ceiling(rho):
     """The non-inferiority check uses the lower bound of the 90 % interval: when the true drop
     is exactly 0.02 near AUROC 1 (gold_106's size, 51 + 55), that bound may lie above the truth

@@ -60,6 +60,7 @@ def test_audit_in_the_background_equals_the_audit_in_line(tiny_cache, tmp_path):
     assert any("background" in k for k in base.TIMINGS)
 
 
+@pytest.mark.slow
 def test_figures_only_on_request_and_the_same_bytes(tiny_cache, tmp_path, capsys):
     base = ["--cache-dir", str(tiny_cache), "--steps", "0", "1", "--jobs", "1"]
     assert run_all.main(base + ["--results-dir", str(tmp_path / "plain")]) == 0

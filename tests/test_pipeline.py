@@ -218,6 +218,7 @@ def test_thresholds_come_from_training_negatives_only(tiny_run):
         assert len(oof["score"]) == rec["n_training_samples"]
 
 
+@pytest.mark.slow
 def test_rerun_gives_identical_numbers(tiny_cache, tiny_run, tmp_path):
     assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(tmp_path)]
                         + FAST_FLAGS) == 0
@@ -248,6 +249,7 @@ def test_missing_cache_exits_2_naming_the_files(tmp_path):
     assert "--demo" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_single_step_script_runs_alone(tiny_cache, tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "01_add_sycophant.py"), "--cache-dir",
                         str(tiny_cache), "--results-dir", str(tmp_path)] + FAST_FLAGS,
@@ -256,6 +258,7 @@ def test_single_step_script_runs_alone(tiny_cache, tmp_path):
     assert [p.name for p in tmp_path.glob("step_*.json")] == ["step_1_add_sycophant.json"]
 
 
+@pytest.mark.slow
 def test_compare_shows_missing_steps_as_not_run(tiny_cache, tmp_path):
     assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(tmp_path),
                          "--steps", "0", "1"] + FAST_FLAGS) == 0

@@ -239,6 +239,7 @@ def test_the_ood_family_is_holm_adjusted():
     assert all(t["p_adjusted"] >= 0.05 for t in found["ood_tests"])
 
 
+@pytest.mark.slow
 def test_verdict_false_claim_rate_under_the_null_by_simulation():
     """No OOD signal at any step: the verdict claims an OOD improvement in <= 5 % of runs;
     with a planted gain it claims it in >= 80 %."""
@@ -254,7 +255,7 @@ def test_verdict_false_claim_rate_under_the_null_by_simulation():
 
 
 # ---- end to end on negative-control demos ----------------------------------------------------
-@pytest.mark.parametrize("null", ["clean", "source"])
+@pytest.mark.parametrize("null", ["clean", pytest.param("source", marks=pytest.mark.slow)])
 def test_null_demo_end_to_end_claims_no_improvement(null, tmp_path):
     cache = tmp_path / "cache"
     demo.generate(cache, scale=0.1, n_features=256, seed=1, verbose=False, null=null)
