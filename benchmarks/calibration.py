@@ -159,7 +159,7 @@ def coverage_table(reps=4000, seed=11):
     print(f"{'n pos':>5} {'n neg':>5} {'rho':>4}  " + "  ".join(f"{a}->{b}" for a, b in pairs))
     for m, n in ((5, 5), (10, 10), (10, 40), (51, 55), (104, 362)):
         for rho in (0.0, 0.5, 0.9):
-            row = [np.mean(_covers(*_paired_bounds(rng, m, n, rho, aa, ab, reps, 0.95), ab - aa))
+            row = [np.mean(_covers(*paired_change_bounds(rng, m, n, rho, aa, ab, reps, 0.95), ab - aa))
                    for aa, ab in pairs]
             print(f"{m:>5} {n:>5} {rho:>4}  "
                   + "  ".join(f"{c:>{len(f'{a}->{b}')}.3f}" for c, (a, b) in zip(row, pairs)))
@@ -170,15 +170,15 @@ def coverage_table(reps=4000, seed=11):
                                                              (0.95, 0.93), (0.9, 0.88)))
           + "   holds: 0.97->0.97  0.99->0.99")
     for rho in (0.0, 0.5, 0.8, 0.95, 0.99):
-        tails = [np.mean(_paired_bounds(rng, 51, 55, rho, aa, ab, reps, 0.90)[0] > ab - aa)
+        tails = [np.mean(paired_change_bounds(rng, 51, 55, rho, aa, ab, reps, 0.90)[0] > ab - aa)
                  for aa, ab in ((0.99, 0.97), (0.97, 0.95), (0.95, 0.93), (0.9, 0.88))]
-        holds = [np.mean(_paired_bounds(rng, 51, 55, rho, a, a, reps, 0.90)[0] > -0.02)
+        holds = [np.mean(paired_change_bounds(rng, 51, 55, rho, a, a, reps, 0.90)[0] > -0.02)
                  for a in (0.97, 0.99)]
         print(f"{rho:>4}  " + "  ".join(f"{t:>10.3f}" for t in tails)
               + "   " + "  ".join(f"{h:>12.3f}" for h in holds))
 
 
-def _paired_bounds(rng, m, n, rho, auc_a, auc_b, reps, level):
+def paired_change_bounds(rng, m, n, rho, auc_a, auc_b, reps, level):
     """(lo, hi) of the change of AUROC for reps pairs of probes scoring the same m + n rows,
     binormal, correlated rho through a per-row term."""
     from scipy.stats import norm

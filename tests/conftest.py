@@ -7,6 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))     # the simulations shared with calibration.py
 
 import run_all  # noqa: E402
 from sweeplib import demo  # noqa: E402

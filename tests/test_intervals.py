@@ -5,6 +5,7 @@ import pytest
 from scipy.stats import binom, norm
 from sklearn.metrics import roc_auc_score
 
+from calibration import paired_change_bounds  # noqa: E402  (benchmarks/, see conftest)
 from sweeplib import intervals
 
 MIN_COVERAGE = 0.93
@@ -114,17 +115,8 @@ def test_auroc_interval_coverage(m, n, sds):
 def test_paired_auroc_change_coverage_10_plus_10(rho):
     """Two probes scoring the same 10 + 10 rows, correlated through a shared per-row term."""
     rng = np.random.default_rng(int(rho * 10))
-    m = n = 10
-    y = np.r_[np.ones(m), np.zeros(n)].astype(bool)
     for auc_a, auc_b in ((0.5, 0.5), (0.7, 0.8), (0.6, 0.9), (0.95, 0.95), (0.9, 0.95)):
-        u = rng.normal(size=(2000, m + n))
-        sa = (np.sqrt(2) * norm.ppf(auc_a) * y + np.sqrt(rho) * u
-              + np.sqrt(1 - rho) * rng.normal(size=u.shape))
-        sb = (np.sqrt(2) * norm.ppf(auc_b) * y + np.sqrt(rho) * u
-              + np.sqrt(1 - rho) * rng.normal(size=u.shape))
-        a10, a01 = intervals.placements(sa[:, y], sa[:, ~y])
-        b10, b01 = intervals.placements(sb[:, y], sb[:, ~y])
-        _, lo, hi, _ = intervals.change_from_placements(a10, a01, b10, b01)
+        lo, hi = paired_change_bounds(rng, 10, 10, rho, auc_a, auc_b, 2000, intervals.LEVEL)
         truth = auc_b - auc_a
         assert np.all(hi > lo)
         cover = np.mean((lo <= truth) & (truth <= hi))
@@ -138,17 +130,8 @@ def test_one_sided_error_of_the_change_near_the_ceiling(rho):
     is exactly 0.02 near AUROC 1 (gold_106's size, 51 + 55), that bound may lie above the truth
     in about 5 % of samples (a Wald interval on the difference reached 9-12 %)."""
     rng = np.random.default_rng(int(rho * 100))
-    m, n = 51, 55
-    y = np.r_[np.ones(m), np.zeros(n)].astype(bool)
     for auc_a, auc_b in ((0.99, 0.97), (0.97, 0.95), (0.95, 0.93)):
-        u = rng.normal(size=(4000, m + n))
-        sa = (np.sqrt(2) * norm.ppf(auc_a) * y + np.sqrt(rho) * u
-              + np.sqrt(1 - rho) * rng.normal(size=u.shape))
-        sb = (np.sqrt(2) * norm.ppf(auc_b) * y + np.sqrt(rho) * u
-              + np.sqrt(1 - rho) * rng.normal(size=u.shape))
-        a10, a01 = intervals.placements(sa[:, y], sa[:, ~y])
-        b10, b01 = intervals.placements(sb[:, y], sb[:, ~y])
-        _, lo, hi, _ = intervals.change_from_placements(a10, a01, b10, b01, level=0.90)
+        lo, hi = paired_change_bounds(rng, 51, 55, rho, auc_a, auc_b, 4000, 0.90)
         truth = auc_b - auc_a
         assert np.mean(lo > truth) <= 0.07, (rho, auc_a, auc_b, np.mean(lo > truth))
         assert np.mean(hi < truth) <= 0.07, (rho, auc_a, auc_b, np.mean(hi < truth))

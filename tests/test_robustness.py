@@ -524,21 +524,24 @@ def d_json_wrong_type(r):
     return "step_2_add_organisms.json: 'config.seed' has the wrong type"
 
 
+def _swap(path, make):
+    """Replace a file by another kind of thing of the same name (make: Path.mkdir, os.mkfifo)."""
+    path.unlink()
+    make(path)
+
+
 def d_json_is_dir(r):
-    (r / "step_0_base.json").unlink()
-    (r / "step_0_base.json").mkdir()
+    _swap(r / "step_0_base.json", Path.mkdir)
     return "step_0_base.json: step record is a directory"
 
 
 def d_json_fifo(r):
-    (r / "step_0_base.json").unlink()
-    os.mkfifo(r / "step_0_base.json")
+    _swap(r / "step_0_base.json", os.mkfifo)
     return "step_0_base.json: step record is a FIFO"
 
 
 def d_npz_is_dir(r):
-    (r / "step_3_scores.npz").unlink()
-    (r / "step_3_scores.npz").mkdir()
+    _swap(r / "step_3_scores.npz", Path.mkdir)
     return "step_3_scores.npz: scores file is a directory"
 
 
