@@ -121,7 +121,11 @@ def analyze_folder(results_dir, allow_mixed=False, criteria=None, conclude=True)
     result.repeats = _repeats(records, steps, result.sets)
     result.anatomy = anatomy(records, steps)
     if conclude:
-        result.verdict = verdict.decide(result, criteria or verdict.Criteria())
+        criteria = criteria or verdict.Criteria()
+        result.verdict = verdict.decide(result, criteria)
+        if step_files(Path(results_dir) / solver_check.FOLDER):
+            verdict.apply_solver_check(result.verdict,
+                                       solver_summary(result, criteria)["check"])
         result.findings = verdict.findings(result)
     return result
 
@@ -289,10 +293,10 @@ def grid_summary(results_dir):
     return results_read.read_grid(Path(results_dir) / "grid_summary.json")
 
 
-def solver_summary(result):
+def solver_summary(result, criteria=None):
     """Per step: the final fit's solver record and its CV folds' median gap; with the
-    --solver-check control present, its comparison (controls_analysis). Made once, kept in
-    result.solver."""
+    --solver-check control present, its comparison (controls_analysis; the tight fits'
+    verdict drawn with the same criteria). Made once, kept in result.solver."""
     if result.solver is not None:
         return result.solver
     steps = {}
@@ -307,7 +311,8 @@ def solver_summary(result):
                                         if folds else None)}
     path = Path(result.results_dir) / solver_check.FOLDER
     check = (controls_analysis.solver_check_comparison(
-        result, analyze(path, controls=False), steps) if step_files(path) else None)
+        result, analyze(path, controls=False, criteria=criteria), steps)
+             if step_files(path) else None)
     result.solver = {"steps": steps, "tol": result.config.get("tol"), "check": check}
     return result.solver
 

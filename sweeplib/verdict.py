@@ -277,22 +277,45 @@ def decide(result, c=None):
         v["outcome"] = "diversity_helps"
         v["reasons"] = [f"OOD improves: {_fmt_test(t)}" for t in tests if t["improved"]] + [
             f"in-distribution holds: {gold_text}; one-sided lower bound "
-            f"{gold['one_sided_lower']:+.4f} > -{c.gold_tolerance}"]
+            f"{gold['one_sided_lower']:+.5f} > -{c.gold_tolerance}"]
     elif gold["drops"]:
         v["outcome"] = "trade_off"
         v["reasons"] = [f"OOD improves: {_fmt_test(t)}" for t in tests if t["improved"]] + [
             f"in-distribution drops by more than the tolerance {c.gold_tolerance}: {gold_text}; "
-            f"one-sided upper bound {gold['one_sided_upper']:+.4f} < -{c.gold_tolerance}"]
+            f"one-sided upper bound {gold['one_sided_upper']:+.5f} < -{c.gold_tolerance}"]
     else:
         v["reasons"] = [f"OOD improves: {_fmt_test(t)}" for t in tests if t["improved"]] + [
             f"but the data cannot tell whether gold_106 stays within {c.gold_tolerance}: "
-            f"{gold_text} (one-sided bounds {gold['one_sided_lower']:+.4f} to "
-            f"{gold['one_sided_upper']:+.4f})"]
+            f"{gold_text} (one-sided bounds {gold['one_sided_lower']:+.5f} to "
+            f"{gold['one_sided_upper']:+.5f})"]
         v["next_steps_key"] = "gold_unbounded"
     v["reasons"] += [f"note: {t['set']} degrades significantly: {_fmt_test(t)}"
                      for t in tests if t["degraded"]]
     v["reasons"] += _repeat_cautions(v["repeat_agreement"], better, v["outcome"])
     return _finish(v)
+
+
+def apply_solver_check(v, check):
+    """With the --solver-check control present: the verdict must be the same for the probes
+    at the default tolerance and at the tight one, else it rests on where the solver stopped
+    and becomes inconclusive (a failed premise, listed with the others)."""
+    if not check:
+        return v
+    default, tight = check["verdict"], check["tight_verdict"]
+    v["solver_check"] = {"tol": check["tol"], "default_outcome": default,
+                         "tight_outcome": tight, "tight_converged": check["tight_converged"]}
+    same = default == tight
+    detail = (f"{default} at the default tolerance, {tight} with every fit run to tol "
+              f"{check['tol']:g}" + ("" if check["tight_converged"]
+                                    else " (some tight fits hit the iteration cap)"))
+    v["premises"].append(_premise("verdict_survives_solver_check", same, detail))
+    if not same:
+        v["reasons"] = ([f"premise failed: verdict_survives_solver_check: {detail}; the "
+                         "conclusion depends on where the solver stopped"]
+                        + [f"at the default tolerance: {r}" for r in v["reasons"]])
+        v["outcome"] = "inconclusive"
+        _finish(v)
+    return v
 
 
 def _repeat_cautions(agree, better, outcome):

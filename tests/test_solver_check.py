@@ -5,7 +5,7 @@ import pytest
 
 from sweeplib import analysis
 import run_all
-from sweeplib import solver_check
+from sweeplib import solver_check, verdict
 from conftest import FAST_FLAGS
 from sweeplib import render
 from sweeplib import report
@@ -63,3 +63,44 @@ def test_tol_must_be_positive(tiny_cache, tmp_path, capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err.startswith("error: argument --tol: must be > 0")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_verdict_must_survive_the_solver_check(checked):
+    a = analysis.analyze(checked)
+    check = analysis.solver_summary(a)["check"]
+    premise = [p for p in a.verdict["premises"] if p["name"] == "verdict_survives_solver_check"]
+    assert len(premise) == 1
+    assert premise[0]["passed"] == (check["verdict"] == check["tight_verdict"])
+    assert a.verdict["solver_check"]["tight_outcome"] == check["tight_verdict"]
+    if not premise[0]["passed"]:
+        assert a.verdict["outcome"] == "inconclusive"
+    assert a.findings[0].startswith("premise ")        # premises first, the solver's included
+    assert any("verdict_survives_solver_check" in f for f in a.findings)
+
+
+def test_a_verdict_that_changes_with_the_tolerance_is_inconclusive(checked):
+    a = analysis.analyze(checked)
+    v = verdict.decide(a, verdict.Criteria(min_base_auroc=0.0))
+    before = v["outcome"]
+    other = "no_improvement" if before != "no_improvement" else "diversity_helps"
+    check = {"tol": 1e-8, "verdict": before, "tight_verdict": other, "tight_converged": True}
+    verdict.apply_solver_check(v, check)
+    assert v["outcome"] == "inconclusive"
+    assert v["premises"][-1] == {"name": "verdict_survives_solver_check", "passed": False,
+                                 "detail": f"{before} at the default tolerance, {other} with "
+                                           "every fit run to tol 1e-08"}
+    assert v["reasons"][0].startswith("premise failed: verdict_survives_solver_check")
+    assert v["next_steps"] == verdict.NEXT_STEPS["inconclusive"]
+    same = verdict.decide(a, verdict.Criteria(min_base_auroc=0.0))
+    verdict.apply_solver_check(same, {**check, "tight_verdict": same["outcome"]})
+    assert same["outcome"] == before and same["premises"][-1]["passed"]
+
+
+def test_the_tight_verdict_uses_the_same_criteria(checked):
+    """On the tiny cache the default criteria leave the tight fits inconclusive (gold_106
+    cannot be bounded within 0.02); a tolerance of 1 lets them conclude."""
+    loose = verdict.Criteria(gold_tolerance=1.0, min_base_auroc=0.0)
+    a = analysis.analyze(checked, criteria=loose)
+    assert analysis.solver_summary(a)["check"]["tight_verdict"] != "inconclusive"
+    default = analysis.analyze(checked)
+    assert analysis.solver_summary(default)["check"]["tight_verdict"] == "inconclusive"
