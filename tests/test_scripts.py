@@ -1,0 +1,38 @@
+"""Every top-level script run as a script (python X.py), the way users run them: each one
+imports, parses its flags and exits cleanly; the readers work on a results folder."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+SCRIPTS = sorted(p.name for p in ROOT.glob("*.py") if p.name != "common.py")
+
+
+def run(*argv, timeout=120):
+    """Run a script of the project as a subprocess; (returncode, stdout, stderr)."""
+    r = subprocess.run([sys.executable, *map(str, argv)], capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_runs_as_a_script(script):
+    code, out, err = run(ROOT / script, "--help")
+    assert code == 0, err
+    assert out.startswith("usage: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("fmt", ["txt", "html"])
+def test_generate_report_runs_as_a_script(tiny_run, tmp_path, fmt):
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run, folder)
+    code, out, err = run(ROOT / "generate_report.py", "--results-dir", folder, "--format", fmt,
+                         "--no-figures")
+    assert code == 0, err
+    written = folder / ("dashboard.html" if fmt == "html" else "report.txt")
+    assert out.startswith("wrote ") and str(written) in out
+    assert written.stat().st_size > 1000 and (folder / "verdict.json").exists()
