@@ -12,6 +12,7 @@ adds the verdict (verdict.py) and reads the control folders and files next to th
 from __future__ import annotations
 
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,13 +88,50 @@ def analyze(results_dir, allow_mixed=False, controls=True, criteria=None):
     next to it (arms, orderings, transfer matrix, grid summary)."""
     result = analyze_folder(results_dir, allow_mixed, criteria)
     if controls:
-        result.arms = {folder: controls_analysis.arm_comparison(
-            folder, result, analyze_folder(Path(results_dir) / folder, conclude=False))
-            for folder in controls_analysis.ARMS if step_files(Path(results_dir) / folder)}
-        result.orderings = orderings_summary(results_dir)
-        result.transfer = transfer_summary(results_dir)
+        result.arms = {}
+        for folder in controls_analysis.ARMS:
+            if step_files(Path(results_dir) / folder):
+                arm = analyze_folder(Path(results_dir) / folder, conclude=False)
+                if linked(result, arm, Path(results_dir) / folder, allow_mixed):
+                    result.arms[folder] = controls_analysis.arm_comparison(folder, result, arm)
+        result.orderings = orderings_summary(results_dir, result, allow_mixed)
+        result.transfer = transfer_summary(results_dir, result, allow_mixed)
         result.grid = grid_summary(results_dir)
     return result
+
+
+# what each control changes on purpose; everything else must be the main sweep's
+CONTROL_KEYS = {"arm_budget": {"budget_n"}, "baseline_format": {"baseline"},
+                solver_check.FOLDER: {"tol", "max_iter"}}
+
+
+def linked(main, control, where, allow_mixed=False):
+    """True when a control (an Analysis, or a JSON document with config, inputs, data_source
+    and layer) was computed from the main sweep's input files, data source, layer and config
+    (but for what the control changes); else a warning line, and it is not shown."""
+    get = control.get if isinstance(control, dict) else lambda key: getattr(control, key)
+    why = None
+    for key in ("data_source", "layer"):
+        if why is None and get(key) != getattr(main, key):
+            why = f"its {key} is {get(key)!r}, the main sweep's {getattr(main, key)!r}"
+    allowed = CONTROL_KEYS.get(Path(where).name, set()) | {"cache_dir"}   # inputs decide
+    c0, c = config.comparable(main.config), config.comparable(get("config") or {})
+    keys = sorted(k for k in set(c0) | set(c) if k not in allowed and c0.get(k) != c.get(k))
+    if why is None and keys:
+        why = (f"its config '{keys[0]}' is {_short(c.get(keys[0]))}, the main sweep's "
+               f"{_short(c0.get(keys[0]))}")
+    if why is None and _by_name(get("inputs") or {}) != _by_name(main.inputs):
+        why = "it was computed from other input files"
+    if why is None or allow_mixed:
+        return True
+    print(f"warning: {where}: not from the main sweep's run ({why}); not shown "
+          "(rerun the control, or pass --allow-mixed)", file=sys.stderr)
+    return False
+
+
+def _by_name(inputs):
+    """Input fingerprints keyed by file name (a relative and an absolute path name one file)."""
+    return {Path(p).name: fp for p, fp in inputs.items()}
 
 
 def analyze_folder(results_dir, allow_mixed=False, criteria=None, conclude=True):
@@ -273,24 +311,62 @@ def _adjust_step_calls(sets):
 # --------------------------------------------------------------------------------------------
 # Files and folders of the controls
 # --------------------------------------------------------------------------------------------
-def orderings_summary(results_dir):
-    """Per ordering of the OOD sources: where the largest significant gain on each OOD set is."""
+def orderings_summary(results_dir, main=None, allow_mixed=False):
+    """Per ordering of the OOD sources: where the largest significant gain on each OOD set is
+    (orderings not computed from the main sweep's run are left out, see linked)."""
     root = Path(results_dir) / "orderings"
     if not root.is_dir():
         return {}
-    return {folder.name: controls_analysis.ordering_row(
-        folder.name.split("-"), analyze_folder(folder, conclude=False))
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and step_files(p))}
+    out = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and step_files(p)):
+        order = analyze_folder(folder, conclude=False)
+        if main is None or linked(main, order, folder, allow_mixed):
+            out[folder.name] = controls_analysis.ordering_row(folder.name.split("-"), order)
+    return out
 
 
-def transfer_summary(results_dir):
-    """The transfer matrix JSON, if present (checked: results_read.read_transfer)."""
-    return results_read.read_transfer(Path(results_dir) / "transfer_matrix.json")
+def transfer_summary(results_dir, main=None, allow_mixed=False):
+    """The transfer matrix JSON, if present (checked: results_read.read_transfer) and
+    computed from the main sweep's run (see linked)."""
+    path = Path(results_dir) / "transfer_matrix.json"
+    doc = results_read.read_transfer(path)
+    if doc is None or main is None or linked(main, doc, path, allow_mixed):
+        return doc
+    return None
 
 
 def grid_summary(results_dir):
-    """The grid summary JSON, if present (checked: results_read.read_grid)."""
-    return results_read.read_grid(Path(results_dir) / "grid_summary.json")
+    """The grid summary JSON, if present (checked: results_read.read_grid), with only the cells
+    whose folder still holds the numbers the summary shows (a cell rerun, removed or edited
+    since the summary was written is left out with a warning)."""
+    path = Path(results_dir) / "grid_summary.json"
+    doc = results_read.read_grid(path)
+    if doc is None:
+        return None
+    kept = []
+    for cell in doc["cells"]:
+        why = _grid_cell_stale(Path(results_dir), cell)
+        if why:
+            print(f"warning: {path}: cell {cell['path']}: {why}; not shown", file=sys.stderr)
+        else:
+            kept.append(cell)
+    return {**doc, "cells": kept}
+
+
+def _grid_cell_stale(results_dir, cell):
+    """Why a grid summary's cell no longer matches its folder's last step, or None."""
+    folder = (results_dir / cell["path"]).resolve()
+    if results_dir.resolve() not in folder.parents:
+        return "its path leaves the results folder"
+    files = step_files(folder)
+    if not files:
+        return "its folder has no step files"
+    record = results_read.read_json(files[max(files)], "step record")
+    shown = (cell["cv_auroc"], cell["n_nonzero_weights"])
+    if not isinstance(record, dict) or (record.get("cv_auroc_mean"),
+                                        record.get("n_nonzero_weights")) != shown:
+        return "its folder holds other results than the summary (rerun with the grid flags)"
+    return None
 
 
 def solver_summary(result, criteria=None):
@@ -310,9 +386,9 @@ def solver_summary(result, criteria=None):
                     "cv_relative_gap": (statistics.median(f["relative_gap"] for f in folds)
                                         if folds else None)}
     path = Path(result.results_dir) / solver_check.FOLDER
-    check = (controls_analysis.solver_check_comparison(
-        result, analyze(path, controls=False, criteria=criteria), steps)
-             if step_files(path) else None)
+    tight = analyze(path, controls=False, criteria=criteria) if step_files(path) else None
+    check = (controls_analysis.solver_check_comparison(result, tight, steps)
+             if tight is not None and linked(result, tight, path) else None)
     result.solver = {"steps": steps, "tol": result.config.get("tol"), "check": check}
     return result.solver
 

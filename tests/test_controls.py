@@ -382,6 +382,19 @@ def test_grid_cells_own_folders_main_sweep_untouched(two_layer_cache, tmp_path, 
         assert recs[L, 0.1, "l2"]["top_features"] != recs[L, 10.0, "l2"]["top_features"]
     assert recs[40, 10.0, "l2"]["top_features"] != recs[53, 10.0, "l2"]["top_features"]
 
+    capsys.readouterr()
+    assert len(analysis.grid_summary(out)["cells"]) == len(cells)          # all current
+    assert "not shown" not in capsys.readouterr().err
+    doc = json.loads((out / "grid_summary.json").read_text())
+    doc["cells"][0]["cv_auroc"] = 0.5                   # a summary that no longer matches
+    (out / "grid_summary.json").write_text(json.dumps(doc))
+    shutil.rmtree(out / doc["cells"][1]["path"])        # a cell whose folder is gone
+    kept = analysis.grid_summary(out)["cells"]
+    assert [r["path"] for r in kept] == [r["path"] for r in doc["cells"][2:]]
+    err = capsys.readouterr().err
+    assert f"cell {doc['cells'][0]['path']}: its folder holds other results" in err
+    assert f"cell {doc['cells'][1]['path']}: its folder has no step files" in err
+
 
 # ---- loss weighting ------------------------------------------------------------------------
 @pytest.mark.parametrize("flag, value, key", [("--class-weight", "balanced", "class_weight"),

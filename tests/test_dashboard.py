@@ -47,7 +47,9 @@ def dash(tiny_run, tmp_path_factory):
     record["files"]["scores"] = "step_4_scores.npz"
     (sub / "step_4_ood_only.json").write_text(json.dumps(record))
     shutil.copy(sub / "step_3_scores.npz", sub / "step_4_scores.npz")
-    (root / "transfer_matrix.json").write_text(json.dumps(TRANSFER))
+    rec0 = json.loads(next(root.glob("step_0_*.json")).read_text())   # from the same run
+    link = {k: rec0[k] for k in ("config", "inputs", "data_source", "layer")}
+    (root / "transfer_matrix.json").write_text(json.dumps({**TRANSFER, **link}))
     return root, dashboard.write_dashboard(root)
 
 
