@@ -60,6 +60,8 @@ def _run(cfg, req, figure_job=None):
         result = analysis.analyze(results_dir, criteria=req.criteria)
     if not cfg.quiet:
         sys.stdout.write(render_console(result))
+    if req.compare_only:                 # a reader: prints the comparison, writes nothing
+        return 0
     with base.timed("report, figures, dashboard"):
         written = outputs.write_outputs(results_dir, result, figure_job=figure_job,
                                         figures=req.figures)

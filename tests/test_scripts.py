@@ -36,3 +36,15 @@ def test_generate_report_runs_as_a_script(tiny_run, tmp_path, fmt):
     written = folder / ("dashboard.html" if fmt == "html" else "report.txt")
     assert out.startswith("wrote ") and str(written) in out
     assert written.stat().st_size > 1000 and (folder / "verdict.json").exists()
+
+
+def test_compare_only_prints_and_writes_nothing(tiny_run, tmp_path, capsys):
+    import run_all
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run, folder)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert run_all.main(["--results-dir", str(folder), "--compare-only"]) == 0
+    assert "Training progression" in capsys.readouterr().out
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+    assert after == before
