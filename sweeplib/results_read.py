@@ -211,6 +211,10 @@ def load_unit(folder, k, json_path, record):
         raise InputError(f"{spath}: missing (its step JSON exists)")
     scores = read_scores(spath, record, json_path)
     verify_metrics(json_path, record, scores)
+    want = record["files"].get("record_sha256")       # absent in folders written before it
+    if want is not None and want != stepfiles.record_digest(record):   # what scores cannot show
+        raise InputError(f"{json_path}: edited after it was written (its contents do not match "
+                         "the record_sha256 it carries); rerun the step")
     return scores
 
 

@@ -70,8 +70,17 @@ def save_step(results_dir, step, record, scores, pipe, run_id):
     record["files"] = {"scores": paths["scores"].name, "probe": paths["probe"].name,
                        "probe_sha256": hashlib.sha256(probe_bytes).hexdigest(),
                        "scores_sha256": hashlib.sha256(npz_bytes).hexdigest()}
+    record["files"]["record_sha256"] = record_digest(record)
     atomic_write(paths["json"], (json.dumps(record, indent=2) + "\n").encode())
     return paths
+
+
+def record_digest(record):
+    """sha256 of a step record without its own digest (files.record_sha256), over a canonical
+    JSON form: a record edited after it was written no longer matches it."""
+    files = {k: v for k, v in record.get("files", {}).items() if k != "record_sha256"}
+    canon = json.dumps({**record, "files": files}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

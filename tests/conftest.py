@@ -39,3 +39,12 @@ def tiny_run(tiny_cache, tmp_path_factory):
     rc = run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out)] + FAST_FLAGS)
     assert rc == 0
     return out
+
+
+def write_record(path, record):
+    """Write a step record a test forged (another step number, name ...), with the digest a
+    record carries recomputed, as if the tool had written it."""
+    import json
+    from sweeplib import stepfiles
+    record["files"]["record_sha256"] = stepfiles.record_digest(record)
+    Path(path).write_text(json.dumps(record))

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from sweeplib import dashboard
+from sweeplib import dashboard, stepfiles
 from sweeplib import base
 from sweeplib import metrics
 
@@ -45,6 +45,7 @@ def dash(tiny_run, tmp_path_factory):
     record.update(step=4, name="ood_only")
     del record["evaluation"]["gold_106"]
     record["files"]["scores"] = "step_4_scores.npz"
+    record["files"]["record_sha256"] = stepfiles.record_digest(record)    # a forged step 4
     (sub / "step_4_ood_only.json").write_text(json.dumps(record))
     shutil.copy(sub / "step_3_scores.npz", sub / "step_4_scores.npz")
     rec0 = json.loads(next(root.glob("step_0_*.json")).read_text())   # from the same run

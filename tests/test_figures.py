@@ -12,7 +12,7 @@ import common
 from sweeplib import figures
 from sweeplib import results_read
 import run_all
-from conftest import FAST_FLAGS
+from conftest import FAST_FLAGS, write_record
 from sweeplib import base
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -206,7 +206,7 @@ def test_extra_step_is_drawn_with_its_record_name(run_copy, monkeypatch):
     monkeypatch.setattr(common, "EXTRA_STEPS", (spec,), raising=False)
     rec = json.loads((run_copy / "step_3_add_benchmark.json").read_text())
     rec.update(step=4, name="ood_only")
-    (run_copy / "step_4_ood_only.json").write_text(json.dumps(rec))
+    write_record(run_copy / "step_4_ood_only.json", rec)
     shutil.copy(run_copy / "step_3_scores.npz", run_copy / "step_4_scores.npz")
     a = analysis.analyze(run_copy)
     assert a.steps == [0, 1, 2, 3, 4]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sweeplib import analysis
 import common
 import run_all
-from conftest import FAST_FLAGS, ROOT
+from conftest import FAST_FLAGS, ROOT, write_record
 from sweeplib import base
 from sweeplib import data
 from sweeplib import results_read
@@ -392,7 +392,7 @@ def test_compare_refuses_steps_from_different_configs(old_results, capsys):
     p = old_results / "step_2_add_organisms.json"
     rec = json.loads(p.read_text())
     rec["config"]["C"] = 1.0
-    p.write_text(json.dumps(rec))
+    write_record(p, rec)                      # as if step 2 had been run with C = 1
     with pytest.raises(base.InputError, match="differ in config 'C'"):
         analysis.analyze(old_results)
     assert analysis.analyze(old_results, allow_mixed=True).steps == [0, 1, 2, 3]

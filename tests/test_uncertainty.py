@@ -19,7 +19,7 @@ import common
 import compare_all_steps
 from sweeplib import intervals
 import run_all
-from conftest import FAST_FLAGS
+from conftest import FAST_FLAGS, write_record
 from sweeplib import data
 from sweeplib.splits import make_splits
 from sweeplib import metrics
@@ -289,7 +289,7 @@ def test_inflection_is_the_largest_not_the_first_significant_gain(tiny_run, tmp_
         src = analysis.step_files(tiny_run)[old]
         record = json.loads(src.read_text())
         record["step"] = new                    # a record names its own step (else ignored)
-        (tmp_path / f"step_{new}_{src.name.split('_', 2)[2]}").write_text(json.dumps(record))
+        write_record(tmp_path / f"step_{new}_{src.name.split('_', 2)[2]}", record)
         shutil.copy(tiny_run / f"step_{old}_scores.npz", tmp_path / f"step_{new}_scores.npz")
     a = analysis.analyze(tmp_path, controls=False)
     verdicts, gains = _check_analysis(a)
