@@ -52,6 +52,53 @@ def real_cache(cache_copy):
 
 
 # --------------------------------------------------------------------------------------------
+# D1: the demo generator never writes over a folder that is not a demo cache
+# --------------------------------------------------------------------------------------------
+def test_demo_data_refuses_a_real_cache_and_leaves_it_unchanged(real_cache, capsys):
+    before = snapshot(real_cache)
+    first = flag_error(demo_data.main, ["--out", str(real_cache)] + DEMO_FLAGS, capsys)
+    assert f"argument --out: {real_cache}: folder is not empty and is not a demo cache" in first
+    assert snapshot(real_cache) == before
+
+
+def test_demo_data_refuses_any_non_empty_folder(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    first = flag_error(demo_data.main, ["--out", str(tmp_path)] + DEMO_FLAGS, capsys)
+    assert "is not a demo cache (no DEMO_CACHE.json)" in first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_run_all_demo_refuses_a_real_cache_dir(real_cache, tmp_path, capsys):
+    before = snapshot(real_cache)
+    rc = run_all.main(["--demo", "--cache-dir", str(real_cache), "--results-dir",
+                       str(tmp_path / "r")] + FAST_FLAGS)
+    assert rc == 2
+    assert f"{real_cache}: folder is not empty and is not a demo cache" in first_error(capsys)
+    assert snapshot(real_cache) == before
+    assert not (tmp_path / "r").exists()
+
+
+def test_demo_generator_rewrites_its_own_and_interrupted_caches(tiny_cache, tmp_path):
+    own = tmp_path / "own"
+    shutil.copytree(tiny_cache, own)
+    demo.generate(own, verbose=False, **TINY)              # a complete demo cache
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(tiny_cache, interrupted)
+    (interrupted / "DEMO_CACHE.json").rename(interrupted / "DEMO_CACHE.partial.json")
+    demo.generate(interrupted, verbose=False, **TINY)      # only the in-progress marker
+    assert (interrupted / "DEMO_CACHE.json").exists()
+    assert not (interrupted / "DEMO_CACHE.partial.json").exists()
+    assert snapshot(interrupted) == snapshot(own)
+
+
+def test_demo_data_refuses_an_empty_out(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                 # before the fix, '' wrote into the cwd
+    assert "argument --out: must not be empty" in flag_error(demo_data.main, ["--out", ""],
+                                                              capsys)
+    assert not any(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
 # W3: an absolute magnitude limit (a uniformly scaled cache passes every relative check)
 # --------------------------------------------------------------------------------------------
 def test_cache_scaled_by_1e19_is_refused_naming_the_file_and_value(cache_copy, tmp_path,
@@ -104,6 +151,47 @@ def test_one_class_held_out_benchmark_is_a_data_warning(cache_copy, tmp_path, ca
     assert sum(expected in line for line in err.splitlines()) == 1, err
     record = json.loads((tmp_path / "r" / "step_0_base.json").read_text())
     assert any(expected in w for w in record["data_warnings"])
+
+
+# --------------------------------------------------------------------------------------------
+# T5: demo_data.py flags
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--scale", "0", "argument --scale: must be a finite number > 0, got 0.0"),
+    ("--scale", "nan", "argument --scale: must be a finite number > 0, got nan"),
+    ("--scale", "inf", "argument --scale: must be a finite number > 0, got inf"),
+    ("--scale", "1e9", "argument --scale/--n-features: the cache would take about"),
+    ("--n-features", "3", "argument --n-features: 3 is too small for the feature layout"),
+    ("--n-features", "0", "argument --n-features: must be an integer >= 1, got 0"),
+    ("--seed", "-1", "argument --seed: must be an integer in [0, 4294967295], got -1"),
+    ("--layers", "-1", "argument --layers: a layer must be an integer in [1, 1000], got -1"),
+    ("--layers", "0", "argument --layers: a layer must be an integer in [1, 1000], got 0"),
+])
+def test_demo_data_bad_flags_exit_2(flag, value, expected, tmp_path, capsys):
+    argv = ["--out", str(tmp_path / "c"), "--scale", "0.1", "--n-features", "256", "--quiet",
+            flag, value]
+    assert expected in flag_error(demo_data.main, argv, capsys)
+    assert not (tmp_path / "c").exists()
+
+
+def test_demo_data_out_that_is_a_file_exits_2(tmp_path, capsys):
+    out = tmp_path / "file"
+    out.write_text("x")
+    first = flag_error(demo_data.main, ["--out", str(out)] + DEMO_FLAGS, capsys)
+    assert f"argument --out: {out}: exists and is a regular file, not a folder" in first
+    assert out.read_text() == "x"
+
+
+def test_demo_data_out_in_a_read_only_folder_exits_2(tmp_path, monkeypatch, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)                 # root ignores the mode: os.access says what it would
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: (
+        False if str(p) == str(ro) and mode & os.W_OK else real_access(p, mode, **k)))
+    first = flag_error(demo_data.main, ["--out", str(ro / "c")] + DEMO_FLAGS, capsys)
+    assert f"argument --out: {ro / 'c'}: its parent {ro} is not writable" in first
+    assert not (ro / "c").exists()
 
 
 # --------------------------------------------------------------------------------------------
