@@ -99,6 +99,47 @@ def test_demo_data_refuses_an_empty_out(capsys, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------
+# D2: --output never replaces a device, FIFO, folder or one of the tool's own files
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,make,expected", [
+    ("fifo", os.mkfifo, "is a FIFO, not a regular file; refusing to replace it"),
+    ("dev_null", lambda p: p.symlink_to("/dev/null"),
+     "is a character device, not a regular file; refusing to replace it"),
+    ("folder", lambda p: p.mkdir(), "is a directory; give a file name"),
+    ("step_0_base.json", None, "a name of this tool's own files (step_*.json)"),
+    ("step_1_scores.npz", None, "(step_*_scores.npz)"),
+    ("step_2_probe.pkl", None, "(step_*_probe.pkl)"),
+    ("verdict.json", None, "(verdict.json)"),
+    ("train_activations.npy", None, "(*_activations.npy)"),
+    ("test_labels.npy", None, "(*_labels.npy)"),
+    ("benchmark_labels.json", None, "(*_labels.json)"),
+])
+def test_output_refuses_non_regular_paths_and_own_file_names(name, make, expected, old_results,
+                                                             tmp_path, capsys):
+    target = (old_results / name) if make is None else (tmp_path / name)
+    if make:
+        make(target)
+    before = snapshot(old_results)
+    first = flag_error(generate_report.main, ["--results-dir", str(old_results), "--output",
+                                              str(target), "--no-figures"], capsys)
+    assert first.startswith("error: argument --output: ") and expected in first, first
+    assert snapshot(old_results) == before
+
+
+def test_output_through_a_symlink_to_an_own_file_is_refused(old_results, tmp_path, capsys):
+    link = tmp_path / "report.txt"
+    link.symlink_to(old_results / "step_0_base.json")
+    first = flag_error(generate_report.main, ["--results-dir", str(old_results), "--output",
+                                              str(link)], capsys)
+    assert "(step_*.json)" in first
+
+
+def test_output_path_type_refuses_an_unreachable_path(tmp_path):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"cannot use it \(File name too long"):
+        config.output_path(str(tmp_path / ("o" * 300)))
+
+
+# --------------------------------------------------------------------------------------------
 # W3: an absolute magnitude limit (a uniformly scaled cache passes every relative check)
 # --------------------------------------------------------------------------------------------
 def test_cache_scaled_by_1e19_is_refused_naming_the_file_and_value(cache_copy, tmp_path,
@@ -247,3 +288,13 @@ def test_layer_path_that_is_a_file_says_so(cache_copy, tmp_path, capsys):
     assert run(cache_copy, tmp_path / "r") == 2
     assert f"{cache_copy / L40}: layer folder is a regular file, not a folder" in \
         first_error(capsys)
+
+
+# --------------------------------------------------------------------------------------------
+# 7: --sidecar-dir ''
+# --------------------------------------------------------------------------------------------
+def test_empty_sidecar_dir_is_refused(tiny_cache, tmp_path, capsys):
+    first = flag_error(run_all.main, ["--cache-dir", str(tiny_cache), "--results-dir",
+                                      str(tmp_path / "r"), "--sidecar-dir", ""], capsys)
+    assert "argument --sidecar-dir: must not be empty" in first
+    assert not (tmp_path / "r").exists()
