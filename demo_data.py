@@ -9,16 +9,17 @@ its parameters are in sweeplib/demo.py; the same arguments always give byte-iden
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from common import DEMO_CACHE_DIR
-from sweeplib.demo import DEFAULT_LAYER, DEFAULT_SEED, NULL_MODES, REF_FEATURES, generate
+from sweeplib.base import InputError
+from sweeplib.config import Parser
+from sweeplib.demo import DEFAULT_LAYER, DEFAULT_SEED, NULL_MODES, REF_FEATURES, check_request, cli
 
 
 def main(argv=None) -> int:
     """Command-line entry point."""
-    p = argparse.ArgumentParser(description="Write a synthetic demo SAE-activation cache.")
+    p = Parser(description="Write a synthetic demo SAE-activation cache.")
     p.add_argument("--out", default=str(DEMO_CACHE_DIR),
                    help="output folder (gets layer_<L>/ subfolders and DEMO_CACHE.json)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
@@ -30,9 +31,13 @@ def main(argv=None) -> int:
                         "distribution; 'source': each OOD source keeps its own features)")
     p.add_argument("--quiet", action="store_true", help="do not print the statistics table")
     a = p.parse_args(argv)
-    generate(a.out, seed=a.seed, scale=a.scale, n_features=a.n_features, layers=a.layers,
-             verbose=not a.quiet, null=a.null)
-    return 0
+    settings = {"seed": a.seed, "scale": a.scale, "n_features": a.n_features,
+                "layers": a.layers, "null": a.null}
+    try:
+        check_request(a.out, **settings)          # flag values and --out, before any write
+    except InputError as e:
+        p.error(f"argument {e}" if str(e).startswith("--") else f"argument --out: {e}")
+    return cli(a.out, verbose=not a.quiet, **settings)
 
 
 if __name__ == "__main__":

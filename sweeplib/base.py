@@ -5,6 +5,7 @@ Everything above imports this; it imports only owned.py (stdlib only) from the p
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import shutil
@@ -29,6 +30,13 @@ class WriteError(Exception):
     def __init__(self, message, reason=None):
         super().__init__(message)
         self.reason = reason or message
+
+
+def shown_path(path):
+    """A path as an error shows it: whole, or shortened when it is over 200 characters (a path
+    long enough to be refused by the operating system would fill the screen)."""
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:100]}...{text[-60:]} ({len(text)} characters)"
 
 
 def die(message):
@@ -115,6 +123,43 @@ def json_safe(x):
 FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
               (stat.S_ISSOCK, "a socket"))
+
+
+def entry_state(path, what="file"):
+    """os.stat of path (symlinks followed), None when nothing is there; InputError naming the
+    path and the cause when something is there but cannot be looked at: a dangling symlink, a
+    symlink loop, no permission, a path too long for the operating system."""
+    try:
+        return os.stat(path)
+    except NotADirectoryError:
+        return None                                # a parent is a file: nothing there
+    except FileNotFoundError:
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return None                            # nothing there (lstat finds nothing)
+        raise InputError(f"{shown_path(path)}: {what} is a dangling symlink (-> "
+                         f"{shown_path(target)})") from None
+    except OSError as e:
+        cause = {errno.ELOOP: "symlink loop", errno.ENAMETOOLONG: "path too long",
+                 errno.EACCES: "permission denied", errno.EPERM: "permission denied"}.get(e.errno)
+        raise InputError(f"{shown_path(path)}: {what}: "
+                         f"{cause or 'cannot be looked at'} ({e.strerror})") from None
+
+
+def check_folder(path, what):
+    """InputError unless path is a readable folder (None when nothing is there)."""
+    st = entry_state(path, what)
+    if st is None:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        kind = next((name for test, name in FILE_KINDS if test(st.st_mode)), "a regular file")
+        raise InputError(f"{shown_path(path)}: {what} is {kind}, not a folder")
+    try:
+        os.listdir(path)
+    except OSError as e:
+        raise InputError(f"{shown_path(path)}: {what} cannot be read ({e.strerror})") from None
+    return st
 
 
 def open_regular(path, what="file"):

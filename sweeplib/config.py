@@ -11,13 +11,17 @@ before any data is read; a bad value is one line naming the flag (exit 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fnmatch
+import os
+import stat
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from common import (DATASETS, DEFAULTS, DEMO_CACHE_DIR, DEMO_RESULTS_DIR, EXTRA_EVAL_NAME,
                     LIMITS, ROOT)
-from sweeplib.base import InputError
+from sweeplib.base import FILE_KINDS, InputError, shown_path
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,11 +97,46 @@ def _path(text):
     return Path(text)
 
 
+# Names --output never takes: the tool's own result, input and bookkeeping files (writing a
+# report over one would destroy it, or make a folder unreadable). report.* and dashboard.html
+# are the outputs --output is for.
+OWN_FILE_PATTERNS = ("step_*.json", "step_*_scores.npz", "step_*_probe.pkl", "verdict.json",
+                     "transfer_matrix.json", "grid_summary.json", "sweep.png",
+                     "score_distributions.png", "transfer_matrix.png", "*_activations.npy",
+                     "*_activations.csr.npz", "*_labels.npy", "*_labels.json", "DEMO_CACHE.json",
+                     "DEMO_CACHE.partial.json", "JOURNAL.json", "OWNER.json", ".sweep.lock")
+
+
+def _own_file_pattern(path):
+    """The OWN_FILE_PATTERNS entry a path's name (or, for a symlink, its target's) matches."""
+    names = [path.name]
+    with contextlib.suppress(OSError, RuntimeError):
+        names.append(path.resolve().name)
+    return next((pat for name in names for pat in OWN_FILE_PATTERNS
+                 if fnmatch.fnmatchcase(name, pat)), None)
+
+
 def output_path(text):
-    """argparse type of --output: a file path in an existing folder, not a folder itself."""
+    """argparse type of --output: a file path in an existing folder; never a folder, FIFO,
+    device or socket, nor a name of the tool's own files (OWN_FILE_PATTERNS)."""
     path = _path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+    shown = shown_path(text)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{shown}: cannot use it ({e.strerror})") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise argparse.ArgumentTypeError(f"{shown} is a directory; give a file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+        raise argparse.ArgumentTypeError(f"{shown} is {kind}, not a regular file; refusing to "
+                                         "replace it")
+    pattern = _own_file_pattern(path)
+    if pattern:
+        raise argparse.ArgumentTypeError(f"{shown}: a name of this tool's own files "
+                                         f"({pattern}); refusing to write a report over it")
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"{path.parent} does not exist")
     return path
@@ -229,7 +268,7 @@ def _add_fit_flags(p):
     p.add_argument("--extra-eval", type=_extra_name, nargs="+", default=None, metavar="NAME",
                    help="also evaluate <NAME>_activations.npy + <NAME>_labels.json|.npy whole, "
                         "at every step (never trained on)")
-    p.add_argument("--sidecar-dir", type=Path, default=d["sidecar_dir"], metavar="DIR",
+    p.add_argument("--sidecar-dir", type=_path, default=d["sidecar_dir"], metavar="DIR",
                    help="where the sparse sidecar copies of the activations go (default: next "
                         "to each .npy; use this when the cache folder is read-only)")
     p.add_argument("--no-sidecar", action="store_true",

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from common import DATASETS, DEMO_MARKER, LABEL_MAP, MAX_SIDECAR_BYTES, NPY_CLASS_NAMES, DatasetSpec
 from sweeplib import demo
-from sweeplib.base import InputError, open_regular
+from sweeplib.base import InputError, check_folder, entry_state, open_regular
 from sweeplib.config import check_extra_eval_name
 from sweeplib.npyio import (_dense_to_csr, _npy_header, _open_npy, activation_shape,
                             parse_json, read_small_file)
@@ -68,25 +68,25 @@ def layer_dir(cache_dir, layer):
 
 def dataset_files(cache_dir, layer, spec):
     """(activations path, labels path or None) of a dataset (its DatasetSpec); labels may be
-    .npy or .json."""
+    .npy or .json, never both (InputError naming both: which one holds the truth?)."""
     d = layer_dir(cache_dir, layer)
     stem = spec.stem
     acts = d / f"{stem}_activations.npy"
-    preferred = ("npy", "json") if spec.role != "split" else ("json", "npy")
-    for ext in preferred:
-        lab = d / f"{stem}_labels.{ext}"
-        if lab.exists():
-            return acts, lab
-    return acts, None
+    found = [d / f"{stem}_labels.{ext}" for ext in ("npy", "json")
+             if entry_state(d / f"{stem}_labels.{ext}", "labels file") is not None]
+    if len(found) == 2:
+        raise InputError(f"{found[0]}: two label files for dataset {spec.name}, {found[0].name} "
+                         f"and {found[1].name}; keep one (move the other away)")
+    return acts, (found[0] if found else None)
 
 
 def missing_files(cache_dir, layer, names, table=DATASETS):
     """Paths (as strings) that the given datasets (of the dataset table) need but the cache
-    lacks."""
+    lacks (InputError for one that is there but cannot be used: entry_state)."""
     out = []
     for name in names:
         acts, lab = dataset_files(cache_dir, layer, table[name])
-        if not acts.exists():
+        if entry_state(acts, "activations file") is None:
             out.append(str(acts))
         if lab is None:
             out.append(str(layer_dir(cache_dir, layer) / f"{table[name].stem}_labels.json|.npy"))
@@ -165,12 +165,13 @@ def read_feature_ids(path, n_features):
 
 
 def check_present(cache_dir, layer, names, table=DATASETS):
-    """InputError naming the first missing folder or file the given datasets need."""
+    """InputError naming the first missing (or unusable: base.entry_state) folder or file the
+    given datasets need."""
     d = layer_dir(cache_dir, layer)
     layout = layout_help(cache_dir, layer, table)
-    if not Path(cache_dir).is_dir():
+    if check_folder(cache_dir, "cache directory") is None:
         raise InputError(f"{cache_dir}: cache directory not found\n{layout}")
-    if not d.is_dir():
+    if check_folder(d, "layer folder") is None:
         present = sorted(p.name for p in Path(cache_dir).glob("layer_*"))
         raise InputError(f"{d}: layer folder not found (present: {', '.join(present) or 'none'})"
                          f"\n{layout}")

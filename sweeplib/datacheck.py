@@ -8,8 +8,14 @@ Rules (README, "Bad input and reliability"):
 - rows with no active feature: warning (count and share);
 - a value above OUTLIER_WARN x the cache's own 99.9th percentile of active |values|: warning;
   above OUTLIER_REFUSE x: refused (one such value made every AUROC 0.500 with converged: true);
+- any |value| above ABSOLUTE_REFUSE (1e18), however uniform the cache: refused. The scaler's
+  variance is stored as float32 (as scikit-learn stores it), so a squared value above the
+  float32 range (about 1.8e19) becomes inf and silently zeroes the feature; a cache scaled by
+  1e19 changed its numbers without a word. 1e18 keeps every square (<= 1e36) and so every
+  variance finite, with room to spare; SAE activations are many orders of magnitude smaller;
 - an eval set that needs both classes (no reference negatives in the dataset table) with one
-  class: warning (its AUROC is undefined at every step);
+  class, or whose held-out part has one class (check_held_out, once the split is made):
+  warning (its AUROC is undefined at every step);
 - a training mix whose rows are all identical (no feature varies), or with a class smaller than
   --cv-folds: refused before anything is written;
 - a fit whose weights or scores are not finite: refused (nothing is switched in); a probe with
@@ -25,6 +31,7 @@ from sweeplib.base import InputError
 
 OUTLIER_WARN = 1e3
 OUTLIER_REFUSE = 1e6
+ABSOLUTE_REFUSE = 1e18     # |value| above this: refused whatever the cache's scale (see above)
 SAMPLE = 1_000_000         # active values sampled (evenly, deterministic) for the percentile
 
 
@@ -81,6 +88,10 @@ def check_datasets(datasets, feature_ids=None, warn=_stderr):
             raise InputError(f"{path}: value {value:.3g} at {where} is {ratio:.2g} times the "
                              f"cache's 99.9th percentile of active values ({ref:.3g}); corrupt "
                              f"file? (refused above {OUTLIER_REFUSE:g} times)")
+        if abs(value) > ABSOLUTE_REFUSE:
+            raise InputError(f"{path}: value {value:.3g} at {where} is above the absolute limit "
+                             f"{ABSOLUTE_REFUSE:g} (largest |value| of the file); the probe's "
+                             "float32 statistics would overflow: wrong units or corrupt file?")
         if ratio > OUTLIER_WARN:
             ds.warnings.append(f"{path}: value {value:.3g} at {where} is {ratio:.2g} times the "
                                f"cache's 99.9th percentile of active values ({ref:.3g})")
@@ -93,6 +104,25 @@ def check_datasets(datasets, feature_ids=None, warn=_stderr):
                                "every step")
     for ds in datasets.values():
         for w in ds.warnings:
+            warn(f"warning: {w}")
+
+
+def check_held_out(datasets, splits, warn=_stderr):
+    """Warn (once per message) about a split dataset that needs both classes (no reference
+    negatives) and has both, but whose held-out part has one: a class with a single sample is
+    never held out, so a benchmark with one negative is evaluated on AF rows only."""
+    for name, ds in datasets.items():
+        if ds.spec.role != "split" or ds.spec.reference is not None or name not in splits:
+            continue
+        held = ds.y[splits[name].eval]
+        if len(np.unique(ds.y)) < 2 or not len(held) or len(np.unique(held)) > 1:
+            continue                    # one class in the whole set: check_datasets warned
+        only = "AF" if held[0] == 1 else "not AF"
+        w = (f"{ds.files.get('labels', name)}: the held-out part of {name} ({len(held)} "
+             f"samples) is all {only} (one class; the other class has too few samples to hold "
+             "one out): its AUROC is undefined at every step")
+        if w not in ds.warnings:
+            ds.warnings.append(w)
             warn(f"warning: {w}")
 
 

@@ -26,19 +26,24 @@ Every sample is built from a few per-sample latent variables (verbosity, gain, i
 ...). Each block of features has a base activation probability and magnitude that these latents
 shift. Values are the max over overlapping blocks, so they stay non-negative like SAE latents.
 
-Output: ``<out>/layer_<L>/*.npy`` + ``*_labels.json`` and, written last, ``<out>/DEMO_CACHE.json``.
-All files are written atomically; the same arguments always give byte-identical files.
+Output: ``<out>/layer_<L>/*.npy`` + ``*_labels.json`` and, written last, ``<out>/DEMO_CACHE.json``
+(``DEMO_CACHE.partial.json`` marks the folder while it is written). All files are written
+atomically; the same arguments always give byte-identical files. Settings and the folder are
+checked first (demo_checks.py): a non-empty folder that is not a demo cache is never written.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from sweeplib.base import atomic_write
+from common import DEMO_MARKER
+from sweeplib.base import InputError, WriteError, atomic_write, die
+from sweeplib.demo_checks import PARTIAL_MARKER, check_out, check_settings
 
 # --------------------------------------------------------------------------------------------
 # Generator parameters. Feature counts are given for the real SAE width (REF_FEATURES) and
@@ -404,17 +409,59 @@ def _print_layer(layer: int, s: dict) -> None:
           f"{s['sycophant_near_duplicate_pairs']}")
 
 
+def _rows(scale):
+    """Rows of one layer's five datasets at a scale."""
+    n = sum(sum(_counts(c, scale).values()) for c in (TRAIN_COUNTS, GOLD_COUNTS, BENCHMARK_COUNTS))
+    return n + sum(max(MIN_CLASS_COUNT, int(round(k * scale)))
+                   for k in (SYCOPHANT_COUNT, ORGANISM_COUNT))
+
+
+def check_request(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
+                  layers=(DEFAULT_LAYER,), null=None):
+    """InputError ('--flag: problem') unless generate() can honour the request without
+    touching anything it should not (see demo_checks.py)."""
+    if null not in NULL_MODES:
+        raise InputError(f"--null: must be one of {NULL_MODES[1:]}, got {null!r}")
+    check_settings(seed, scale, n_features, layers, _rows)
+    for layer in sorted(set(layers)):
+        try:
+            _layout(seed, layer, n_features, null)
+        except ValueError:
+            least = next(n for n in range(n_features + 1, REF_FEATURES + 1)
+                         if _layout_fits(seed, layer, n, null))
+            raise InputError(f"--n-features: {n_features} is too small for the feature layout "
+                             f"(at least {least})") from None
+    check_out(out_root)
+
+
+def _layout_fits(seed, layer, n_features, null):
+    """True when a layer's feature layout fits in n_features."""
+    try:
+        _layout(seed, layer, n_features, null)
+    except ValueError:
+        return False
+    return True
+
+
 def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES, layers=(DEFAULT_LAYER,),
              verbose=True, null=None) -> dict:
-    """Write a synthetic cache under out_root; return a summary dict of the printed statistics."""
-    if scale <= 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
-    if null not in NULL_MODES:
-        raise ValueError(f"null must be one of {NULL_MODES}, got {null!r}")
+    """Write a synthetic cache under out_root; return a summary dict of the printed statistics.
+    InputError (nothing written) for bad settings or a folder that is not new, empty or a demo
+    cache (check_request)."""
+    check_request(out_root, seed=seed, scale=scale, n_features=n_features, layers=layers,
+                  null=null)
     layers = [int(layer) for layer in layers]
     out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    marker = out_root / "DEMO_CACHE.json"
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out: {out_root}: cannot create the folder ({e.strerror})") from None
+    settings = {"synthetic": True, "generator": "demo_data.py", "seed": int(seed),
+                "scale": float(scale), "n_features": int(n_features), "layers": layers,
+                "null": null}
+    partial = out_root / PARTIAL_MARKER
+    _save_json(partial, {**settings, "complete": False})    # first: the folder stays ours
+    marker = out_root / DEMO_MARKER
     if marker.exists():
         marker.unlink()                     # a cache being rewritten is incomplete until the end
     t0 = time.perf_counter()
@@ -427,10 +474,23 @@ def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
         if verbose:
             _print_layer(layer, s)
     summary["seconds"] = time.perf_counter() - t0
-    _save_json(marker, {"synthetic": True, "generator": "demo_data.py", "seed": int(seed),
-                        "scale": float(scale), "n_features": int(n_features), "layers": layers,
-                        "null": null})
+    _save_json(marker, settings)
+    partial.unlink()
     if verbose:
         kind = f" (negative control: null={null}, OOD sets carry no AF signal)" if null else ""
         print(f"wrote synthetic cache to {out_root}{kind} in {summary['seconds']:.1f} s")
     return summary
+
+
+def cli(out_root, **settings) -> int:
+    """demo_data.py's run: generate, one error line and an exit code for what goes wrong
+    (2 bad input, 1 a file could not be written)."""
+    try:
+        generate(out_root, **settings)
+    except InputError as e:
+        return die(str(e))
+    except WriteError as e:
+        print(f"error: {e}; the demo cache in {out_root} is incomplete (run again)",
+              file=sys.stderr)
+        return 1
+    return 0

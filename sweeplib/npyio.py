@@ -58,6 +58,9 @@ def _npy_header(path):
     size = Path(path).stat().st_size
     if size < need:
         raise InputError(f"{path}: truncated .npy file ({size} bytes, header promises {need})")
+    if size > need:
+        raise InputError(f"{path}: {size - need} bytes after the array data ({size} bytes, "
+                         f"header promises {need}); corrupt or not one array: refusing it")
     return shape, fortran, dtype, offset
 
 

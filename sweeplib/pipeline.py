@@ -144,6 +144,7 @@ class Context:
             if d is datasets and s == seed:
                 return splits
         splits = make_splits(datasets, self.cfg.eval_fraction, seed, self.cfg.dedup_split)
+        datacheck.check_held_out(datasets, splits, _deferring(_stderr))
         self.made_splits.append((datasets, seed, splits))
         return splits
 

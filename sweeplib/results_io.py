@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -289,7 +290,8 @@ def claim(folder):
     """Start writing into folder (the command's root): lock it now when it exists."""
     if _SESSION is not None and _SESSION.root is None:
         _SESSION.root = Path(folder)
-    if Path(folder).is_dir():
+    st = base.entry_state(folder, "results directory")   # InputError: too long, no access
+    if st is not None and stat.S_ISDIR(st.st_mode):
         lock(folder)
 
 

@@ -12,6 +12,7 @@ import hashlib
 import io
 import math
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import joblib
 
 import common
 from sweeplib import npyio, owned, results_io, stepfiles
-from sweeplib.base import InputError
+from sweeplib.base import InputError, entry_state
 from sweeplib.metrics import evaluate_set
 from sweeplib.probe import fpr_thresholds
 
@@ -49,9 +50,10 @@ def read_json(path, what="JSON file", limit=MAX_JSON_BYTES):
 def check_folder(folder):
     """InputError unless folder is an existing directory."""
     folder = Path(folder)
-    if not folder.exists():
+    st = entry_state(folder, "results folder")      # InputError: too long, no access
+    if st is None:
         raise InputError(f"{folder}: results folder not found")
-    if not folder.is_dir():
+    if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"{folder}: not a folder")
 
 
