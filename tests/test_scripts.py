@@ -48,3 +48,19 @@ def test_compare_only_prints_and_writes_nothing(tiny_run, tmp_path, capsys):
     assert "Training progression" in capsys.readouterr().out
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_a_relative_and_an_absolute_cache_path_are_the_same_inputs(tiny_cache, tmp_path,
+                                                                   monkeypatch, capsys):
+    import run_all
+    monkeypatch.chdir(tiny_cache.parent)
+    out = tmp_path / "run"
+    flags = ["--results-dir", str(out), "--steps", "0", "1", "--quiet", "--jobs", "1"]
+    assert run_all.main(["--cache-dir", tiny_cache.name] + flags) == 0
+    capsys.readouterr()
+    assert run_all.main(["--cache-dir", str(tiny_cache), "--resume", "--steps", "0", "1", "2",
+                         "--results-dir", str(out), "--jobs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "step 0 base: up to date, skipped" in printed          # not refitted
+    assert "step 1 add_sycophant: up to date, skipped" in printed
+    assert "step 2 add_organisms: 6 fits done" in printed          # and mixed with them
