@@ -132,6 +132,7 @@ class Context:
     audit: dict | None
     log: object
     demo: dict | None = None                     # the demo generator's settings, if a demo
+    audit_wanted: bool = True                    # start_audit() starts it (prepare(audit=))
     fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
     made_splits: list = field(default_factory=list)   # [(datasets, seed, splits)] made so far
 
@@ -147,8 +148,32 @@ class Context:
         self.made_splits.append((datasets, seed, splits))
         return splits
 
+    def start_audit(self):
+        """Start the leakage audit next to the fits (overlap.py), once; only a run that fits
+        starts it (a --resume run with every step up to date never does)."""
+        if self.audit is None and self.audit_wanted:
+            self.audit = overlap.start(_audit_lines, self.datasets, self.splits(),
+                                       self.cfg.near_dup_threshold)
+            self.audit.name = "leakage audit"
+
+    def close(self):
+        """Stop and reap an audit still running (every way a run ends: no orphan, no
+        zombie). The context can no longer give the audit afterwards."""
+        job, self.audit_wanted = self.audit, False
+        if isinstance(job, overlap.Job):
+            self.audit = None
+            job.cancel()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def leakage_audit(self):
-        """The audit's result; waits for it when it still runs next to the fits."""
+        """The audit's result; waits for it when it still runs next to the fits (started
+        here when no fit started it)."""
+        self.start_audit()
         if isinstance(self.audit, overlap.Job):
             job = self.audit
             with timed("leakage audit (wait)"):
@@ -198,7 +223,9 @@ def quiet_log(quiet):
 
 
 def prepare(cfg, steps, audit=True):
-    """Load the datasets the steps need (and every eval set present) once; audit leakage."""
+    """Load the datasets the steps need (and every eval set present) once; the leakage audit
+    starts with the first fits (Context.start_audit). Use the context in a `with` block: its
+    end stops an audit still running."""
     log = quiet_log(cfg.quiet)
     _DEFERRED.clear()
     layer, cache_dir = cfg.layer, Path(cfg.cache_dir)
@@ -238,11 +265,8 @@ def prepare(cfg, steps, audit=True):
     _DEFERRED.extend((_stderr, note) for note in (store.notes if store else []))  # printed
     # once the inputs pass every check, so that an error stays the first line
     cfg = replace(cfg, feature_ids=None if feature_ids is None else tuple(feature_ids))
-    ctx = Context(cfg, cache_dir, layer, source, datasets, fingerprints, None, log,
-                  data.demo_info(cache_dir))
-    if audit:
-        ctx.audit = overlap.start(_audit_lines, datasets, ctx.splits(), cfg.near_dup_threshold)
-    return ctx
+    return Context(cfg, cache_dir, layer, source, datasets, fingerprints, None, log,
+                   data.demo_info(cache_dir), audit_wanted=audit)
 
 
 def _audit_lines(datasets, splits, threshold):
@@ -268,6 +292,7 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
         flush_warnings()
         return records
     check_kept_steps(results_dir, todo, cfg, ctx)
+    ctx.start_audit()                  # runs next to the planning and the fits
     with timed("plan"):
         plans = [probe.plan_step(step, datasets, splits[s], cfg, s)
                  for step in todo for s in seeds]
@@ -399,8 +424,7 @@ def _fmt(x):
 def run_sweep(cfg, step_numbers, resume=False):
     """The main sweep: load once, run the given steps; return {step: record}."""
     steps = [common.step_spec(k) for k in step_numbers]
-    with execution.context(cfg):
-        ctx = prepare(cfg, steps)
+    with execution.context(cfg), prepare(cfg, steps) as ctx:
         return run_steps(ctx, steps, cfg.results_dir, ctx.cfg, resume)
 
 
