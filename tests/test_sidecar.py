@@ -151,3 +151,96 @@ def test_non_finite_dense_file_is_an_error_even_with_a_sidecar_folder(cache_copy
     assert run(cache_copy, tmp_path / "out", "--sidecar-dir", tmp_path / "sc") == 2
     assert capsys.readouterr().err.startswith(f"error: {path}: non-finite value nan")
     assert "train" not in " ".join(sidecars(tmp_path / "sc"))
+
+
+def _npy_with_header(header):
+    """A .npy member whose header dict is cut short (numpy's parser: tokenize.TokenError)."""
+    magic, h = b"\x93NUMPY\x01\x00", header.encode("latin1")
+    h += b" " * (64 - (len(magic) + 3 + len(h)) % 64) + b"\n"
+    return magic + len(h).to_bytes(2, "little") + h + b"\0" * 16
+
+
+def _damage_sidecar(side, kind, ref, fp):
+    """Damage a sidecar so that reading it raises something other than the usual errors."""
+    if kind == "token_error":                           # header of data.npy cut short
+        with zipfile.ZipFile(side) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+        members["data.npy"] = _npy_with_header("{'descr': '<f4', 'shape': (3,")
+        with zipfile.ZipFile(side, "w") as z:
+            for name, raw in members.items():
+                z.writestr(name, raw)
+    elif kind == "compression":                         # NotImplementedError from zipfile
+        raw = bytearray(side.read_bytes())
+        for sig, off in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+            at = -1
+            while (at := raw.find(sig, at + 1)) >= 0:
+                raw[at + off:at + off + 2] = (99).to_bytes(2, "little")
+        side.write_bytes(bytes(raw))
+    elif kind == "meta_not_a_dict":                     # AttributeError on meta.get
+        arrays = sidecar._arrays(ref, 0, fp)
+        arrays["meta"] = np.array(json.dumps([1, 2]))
+        with open(side, "wb") as f:
+            np.savez(f, **arrays)
+    elif kind == "npy_not_npz":
+        with open(side, "wb") as f:
+            np.save(f, np.zeros(3))
+    elif kind == "empty_zip":
+        with zipfile.ZipFile(side, "w"):
+            pass
+
+
+@pytest.mark.parametrize("kind", ["token_error", "compression", "meta_not_a_dict",
+                                  "npy_not_npz", "empty_zip"])
+def test_any_damage_to_a_sidecar_is_a_note_and_a_rebuild(cache_copy, kind):
+    path = cache_copy / LAYER / "sycophant_activations.npy"
+    notes = []
+    store = sidecar.Store(note=notes.append)
+    ref, _ = load(path, store)
+    side = store.path_for(path)
+    _damage_sidecar(side, kind, ref, data.fingerprint(path))
+    X, _ = load(path, store)
+    assert len(notes) == 1 and notes[0].startswith(f"note: {side}: "), notes
+    assert notes[0].endswith(f"; rebuilt from {path.name}") and "\n" not in notes[0]
+    assert "pickle" not in notes[0]
+    assert (X != ref).nnz == 0
+    assert load(path, store)[0].nnz == ref.nnz and len(notes) == 1
+
+
+def test_garbage_sidecar_note_says_what_it_is_not_pickled_data(cache_copy):
+    path = cache_copy / LAYER / "test_activations.npy"
+    notes = []
+    store = sidecar.Store(note=notes.append)
+    load(path, store)
+    store.path_for(path).write_bytes(b"not a zip file at all")
+    load(path, store)
+    assert notes == [f"note: {store.path_for(path)}: damaged (not an .npz archive); "
+                     f"rebuilt from {path.name}"]
+
+
+def test_a_fifo_or_directory_at_the_sidecar_path_never_hangs(cache_copy):
+    import os
+    import signal
+    path = clear(cache_copy) / LAYER / "test_activations.npy"
+    ref, _ = data.load_activations(path)
+    notes = []
+    store = sidecar.Store(note=notes.append)
+    side = store.path_for(path)
+    os.mkfifo(side)
+
+    def hung(signum, frame):
+        raise AssertionError(f"{side}: opening the FIFO blocked the load")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)                                  # a FIFO opened for reading would block
+    try:
+        X, _ = load(path, store)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert (X != ref).nnz == 0 and side.is_file()     # the FIFO was replaced by a sidecar
+    assert notes == [f"note: {side}: a FIFO, not a regular file; rebuilt from {path.name}"]
+    side.unlink()
+    side.mkdir()
+    notes.clear()
+    X, _ = load(path, store)
+    assert (X != ref).nnz == 0 and side.is_dir()
+    assert len(notes) == 1 and notes[0].startswith(f"note: {side}: is a directory"), notes
