@@ -16,6 +16,26 @@ from sweeplib import execution
 from sweeplib.config import RunConfig
 
 CFG = RunConfig(C=10.0, penalty="l2", max_iter=1000, cv_folds=3, tol=1e-4)
+NEEDS_KERNELS = pytest.mark.skipif(
+    not lockstep.HAVE_KERNELS,
+    reason="lockstep off in this scipy build (needs scipy >= 1.15 and its sparse kernels): "
+           "execute() takes the per-fit path, so comparing it with the per-fit reference "
+           "would test nothing")
+
+
+@pytest.fixture
+def lockstep_ran(monkeypatch):
+    """How many plans lockstep.run_plans fitted (each comparison with the per-fit reference
+    must have gone through the lockstep path, or it compares the reference with itself)."""
+    count = {"plans": 0}
+    real = lockstep.run_plans
+
+    def spy(plans, *args, **kwargs):
+        out = real(plans, *args, **kwargs)
+        count["plans"] += sum(r is not None for r in out)
+        return out
+    monkeypatch.setattr(lockstep, "run_plans", spy)
+    return count
 
 
 @pytest.fixture(scope="module")
@@ -56,27 +76,52 @@ def plans_for(loaded, steps, cfg=CFG, seeds=(0,), **extra):
     return out
 
 
+@NEEDS_KERNELS
 @pytest.mark.parametrize("threads", [1, 2])
-def test_lockstep_equals_per_fit_reference(loaded, threads):
+def test_lockstep_equals_per_fit_reference(loaded, threads, lockstep_ran):
     plans = plans_for(loaded, [0, 1, 2, 3, 4], seeds=(0, 1))     # two splits in one universe
     with threadpool_limits(1):
         new = execution.execute(plans, jobs=threads)
+        assert lockstep_ran["plans"] == len(plans)                  # not the per-fit path
         for plan, fits in zip(plans, new):
             assert_same_fits(fits, reference(plan))
     assert all(f[4]["n_iter"] > 3 for fits in new for f in fits)   # real fits, not trivial
 
 
-def test_lockstep_with_weights_and_a_fixed_budget(loaded):
+@NEEDS_KERNELS
+def test_lockstep_with_weights_and_a_fixed_budget(loaded, lockstep_ran):
     """Sample weights (class and source weighting) and a row subset of the mix (budget)."""
     plans = plans_for(loaded, [1, 3], class_weight="balanced", source_weight="equal")
     budget = plans_for(loaded, [3], budget_n=200)
     with threadpool_limits(1):
         new = execution.execute(plans + budget, jobs=2)
+        assert lockstep_ran["plans"] == len(plans + budget)
         for plan, fits in zip(plans + budget, new):
             assert plan.sample_weight is not None or plan.mix.rows is not None
             assert_same_fits(fits, reference(plan))
 
 
+def test_scipy_without_the_integer_setulb_takes_the_per_fit_path(loaded, monkeypatch,
+                                                                  lockstep_ran):
+    """Lockstep needs scipy >= 1.15 (setulb's integer tasks), the floor requirements.txt
+    pins; with an older scipy the same fits run one by one."""
+    from conftest import ROOT
+    pins = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text()
+            .splitlines() if ln.startswith("scipy")]
+    assert pins == [f"scipy>={'.'.join(map(str, lockstep.MIN_SCIPY))}"]
+    assert lockstep.scipy_version_at_least("1.15.0") and lockstep.scipy_version_at_least("2.0")
+    assert lockstep.scipy_version_at_least("1.16.0rc1")
+    assert not lockstep.scipy_version_at_least("1.14.1")
+    assert not lockstep.scipy_version_at_least("1.9.3") and not lockstep.scipy_version_at_least("x")
+    monkeypatch.setattr(lockstep, "HAVE_KERNELS", False)
+    plans = plans_for(loaded, [0])
+    with threadpool_limits(1):
+        new = execution.execute(plans, jobs=1)
+        assert lockstep_ran["plans"] == 0
+        assert_same_fits(new[0], reference(plans[0]))
+
+
+@NEEDS_KERNELS
 def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
     """An L1 plan, and a mix whose sources are not in the universe's order, are fitted one
     by one; the L2 plans next to them still run in lockstep."""
@@ -94,6 +139,7 @@ def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
     assert "objective" not in new[2][0][4] and new[2][0][4]["n_iter"] > 0     # L1: no gap
 
 
+@NEEDS_KERNELS
 def test_scaler_statistics_exact_path_equals_scikit_learn(loaded, monkeypatch):
     """With the rounding check forced to doubt every column, every variance is recomputed
     value by value; both paths give scikit-learn's StandardScaler exactly."""
@@ -133,6 +179,7 @@ def test_duality_gap_bounds_the_distance_to_the_optimum(loaded):
             assert 0 <= s["relative_gap"] <= 1 and s["max_abs_gradient"] <= 1e-4
 
 
+@NEEDS_KERNELS
 def test_exact_variance_is_scikit_learns_float64_two_pass(loaded):
     """The value-by-value fallback reproduces scikit-learn's float64 variance bit for bit
     (its Cython pass run on float64 data, before any float32 cast)."""
@@ -151,3 +198,14 @@ def test_exact_variance_is_scikit_learns_float64_two_pass(loaded):
     ours = [scaler_stats._exact_variance(universe, j, member, float(X.shape[0]), means[j],
                                          float(counts[j])) for j in range(X.shape[1])]
     assert np.array_equal(np.array(ours), np.asarray(variances))
+
+
+def test_thread_count_follows_the_cpu_affinity(monkeypatch):
+    monkeypatch.setattr(lockstep.os, "cpu_count", lambda: 64)
+    if hasattr(lockstep.os, "sched_getaffinity"):
+        monkeypatch.setattr(lockstep.os, "sched_getaffinity", lambda pid: {0, 3})
+        assert lockstep.usable_cores() == 2
+        assert lockstep.thread_count(-1) == 2 and lockstep.thread_count(-2) == 1
+        assert lockstep.thread_count(8) == 2 and lockstep.thread_count(1) == 1
+    monkeypatch.delattr(lockstep.os, "sched_getaffinity", raising=False)
+    assert lockstep.usable_cores() == 64 and lockstep.thread_count(-1) == 64
