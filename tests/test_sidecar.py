@@ -244,3 +244,31 @@ def test_a_fifo_or_directory_at_the_sidecar_path_never_hangs(cache_copy):
     X, _ = load(path, store)
     assert (X != ref).nnz == 0 and side.is_dir()
     assert len(notes) == 1 and notes[0].startswith(f"note: {side}: is a directory"), notes
+
+
+@pytest.mark.parametrize("column", [4, 9])
+def test_feature_ids_one_non_finite_rule_with_and_without_sidecars(cache_copy, tmp_path,
+                                                                   column):
+    """A NaN is refused in any column of the file, also one --feature-ids leaves out (9),
+    whether the matrix comes from a sidecar or straight from the dense file."""
+    path = clear(cache_copy) / LAYER / "train_activations.npy"
+    arr = np.load(path)
+    arr[2, column] = np.nan
+    np.save(path, arr)
+    for store in (None, sidecar.Store(tmp_path / f"sc{column}", note=lambda m: None)):
+        with pytest.raises(data.InputError, match=rf"{path}: non-finite value nan at row 2, "
+                                                  rf"feature {column}$"):
+            data.load_activations(path, [1, 4, 7], store)
+
+
+def test_feature_ids_same_matrix_and_negative_count_with_and_without_sidecars(cache_copy,
+                                                                            tmp_path):
+    path = clear(cache_copy) / LAYER / "train_activations.npy"
+    arr = np.load(path)
+    arr[3, 5], arr[4, 200] = -1.0, -2.0                 # one used column, one left out
+    np.save(path, arr)
+    plain = data.load_activations(path, [5, 17, 3])
+    store = sidecar.Store(tmp_path / "sc", note=lambda m: None)
+    for _ in range(2):                                  # written, then read back
+        X, n_neg = data.load_activations(path, [5, 17, 3], store)
+        assert (X != plain[0]).nnz == 0 and n_neg == plain[1] == 1
