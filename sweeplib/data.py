@@ -253,12 +253,14 @@ def fingerprint(path):
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
-def input_fingerprints(datasets, feature_ids_path=None):
-    """Fingerprint of every input file the run read."""
+def input_fingerprints(datasets, feature_ids_path=None, known=None):
+    """Fingerprint of every input file the run read; known: {path: fingerprint} already
+    computed this run (the sidecar store's: each file is hashed once per run)."""
+    known = known or {}
     out = {}
     for ds in datasets.values():
         for path in ds.files.values():
-            out[str(path)] = fingerprint(path)
+            out[str(path)] = known.get(str(path)) or fingerprint(path)
     if feature_ids_path:
         out[str(feature_ids_path)] = fingerprint(feature_ids_path)
     return out

@@ -46,6 +46,7 @@ class Store:
         self.refused = {}
         self.unwritable = set()
         self.stats = {"hits": 0, "written": 0, "rebuilt": 0, "bytes": 0}
+        self.fingerprints = {}         # dense path -> the fingerprint loads were checked with
 
     def note(self, text):
         """Keep a one-line note."""
@@ -70,6 +71,7 @@ class Store:
         to read or verify one (stale, truncated, damaged in any way the zip, .npy header or
         JSON parsers can object to, not a regular file) means: rebuild it from the dense file,
         with a one-line note. Only MemoryError (and interrupts) pass through."""
+        self.fingerprints[str(dense)] = fingerprint     # the run's input fingerprint too
         path = self.path_for(dense)
         try:
             mode = os.stat(path).st_mode

@@ -10,6 +10,7 @@ import common
 from sweeplib import lockstep
 from sweeplib import probe
 from sweeplib import scaler_stats
+from sweeplib import solver_check
 from sweeplib import data
 from sweeplib.splits import make_splits
 from sweeplib import execution
@@ -177,6 +178,10 @@ def test_duality_gap_bounds_the_distance_to_the_optimum(loaded):
             assert s["duality_gap"] >= s["objective"] - t["objective"] - 1e-9
             assert t["relative_gap"] < 1e-3 and t["relative_gap"] <= s["relative_gap"]
             assert 0 <= s["relative_gap"] <= 1 and s["max_abs_gradient"] <= 1e-4
+            # the report's gap / D bounds P / P* - 1 (P* from the tight solve, itself >= P*)
+            bound = solver_check.excess_bound(s)
+            assert bound >= s["objective"] / t["objective"] - 1 - 1e-12
+            assert bound >= s["relative_gap"] and s["stop"] == solver_check.STOP_GRADIENT
 
 
 @NEEDS_KERNELS
@@ -209,3 +214,37 @@ def test_thread_count_follows_the_cpu_affinity(monkeypatch):
         assert lockstep.thread_count(8) == 2 and lockstep.thread_count(1) == 1
     monkeypatch.delattr(lockstep.os, "sched_getaffinity", raising=False)
     assert lockstep.usable_cores() == 64 and lockstep.thread_count(-1) == 64
+
+
+def test_stop_reasons_tell_the_two_convergence_tests_and_the_caps_apart():
+    r = solver_check.stop_reason
+    assert r(12, True, 1e-4, 1000, 5e-5) == solver_check.STOP_GRADIENT
+    assert r(12, True, 1e-4, 1000, 3e-4) == solver_check.STOP_FLAT
+    assert r(1000, False, 1e-4, 1000, 3e-4) == solver_check.STOP_MAX_ITER
+    assert r(40, False, 1e-4, 1000, 3e-4) == solver_check.STOP_EARLY
+    assert r(7, True, 1e-4, 1000) == solver_check.STOP_CONVERGED          # saga: no gradient
+    old = {"n_iter": 12, "converged": True, "stop": "converged", "tol": 1e-4,
+           "max_abs_gradient": 3e-4}                                      # an older record
+    assert solver_check.stop_label(old, 1000) == solver_check.STOP_FLAT
+    assert solver_check.stop_label(dict(old, converged=False, n_iter=1000,
+                                        stop="iteration limit"), 1000) == solver_check.STOP_MAX_ITER
+    assert solver_check.excess_bound({"duality_gap": 0.5, "dual_bound": 2.0}) == 0.25
+    assert solver_check.excess_bound({"duality_gap": 0.5, "dual_bound": 0.0}) is None
+    assert solver_check.excess_bound({}) is None
+
+
+def test_unconverged_fits_one_warning_saying_which_and_why(tiny_cache, tmp_path, capsys):
+    import run_all
+    from sweeplib import analysis, render, report
+    out = tmp_path / "out"
+    assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out), "--steps",
+                         "0", "3", "--max-iter", "5", "--quiet", "--jobs", "1"]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "converging" in ln]
+    assert lines == ["warning: solver stopped before converging in step 0: final fit + 5 CV "
+                     "folds; step 3: final fit + 5 CV folds (12 hit the --max-iter 5 cap); "
+                     "recorded as converged: false. Raise --max-iter; the report's Solver "
+                     "section shows how far each fit stopped from its optimum"]
+    text = render.render_text(report.build_sections(analysis.analyze(out)))
+    solver = text[text.index("Solver: how far"):]
+    assert "P/P*-1 at most" in solver and "hit --max-iter (CV:" in solver
+    assert "gap / D" in solver and solver_check.STOP_LEGEND[:40] in solver.replace("\n", " ")

@@ -272,3 +272,23 @@ def test_feature_ids_same_matrix_and_negative_count_with_and_without_sidecars(ca
     for _ in range(2):                                  # written, then read back
         X, n_neg = data.load_activations(path, [5, 17, 3], store)
         assert (X != plain[0]).nnz == 0 and n_neg == plain[1] == 1
+
+
+def test_each_input_file_is_hashed_once_per_run(tiny_cache, tmp_path, monkeypatch):
+    """The sidecar check and the run's input fingerprints share one whole-file sha256."""
+    from collections import Counter
+    from sweeplib import pipeline
+    hashed, real = Counter(), data.fingerprint
+
+    def counting(path):
+        hashed[str(path)] += 1
+        return real(path)
+    monkeypatch.setattr(data, "fingerprint", counting)
+    args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
+                                                "--sidecar-dir", str(tmp_path / "sc")])
+    for _ in range(2):                                  # sidecars written, then read
+        hashed.clear()
+        with pipeline.prepare(config.RunConfig.from_args(args), [common.STEPS[3]]) as ctx:
+            assert set(hashed) == set(ctx.fingerprints)
+            assert all(n == 1 for n in hashed.values()), hashed
+            assert {p: real(p) for p in hashed} == ctx.fingerprints
