@@ -47,7 +47,7 @@ def context(cfg):
         import joblib
         try:
             client = Client(address, timeout=10)
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError, TypeError) as e:
             raise InputError(f"--dask-scheduler: cannot reach {address} ({e})") from None
         try:
             with joblib.parallel_config(backend="dask"):
