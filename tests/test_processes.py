@@ -303,3 +303,53 @@ def test_scheduler_addresses_dask_accepts_pass_the_check():
     for address in ("tcp://10.0.0.5:8786", "host:8786", "tls://[::1]:8786",
                     "tcp://127.0.0.1:41234", "ws://sched.example.org:80"):
         config.check_dask_address(address)
+
+
+# --------------------------------------------------------------------------------------------
+# Local worker processes (loky) of a run killed with SIGKILL
+# --------------------------------------------------------------------------------------------
+def _children(pid):
+    """Pids of the live children of pid."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+def test_the_workers_of_a_run_killed_with_sigkill_exit_soon(tiny_cache, tmp_path):
+    """No run can stop its workers when SIGKILLed; they notice their parent is gone and
+    exit (they stayed for joblib's 300 s idle timeout plus loky's 30 s exit wait)."""
+    import subprocess
+    import sys
+    from sweeplib import execution
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_all.py"), "--cache-dir",
+                             str(tiny_cache), "--results-dir", str(tmp_path / "out"),
+                             "--penalty", "l1", "--jobs", "2", "--quiet", "--steps", "0",
+                             "--repeats", "3"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end, workers = time.monotonic() + 60, []
+    while time.monotonic() < end and proc.poll() is None:
+        workers = _children(proc.pid)
+        if len(workers) >= 2:
+            break
+        time.sleep(0.05)
+    assert len(workers) >= 2, "no worker processes started"
+    time.sleep(1.0)                                       # the fits are under way
+    proc.kill()
+    proc.wait()
+    t0 = time.monotonic()
+    while any(_alive(p) for p in workers) and time.monotonic() - t0 < 60:
+        time.sleep(0.2)
+    left = [p for p in workers if _alive(p)]
+    for p in left:                                        # do not leave them to the suite
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    assert not left, f"workers still alive {time.monotonic() - t0:.0f} s after the SIGKILL"
+    assert time.monotonic() - t0 < execution.PARENT_POLL + 5
