@@ -176,7 +176,9 @@ def test_cancel_all_reaps_every_child_left():
 # The leakage audit's child, started from pipeline.py
 # --------------------------------------------------------------------------------------------
 def _spy_starts(monkeypatch):
-    """Record the jobs overlap.start makes from here on."""
+    """Record the jobs overlap.start makes from here on (forked, as in a run: the suite's
+    process may hold threads left by earlier tests, e.g. loky's executor manager)."""
+    monkeypatch.setattr(overlap, "can_fork", lambda: True)
     started, real = [], overlap.start
 
     def spy(fn, *args, **kwargs):
@@ -221,8 +223,11 @@ def test_an_input_error_after_the_audit_started_leaves_no_child(tiny_cache, tmp_
 
 def test_an_audit_child_that_dies_is_one_line_and_exit_1(tiny_cache, tmp_path, monkeypatch,
                                                          capsys):
-    monkeypatch.setattr(pipeline, "_audit_lines",
-                        lambda *a: os.kill(os.getpid(), signal.SIGKILL))
+    monkeypatch.setattr(overlap, "can_fork", lambda: True)     # threads of earlier tests
+    me = os.getpid()
+    monkeypatch.setattr(pipeline, "_audit_lines",               # dies (never in this process)
+                        lambda *a: os.kill(os.getpid(), signal.SIGKILL) if os.getpid() != me
+                        else None)
     out = tmp_path / "out"
     assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out),
                          "--steps", "0"] + FAST_FLAGS) == 1
