@@ -7,8 +7,11 @@ Read: gold_106 AUROC is the in-distribution ceiling; detection rates on sycophan
 model_organism near 0 and a benchmark AUROC near 0.5 mean the probe does not transfer.
 Writes step_0_*.json / step_0_scores.npz / step_0_probe.pkl to the results folder.
 """
-import sys
-from sweeplib import pipeline
+if __name__ == "__main__":      # first: Ctrl-C during the imports below is one line, exit 130
+    from sweeplib import interrupt
+    interrupt.install()
+import sys  # noqa: E402
+from sweeplib import pipeline  # noqa: E402
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ Read: sycophant is all AF, so its held-out detection can rise by learning 'OOD f
 check the benchmark negatives' false positives before calling it generalization.
 Writes step_1_*.json / step_1_scores.npz / step_1_probe.pkl to the results folder.
 """
-import sys
-from sweeplib import pipeline
+if __name__ == "__main__":      # first: Ctrl-C during the imports below is one line, exit 130
+    from sweeplib import interrupt
+    interrupt.install()
+import sys  # noqa: E402
+from sweeplib import pipeline  # noqa: E402
 
 
 if __name__ == "__main__":

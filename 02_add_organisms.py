@@ -6,8 +6,11 @@ Question: do model-organism samples carry signal that transfers to the benchmark
 Read: a benchmark AUROC still near 0.5 means the organisms teach their own distribution only.
 Writes step_2_*.json / step_2_scores.npz / step_2_probe.pkl to the results folder.
 """
-import sys
-from sweeplib import pipeline
+if __name__ == "__main__":      # first: Ctrl-C during the imports below is one line, exit 130
+    from sweeplib import interrupt
+    interrupt.install()
+import sys  # noqa: E402
+from sweeplib import pipeline  # noqa: E402
 
 
 if __name__ == "__main__":

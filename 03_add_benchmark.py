@@ -7,8 +7,11 @@ Read: a benchmark gain with a steady gold_106 says the OOD failure was a data pr
 a gold_106 drop says diversity trades off against in-distribution performance.
 Writes step_3_*.json / step_3_scores.npz / step_3_probe.pkl to the results folder.
 """
-import sys
-from sweeplib import pipeline
+if __name__ == "__main__":      # first: Ctrl-C during the imports below is one line, exit 130
+    from sweeplib import interrupt
+    interrupt.install()
+import sys  # noqa: E402
+from sweeplib import pipeline  # noqa: E402
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ training-format data carries the in-distribution signal; matching OOD numbers me
 alignment-faking-training adds nothing out of distribution.
 Writes step_4_ood_only.json / step_4_scores.npz / step_4_probe.pkl to the results folder.
 """
-import sys
-from sweeplib import pipeline
+if __name__ == "__main__":      # first: Ctrl-C during the imports below is one line, exit 130
+    from sweeplib import interrupt
+    interrupt.install()
+import sys  # noqa: E402
+from sweeplib import pipeline  # noqa: E402
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ Same analysis as generate_report.py (analysis.py); steps without results show as
 """
 from __future__ import annotations
 
+if __name__ == "__main__":      # first: Ctrl-C during the imports below is one line, exit 130
+    from sweeplib import interrupt
+    interrupt.install()
+
 import sys
 
 from sweeplib import analysis, results_io, verdict

@@ -8,6 +8,10 @@ Reads the step files only (no retraining); the numbers are those of compare_all_
 """
 from __future__ import annotations
 
+if __name__ == "__main__":      # first: Ctrl-C during the imports below is one line, exit 130
+    from sweeplib import interrupt
+    interrupt.install()
+
 import sys
 
 from sweeplib import analysis, outputs, results_io, verdict

@@ -19,6 +19,10 @@ Controls (each writes into its own subfolder or file of the results folder):
 """
 from __future__ import annotations
 
+if __name__ == "__main__":      # first: Ctrl-C during the imports below is one line, exit 130
+    from sweeplib import interrupt
+    interrupt.install()
+
 import sys
 
 import common

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import fnmatch
 import os
+import re
 import stat
 import sys
 from dataclasses import dataclass, field, fields
@@ -308,9 +309,24 @@ def resolve_paths(args):
     if len(set(extra)) != len(extra):
         raise InputError("--extra-eval: " + next(n for n in extra if extra.count(n) > 1)
                          + " is given twice")
-    if args.dask_scheduler is not None and not args.dask_scheduler.strip():
-        raise InputError("--dask-scheduler: empty address")
+    if args.dask_scheduler is not None:
+        check_dask_address(args.dask_scheduler)
     return Path(cache_dir), Path(results_dir)
+
+
+DASK_ADDRESS = re.compile(r"^(?:(tcp|tls|ucx|ws|wss)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)"
+                          r":(\d{1,5})$")
+
+
+def check_dask_address(address):
+    """InputError (one line, exit 2) unless address is [scheme://]host:port, the form a
+    dask.distributed scheduler listens on (tcp://10.0.0.5:8786, host:8786, tls://[::1]:8786)."""
+    m = DASK_ADDRESS.match(address.strip())
+    if not address.strip():
+        raise InputError("--dask-scheduler: empty address")
+    if not m or not 1 <= int(m.group(3)) <= 65535:
+        raise InputError(f"--dask-scheduler: {address!r} is not a scheduler address "
+                         "(expected [tcp://]host:port, port 1-65535, e.g. tcp://10.0.0.5:8786)")
 
 
 # --------------------------------------------------------------------------------------------

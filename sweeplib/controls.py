@@ -185,15 +185,16 @@ def run_grid(cfg, steps, results_dir, resume=False):
             print(f"warning: {data.layer_dir(cache_dir, layer)}: layer not in the cache; "
                   "skipped", file=sys.stderr)
             continue
-        ctx = prepare(replace(cfg, layer=layer), steps)
-        for C in cfg.grid_C:
-            for pen in cfg.grid_penalty:
-                rows.append(_grid_cell(ctx, steps, results_dir, replace(ctx.cfg, C=C, penalty=pen),
-                                       resume))
+        with prepare(replace(cfg, layer=layer), steps) as ctx:
+            source = ctx.source
+            for C in cfg.grid_C:
+                for pen in cfg.grid_penalty:
+                    rows.append(_grid_cell(ctx, steps, results_dir,
+                                           replace(ctx.cfg, C=C, penalty=pen), resume))
         log(f"layer {layer}: {len(cfg.grid_C) * len(cfg.grid_penalty)} cell(s) done")
     if not rows:
         raise InputError(f"{cache_dir}: none of the layers {layers} is in the cache")
-    check_results_dir(results_dir, ctx.source)
+    check_results_dir(results_dir, source)
     stage = results_io.stage(results_dir)
     stage.write("grid_summary.json", (json.dumps({"cells": rows}, indent=2) + "\n").encode())
     results_io.done(stage)

@@ -184,19 +184,22 @@ def check_present(cache_dir, layer, names, table=DATASETS):
 
 
 def load_activations(path, feature_ids=None, sidecar=None):
-    """CSR float32 activations (optionally a column subset) and the negative-value count;
-    with a sidecar store (sidecar.Store) the whole matrix comes from its verified sparse
-    sidecar, or is converted and stored there."""
+    """CSR float32 activations (optionally a column subset) and the negative-value count (of
+    the columns used); with a sidecar store (sidecar.Store) the whole matrix comes from its
+    verified sparse sidecar, or is converted and stored there. One rule with and without a
+    sidecar: the whole file is converted and checked, so a non-finite value (or a float64
+    value beyond float32) is refused in any column, also one --feature-ids leaves out."""
     n_rows, n_features = activation_shape(path)
     if n_rows == 0:
         raise InputError(f"{path}: activations file has no rows")
-    if sidecar is None:
-        return _dense_to_csr(path, n_rows, n_features, feature_ids)
-    source = fingerprint(path)
-    cached = sidecar.load(path, (n_rows, n_features), source)
+    source = cached = None
+    if sidecar is not None:
+        source = fingerprint(path)
+        cached = sidecar.load(path, (n_rows, n_features), source)
     if cached is None:
         cached = _dense_to_csr(path, n_rows, n_features, None)
-        sidecar.save(path, *cached, source)
+        if sidecar is not None:
+            sidecar.save(path, *cached, source)
     X, n_neg = cached
     if feature_ids is None:
         return X, n_neg
@@ -251,12 +254,14 @@ def fingerprint(path):
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
-def input_fingerprints(datasets, feature_ids_path=None):
-    """Fingerprint of every input file the run read."""
+def input_fingerprints(datasets, feature_ids_path=None, known=None):
+    """Fingerprint of every input file the run read; known: {path: fingerprint} already
+    computed this run (the sidecar store's: each file is hashed once per run)."""
+    known = known or {}
     out = {}
     for ds in datasets.values():
         for path in ds.files.values():
-            out[str(path)] = fingerprint(path)
+            out[str(path)] = known.get(str(path)) or fingerprint(path)
     if feature_ids_path:
         out[str(feature_ids_path)] = fingerprint(feature_ids_path)
     return out

@@ -47,7 +47,7 @@ def context(cfg):
         import joblib
         try:
             client = Client(address, timeout=10)
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError, TypeError) as e:
             raise InputError(f"--dask-scheduler: cannot reach {address} ({e})") from None
         try:
             with joblib.parallel_config(backend="dask"):
@@ -56,9 +56,52 @@ def context(cfg):
             client.close()
 
 
+# Local (loky) worker processes of a run killed with SIGKILL, which cannot stop them, stayed
+# alive for joblib's idle timeout (300 s) plus loky's 30 s wait for the dead parent. They now
+# watch their parent (PARENT_POLL seconds) and exit once it is gone; idle ones exit sooner too.
+IDLE_WORKER_TIMEOUT = 30
+PARENT_POLL = 0.5
+
+
+@contextlib.contextmanager
+def short_lived_workers():
+    """Inside: joblib's local process backend (loky, the default) with workers that exit when
+    this process is gone (_watch_parent) or after IDLE_WORKER_TIMEOUT idle seconds; any other
+    backend (dask, threads) as it is. The setting is per thread; every Parallel of a run uses
+    the same one (loky restarts its executor when it changes)."""
+    import joblib
+    if type(joblib.parallel.get_active_backend()[0]).__name__ != "LokyBackend":
+        yield
+        return
+    with joblib.parallel_config(backend="loky", idle_worker_timeout=IDLE_WORKER_TIMEOUT,
+                                initializer=_watch_parent, initargs=(os.getpid(),)):
+        yield
+
+
+def _watch_parent(parent):
+    """Worker initializer: a daemon thread that ends the worker once its parent process (the
+    run) is gone; the worker's parent is the run itself, so a changed ppid means it died."""
+    import threading
+    import time
+
+    def watch():
+        """Poll the parent pid; leave at once when the worker was reparented."""
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os._exit(0)
+    threading.Thread(target=watch, name="sweep-parent-watch", daemon=True).start()
+
+
 def _import_probe():
     """Worker warm-up: unpickling this function imports execution.py, hence the fitting code."""
     return os.getpid()
+
+
+def _warm(jobs, n):
+    """Start n local workers (the warm-up thread's body)."""
+    import joblib
+    with short_lived_workers():
+        joblib.Parallel(n_jobs=jobs)(joblib.delayed(_import_probe)() for _ in range(n))
 
 
 def warm_workers(jobs):
@@ -70,8 +113,7 @@ def warm_workers(jobs):
     n = joblib.effective_n_jobs(jobs)
     if n <= 1:
         return None
-    thread = threading.Thread(target=lambda: joblib.Parallel(n_jobs=jobs)(
-        joblib.delayed(_import_probe)() for _ in range(n)), daemon=True)
+    thread = threading.Thread(target=_warm, args=(jobs, n), daemon=True)
     thread.start()
     return thread
 
@@ -219,11 +261,12 @@ def _execute_tasks(plans, jobs=1, progress=None):
         shared = SharedMatrices(list(unique.values()))
     fitted = [[] for _ in plans]
     try:
-        out = joblib.Parallel(n_jobs=jobs, return_as="generator")(_tasks(plans, shared))
-        for i, res in zip(owners, out):
-            fitted[i].append(res)
-            if progress is not None and len(fitted[i]) == len(plans[i].folds) + 1:
-                progress(plans[i])
+        with short_lived_workers():
+            out = joblib.Parallel(n_jobs=jobs, return_as="generator")(_tasks(plans, shared))
+            for i, res in zip(owners, out):
+                fitted[i].append(res)
+                if progress is not None and len(fitted[i]) == len(plans[i].folds) + 1:
+                    progress(plans[i])
     finally:
         if shared:
             shared.close()

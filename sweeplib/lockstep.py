@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import os
+import re
 
 import numpy as np
 from scipy.special import expit
@@ -24,9 +25,21 @@ from scipy.special import expit
 from sweeplib import scaler_stats
 from sweeplib import solver_check
 
+MIN_SCIPY = (1, 15)            # setulb's integer task interface (scipy's C L-BFGS-B, 1.15+)
+
+
+def scipy_version_at_least(version, minimum=MIN_SCIPY):
+    """True when a scipy version string ('1.15.2', '1.16.0rc1') is >= minimum."""
+    parts = [re.match(r"\d*", piece).group() for piece in version.split(".")[:len(minimum)]]
+    return all(parts) and tuple(map(int, parts)) >= minimum
+
+
 try:                                           # accumulating sparse kernels (C += A @ B)
+    import scipy
     from scipy.sparse import _sparsetools
-    HAVE_KERNELS = hasattr(_sparsetools, "csr_matvecs") and hasattr(_sparsetools, "csc_matvecs")
+    # setulb with integer task arrays needs scipy >= 1.15; else fits take the per-fit path
+    HAVE_KERNELS = (hasattr(_sparsetools, "csr_matvecs") and hasattr(_sparsetools, "csc_matvecs")
+                    and scipy_version_at_least(scipy.__version__))
 except ImportError:                            # pragma: no cover - depends on the scipy build
     _sparsetools, HAVE_KERNELS = None, False
 
@@ -329,9 +342,19 @@ def certify_one(X, y, sample_weight, C, tol, max_iter, mean, scale, w, b, n_iter
     return solver_check.record(n_iter, converged, tol, max_iter, **cert)
 
 
+def usable_cores():
+    """Cores this process may run on: its CPU affinity where the platform has it (a
+    container or `taskset` limits it below os.cpu_count()), else os.cpu_count()."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def thread_count(jobs):
-    """Threads for the batched products: --jobs, -1 = all cores."""
-    n = os.cpu_count() or 1
+    """Threads for the batched products: --jobs, -1 = all usable cores (usable_cores), at
+    most that many."""
+    n = usable_cores()
     if jobs is None or jobs == 0:
         return 1
     return max(1, n + 1 + jobs if jobs < 0 else min(jobs, n))

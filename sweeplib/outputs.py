@@ -54,7 +54,9 @@ def write_outputs(results_dir, result, formats=("txt", "html"), figure_job=None,
 def start_figures():
     """A separate process (overlap.py) that imports matplotlib now, then draws the figures of
     the results handed to it by write_outputs; close() it when no figures are wanted."""
-    return overlap.start(_draw_figures, inbox=True)
+    job = overlap.start(_draw_figures, inbox=True)
+    job.name = "figures"
+    return job
 
 
 def _draw_figures(receive, work=None):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import common
 from sweeplib import (base, data, datacheck, duplicates, execution, metrics, overlap, probe,
-                      results_io, results_read, sidecar, stepfiles)
+                      results_io, results_read, sidecar, solver_check, stepfiles)
 from sweeplib.base import InputError, timed
 from sweeplib.config import RunConfig, build_parser, check_single_values, comparable
 from sweeplib.splits import check_both_classes, make_splits, training_rows
@@ -132,6 +132,7 @@ class Context:
     audit: dict | None
     log: object
     demo: dict | None = None                     # the demo generator's settings, if a demo
+    audit_wanted: bool = True                    # start_audit() starts it (prepare(audit=))
     fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
     made_splits: list = field(default_factory=list)   # [(datasets, seed, splits)] made so far
 
@@ -148,8 +149,32 @@ class Context:
         self.made_splits.append((datasets, seed, splits))
         return splits
 
+    def start_audit(self):
+        """Start the leakage audit next to the fits (overlap.py), once; only a run that fits
+        starts it (a --resume run with every step up to date never does)."""
+        if self.audit is None and self.audit_wanted:
+            self.audit = overlap.start(_audit_lines, self.datasets, self.splits(),
+                                       self.cfg.near_dup_threshold)
+            self.audit.name = "leakage audit"
+
+    def close(self):
+        """Stop and reap an audit still running (every way a run ends: no orphan, no
+        zombie). The context can no longer give the audit afterwards."""
+        job, self.audit_wanted = self.audit, False
+        if isinstance(job, overlap.Job):
+            self.audit = None
+            job.cancel()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def leakage_audit(self):
-        """The audit's result; waits for it when it still runs next to the fits."""
+        """The audit's result; waits for it when it still runs next to the fits (started
+        here when no fit started it)."""
+        self.start_audit()
         if isinstance(self.audit, overlap.Job):
             job = self.audit
             with timed("leakage audit (wait)"):
@@ -199,7 +224,9 @@ def quiet_log(quiet):
 
 
 def prepare(cfg, steps, audit=True):
-    """Load the datasets the steps need (and every eval set present) once; audit leakage."""
+    """Load the datasets the steps need (and every eval set present) once; the leakage audit
+    starts with the first fits (Context.start_audit). Use the context in a `with` block: its
+    end stops an audit still running."""
     log = quiet_log(cfg.quiet)
     _DEFERRED.clear()
     layer, cache_dir = cfg.layer, Path(cfg.cache_dir)
@@ -227,7 +254,8 @@ def prepare(cfg, steps, audit=True):
             cache_dir, layer, needed + optional, cfg.feature_ids_path,
             warn=lambda m: print(m, file=sys.stderr), sidecar=store, table=table)
         datacheck.check_datasets(datasets, feature_ids, _deferring(_stderr))
-        fingerprints = data.input_fingerprints(datasets, cfg.feature_ids_path)
+        fingerprints = data.input_fingerprints(datasets, cfg.feature_ids_path,
+                                               store.fingerprints if store else None)
     st = store.stats if store else None
     log(f"loaded {len(datasets)} datasets from {data.layer_dir(cache_dir, layer)} "
         f"({n_cache_features} features"
@@ -239,11 +267,8 @@ def prepare(cfg, steps, audit=True):
     _DEFERRED.extend((_stderr, note) for note in (store.notes if store else []))  # printed
     # once the inputs pass every check, so that an error stays the first line
     cfg = replace(cfg, feature_ids=None if feature_ids is None else tuple(feature_ids))
-    ctx = Context(cfg, cache_dir, layer, source, datasets, fingerprints, None, log,
-                  data.demo_info(cache_dir))
-    if audit:
-        ctx.audit = overlap.start(_audit_lines, datasets, ctx.splits(), cfg.near_dup_threshold)
-    return ctx
+    return Context(cfg, cache_dir, layer, source, datasets, fingerprints, None, log,
+                   data.demo_info(cache_dir), audit_wanted=audit)
 
 
 def _audit_lines(datasets, splits, threshold):
@@ -269,6 +294,7 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
         flush_warnings()
         return records
     check_kept_steps(results_dir, todo, cfg, ctx)
+    ctx.start_audit()                  # runs next to the planning and the fits
     with timed("plan"):
         plans = [probe.plan_step(step, datasets, splits[s], cfg, s)
                  for step in todo for s in seeds]
@@ -280,11 +306,11 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
             + (f" ({len(plans) - n_new} mix(es) already fitted in this run)"
                if n_new < len(plans) else ""))
     run_id = f"{datetime.datetime.now():%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-    warned = []
+    stopped = {}                       # step -> stop reasons of its fits that did not converge
     for i, step in enumerate(todo):
         group = list(zip(plans[i * len(seeds):(i + 1) * len(seeds)],
                          fitted[i * len(seeds):(i + 1) * len(seeds)]))
-        record, scores, pipe = _step_record(ctx, step, group, splits, datasets, label, warned)
+        record, scores, pipe = _step_record(ctx, step, group, splits, datasets, label, stopped)
         record.update(_run_fields(ctx, cfg, run_id, splits[seeds[0]]))
         with timed("write"):
             stepfiles.save_step(results_io.stage(results_dir).path, step, record, scores, pipe,
@@ -295,6 +321,7 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
                 f"n={record['n_training_samples']:>5}  cv={record['cv_auroc_mean']:.3f}  "
                 f"gold={_fmt(ev.get('gold_106', {}).get('auroc'))}  "
                 f"benchmark={_fmt(ev.get('benchmark', {}).get('auroc'))}")
+    _warn_unconverged(label, stopped, cfg.max_iter)
     results_io.done(results_io.stage(results_dir))
     return records
 
@@ -330,10 +357,10 @@ def _progress(log, label, plans, t0):
     return done
 
 
-def _step_record(ctx, step, group, splits, datasets, label, warned):
+def _step_record(ctx, step, group, splits, datasets, label, stopped):
     """The record, scores and probe of one step from its fitted plans (one per seed: the
-    first seed's is the step's, the others its repeats); warns once per run (warned) about
-    fits that hit --max-iter."""
+    first seed's is the step's, the others its repeats); the stop reasons of its first seed's
+    fits that did not converge go into stopped[step] (one warning per batch)."""
     seeds = [plan.seed for plan, _ in group]
     with timed("evaluate"):
         record, scores, pipe = metrics.finish_step(group[0][0], group[0][1], datasets,
@@ -348,12 +375,31 @@ def _step_record(ctx, step, group, splits, datasets, label, warned):
     record["repeats"] = reps
     record["data_warnings"] = datacheck.data_warnings(
         datasets, datacheck.check_fit(label, step, scores))
-    if not (record["converged"] and record["cv_converged"]) and not warned:
-        print(f"warning: {label}step {step.number}: solver hit --max-iter "
-              f"{group[0][0].cfg.max_iter} before converging (recorded as converged: false; "
-              "raise --max-iter or lower -C)", file=sys.stderr)
-        warned.append(step.number)
+    sol = record["solver"]
+    bad = [(what, rec) for what, rec in [("final fit", sol["final"])]
+           + [("CV fold", rec) for rec in sol["cv_folds"]] if not rec.get("converged", True)]
+    if bad or not (record["converged"] and record["cv_converged"]):
+        stopped[step.number] = bad or [("fit", {})]
     return record, scores, pipe
+
+
+def _warn_unconverged(label, stopped, max_iter):
+    """One warning for the fits of a batch that stopped before converging: which, and why."""
+    if not stopped:
+        return
+    where, reasons = [], Counter()
+    for k, bad in sorted(stopped.items()):
+        n_cv = sum(what == "CV fold" for what, _ in bad)
+        parts = (["final fit"] if any(what == "final fit" for what, _ in bad) else []) + (
+            [f"{n_cv} CV fold{'s' * (n_cv > 1)}"] if n_cv else [])
+        where.append(f"step {k}: {' + '.join(parts) or 'some fits'}")
+        reasons.update(solver_check.stop_label(rec, max_iter) for _, rec in bad if rec)
+    why = ", ".join(f"{n} {r}" if r != solver_check.STOP_MAX_ITER else
+                    f"{n} hit the --max-iter {max_iter} cap" for r, n in reasons.items())
+    print(f"warning: {label}solver stopped before converging in {'; '.join(where)}"
+          f"{f' ({why})' if why else ''}; recorded as converged: false. Raise --max-iter; "
+          "the report's Solver section shows how far each fit stopped from its optimum",
+          file=sys.stderr)
 
 
 def _run_fields(ctx, cfg, run_id, splits):
@@ -400,8 +446,7 @@ def _fmt(x):
 def run_sweep(cfg, step_numbers, resume=False):
     """The main sweep: load once, run the given steps; return {step: record}."""
     steps = [common.step_spec(k) for k in step_numbers]
-    with execution.context(cfg):
-        ctx = prepare(cfg, steps)
+    with execution.context(cfg), prepare(cfg, steps) as ctx:
         return run_steps(ctx, steps, cfg.results_dir, ctx.cfg, resume)
 
 

@@ -28,7 +28,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sweeplib import owned
+from sweeplib import overlap, owned
 from sweeplib.base import InputError, WriteError
 from sweeplib.owned import JOURNAL, describe
 from sweeplib import base
@@ -399,7 +399,7 @@ def _stop_workers():
 
 def run_cli(body):
     """Run a command's body in a session: one line and an exit code for every way it stops
-    (2 bad input, 1 cannot write, 130 / 143 interrupted)."""
+    (2 bad input, 1 cannot write or a background process died, 130 / 143 interrupted)."""
     main = threading.current_thread() is threading.main_thread()    # handlers: main only
     old = ({sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
            if main else {})
@@ -411,7 +411,7 @@ def run_cli(body):
         if LAST.committed:
             print(f"note: {summary()}", file=sys.stderr)
         return code
-    except WriteError as e:
+    except (WriteError, overlap.BackgroundError) as e:
         print(f"error: {_shown(str(e))}; {summary()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:

@@ -98,9 +98,9 @@ def _sweep_and_controls(cfg, req, results_dir):
     log = pipeline.quiet_log(cfg.quiet)
     steps = [common.step_spec(k) for k in req.steps]
     results_io.claim(results_dir)
-    with execution.context(cfg):
-        # the orderings train on every source, whatever --steps asks for
-        ctx = pipeline.prepare(cfg, steps + ([common.STEPS[-1]] if req.orderings else []))
+    # the orderings train on every source, whatever --steps asks for
+    with execution.context(cfg), pipeline.prepare(
+            cfg, steps + ([common.STEPS[-1]] if req.orderings else [])) as ctx:
         cfg = ctx.cfg
         if req.budget:
             controls.check_budget(ctx, steps, req.budget)

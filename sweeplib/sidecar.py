@@ -8,7 +8,9 @@ A sidecar is used only when it proves to be the dense file's: it records the den
 fingerprint (size and sha256 of the whole file: data.fingerprint) and a CRC32 of
 its own arrays, and on every load it is checked against both, its structure is validated, and
 a few rows (seeded) are compared with the dense file's. Anything else (stale, truncated,
-corrupt, another format version) is noted on one line and rebuilt from the dense file.
+corrupt in any way, another format version, not a regular file: a FIFO is never opened) is
+noted on one line and rebuilt from the dense file: the dense file is the truth, a sidecar a
+disposable copy.
 Sidecars are written atomically (base.atomic_write: temp folder, fsync, rename); an unwritable
 folder is noted once and the run goes on without them. --no-sidecar turns the cache off.
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from sweeplib.base import WriteError, atomic_write
+from sweeplib.base import FILE_KINDS, InputError, WriteError, atomic_write, open_regular
 
 FORMAT = 1
 SUFFIX = ".csr.npz"
@@ -42,6 +46,7 @@ class Store:
         self.refused = {}
         self.unwritable = set()
         self.stats = {"hits": 0, "written": 0, "rebuilt": 0, "bytes": 0}
+        self.fingerprints = {}         # dense path -> the fingerprint loads were checked with
 
     def note(self, text):
         """Keep a one-line note."""
@@ -60,15 +65,30 @@ class Store:
 
     def load(self, dense, shape, fingerprint):
         """(CSR matrix, negative-value count) from a valid sidecar, or None (noted when one
-        exists but cannot be used)."""
+        exists but cannot be used).
+
+        The dense file is the truth and a sidecar only a disposable copy of it, so any failure
+        to read or verify one (stale, truncated, damaged in any way the zip, .npy header or
+        JSON parsers can object to, not a regular file) means: rebuild it from the dense file,
+        with a one-line note. Only MemoryError (and interrupts) pass through."""
+        self.fingerprints[str(dense)] = fingerprint     # the run's input fingerprint too
         path = self.path_for(dense)
-        if not path.exists():
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self.refused[path] = f"unreadable ({e.strerror or e})"
             return None
         try:
+            if not stat.S_ISREG(mode):           # a FIFO or device must never be opened
+                raise _Invalid(f"{_kind(mode)}, not a regular file")
             X, n_neg = _read(path, shape, fingerprint)
             _spot_check(dense, X)
-        except (_Invalid, OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-            self.refused[path] = str(e)          # noted once it is rebuilt (save)
+        except MemoryError:
+            raise
+        except Exception as e:                   # noqa: BLE001 - a derived copy, rebuilt
+            self.refused[path] = _damage(e)      # noted once it is rebuilt (save)
             return None
         self.stats["hits"] += 1
         self.stats["bytes"] += path.stat().st_size
@@ -83,6 +103,11 @@ class Store:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(path, lambda f: np.savez(f, **_arrays(X, n_neg, fingerprint)))
+        except InputError:                       # a directory where the sidecar goes
+            self.refused.pop(path, None)
+            self.note(f"note: {path}: is a directory, not a sparse sidecar; converting "
+                      f"{Path(dense).name} from dense each run (move it away)")
+            return None
         except (OSError, WriteError) as e:
             reason = e.reason if isinstance(e, WriteError) else (e.strerror or e)
             self.unwritable.add(folder)
@@ -103,6 +128,23 @@ class _Invalid(Exception):
     """A sidecar that must not be used (the message says why)."""
 
 
+def _kind(mode):
+    """What a non-regular file is, in words."""
+    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+
+
+def _damage(e):
+    """Why a sidecar cannot be used, in a few words of ours (the parsers' own messages can
+    mislead: numpy calls any non-.npy bytes 'pickled data')."""
+    if isinstance(e, _Invalid):
+        return str(e)
+    if isinstance(e, (zipfile.BadZipFile, EOFError)):
+        return "damaged (truncated or not an .npz archive)"
+    if isinstance(e, OSError):
+        return f"unreadable ({e.strerror or type(e).__name__})"
+    return f"damaged (unreadable: {type(e).__name__})"
+
+
 def _checksum(X):
     """CRC32 over the CSR arrays' bytes."""
     crc = 0
@@ -121,15 +163,22 @@ def _arrays(X, n_neg, fingerprint):
 
 def _read(path, shape, fingerprint):
     """Read and validate a sidecar: version, source fingerprint, checksum, structure."""
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        if meta.get("format") != FORMAT:
-            raise _Invalid(f"sidecar format {meta.get('format')}, expected {FORMAT}")
-        if meta.get("source") != fingerprint:
-            raise _Invalid("stale (the dense file changed since it was written)")
-        if tuple(meta.get("shape", ())) != tuple(shape):
-            raise _Invalid(f"shape {meta.get('shape')} differs from the dense file's {shape}")
-        data, indices, indptr = (z[name] for name in ARRAYS)
+    with open_regular(path, "sparse sidecar") as fh:
+        if fh.read(4) != b"PK\x03\x04":                 # numpy would call it "pickled data"
+            raise _Invalid("damaged (not an .npz archive)")
+        fh.seek(0)
+        with np.load(fh, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if not isinstance(meta, dict):
+                raise _Invalid("damaged (no metadata record)")
+            if meta.get("format") != FORMAT:
+                raise _Invalid(f"sidecar format {meta.get('format')}, expected {FORMAT}")
+            if meta.get("source") != fingerprint:
+                raise _Invalid("stale (the dense file changed since it was written)")
+            if tuple(meta.get("shape", ())) != tuple(shape):
+                raise _Invalid(f"shape {meta.get('shape')} differs from the dense file's "
+                               f"{shape}")
+            data, indices, indptr = (z[name] for name in ARRAYS)
     X = sp.csr_matrix((data, indices, indptr), shape=tuple(shape), copy=False)
     if _checksum(X) != meta.get("crc32"):
         raise _Invalid("checksum mismatch (corrupt)")

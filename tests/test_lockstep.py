@@ -10,12 +10,33 @@ import common
 from sweeplib import lockstep
 from sweeplib import probe
 from sweeplib import scaler_stats
+from sweeplib import solver_check
 from sweeplib import data
 from sweeplib.splits import make_splits
 from sweeplib import execution
 from sweeplib.config import RunConfig
 
 CFG = RunConfig(C=10.0, penalty="l2", max_iter=1000, cv_folds=3, tol=1e-4)
+NEEDS_KERNELS = pytest.mark.skipif(
+    not lockstep.HAVE_KERNELS,
+    reason="lockstep off in this scipy build (needs scipy >= 1.15 and its sparse kernels): "
+           "execute() takes the per-fit path, so comparing it with the per-fit reference "
+           "would test nothing")
+
+
+@pytest.fixture
+def lockstep_ran(monkeypatch):
+    """How many plans lockstep.run_plans fitted (each comparison with the per-fit reference
+    must have gone through the lockstep path, or it compares the reference with itself)."""
+    count = {"plans": 0}
+    real = lockstep.run_plans
+
+    def spy(plans, *args, **kwargs):
+        out = real(plans, *args, **kwargs)
+        count["plans"] += sum(r is not None for r in out)
+        return out
+    monkeypatch.setattr(lockstep, "run_plans", spy)
+    return count
 
 
 @pytest.fixture(scope="module")
@@ -56,27 +77,52 @@ def plans_for(loaded, steps, cfg=CFG, seeds=(0,), **extra):
     return out
 
 
+@NEEDS_KERNELS
 @pytest.mark.parametrize("threads", [1, 2])
-def test_lockstep_equals_per_fit_reference(loaded, threads):
+def test_lockstep_equals_per_fit_reference(loaded, threads, lockstep_ran):
     plans = plans_for(loaded, [0, 1, 2, 3, 4], seeds=(0, 1))     # two splits in one universe
     with threadpool_limits(1):
         new = execution.execute(plans, jobs=threads)
+        assert lockstep_ran["plans"] == len(plans)                  # not the per-fit path
         for plan, fits in zip(plans, new):
             assert_same_fits(fits, reference(plan))
     assert all(f[4]["n_iter"] > 3 for fits in new for f in fits)   # real fits, not trivial
 
 
-def test_lockstep_with_weights_and_a_fixed_budget(loaded):
+@NEEDS_KERNELS
+def test_lockstep_with_weights_and_a_fixed_budget(loaded, lockstep_ran):
     """Sample weights (class and source weighting) and a row subset of the mix (budget)."""
     plans = plans_for(loaded, [1, 3], class_weight="balanced", source_weight="equal")
     budget = plans_for(loaded, [3], budget_n=200)
     with threadpool_limits(1):
         new = execution.execute(plans + budget, jobs=2)
+        assert lockstep_ran["plans"] == len(plans + budget)
         for plan, fits in zip(plans + budget, new):
             assert plan.sample_weight is not None or plan.mix.rows is not None
             assert_same_fits(fits, reference(plan))
 
 
+def test_scipy_without_the_integer_setulb_takes_the_per_fit_path(loaded, monkeypatch,
+                                                                  lockstep_ran):
+    """Lockstep needs scipy >= 1.15 (setulb's integer tasks), the floor requirements.txt
+    pins; with an older scipy the same fits run one by one."""
+    from conftest import ROOT
+    pins = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text()
+            .splitlines() if ln.startswith("scipy")]
+    assert pins == [f"scipy>={'.'.join(map(str, lockstep.MIN_SCIPY))}"]
+    assert lockstep.scipy_version_at_least("1.15.0") and lockstep.scipy_version_at_least("2.0")
+    assert lockstep.scipy_version_at_least("1.16.0rc1")
+    assert not lockstep.scipy_version_at_least("1.14.1")
+    assert not lockstep.scipy_version_at_least("1.9.3") and not lockstep.scipy_version_at_least("x")
+    monkeypatch.setattr(lockstep, "HAVE_KERNELS", False)
+    plans = plans_for(loaded, [0])
+    with threadpool_limits(1):
+        new = execution.execute(plans, jobs=1)
+        assert lockstep_ran["plans"] == 0
+        assert_same_fits(new[0], reference(plans[0]))
+
+
+@NEEDS_KERNELS
 def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
     """An L1 plan, and a mix whose sources are not in the universe's order, are fitted one
     by one; the L2 plans next to them still run in lockstep."""
@@ -94,6 +140,7 @@ def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
     assert "objective" not in new[2][0][4] and new[2][0][4]["n_iter"] > 0     # L1: no gap
 
 
+@NEEDS_KERNELS
 def test_scaler_statistics_exact_path_equals_scikit_learn(loaded, monkeypatch):
     """With the rounding check forced to doubt every column, every variance is recomputed
     value by value; both paths give scikit-learn's StandardScaler exactly."""
@@ -131,8 +178,13 @@ def test_duality_gap_bounds_the_distance_to_the_optimum(loaded):
             assert s["duality_gap"] >= s["objective"] - t["objective"] - 1e-9
             assert t["relative_gap"] < 1e-3 and t["relative_gap"] <= s["relative_gap"]
             assert 0 <= s["relative_gap"] <= 1 and s["max_abs_gradient"] <= 1e-4
+            # the report's gap / D bounds P / P* - 1 (P* from the tight solve, itself >= P*)
+            bound = solver_check.excess_bound(s)
+            assert bound >= s["objective"] / t["objective"] - 1 - 1e-12
+            assert bound >= s["relative_gap"] and s["stop"] == solver_check.STOP_GRADIENT
 
 
+@NEEDS_KERNELS
 def test_exact_variance_is_scikit_learns_float64_two_pass(loaded):
     """The value-by-value fallback reproduces scikit-learn's float64 variance bit for bit
     (its Cython pass run on float64 data, before any float32 cast)."""
@@ -151,3 +203,48 @@ def test_exact_variance_is_scikit_learns_float64_two_pass(loaded):
     ours = [scaler_stats._exact_variance(universe, j, member, float(X.shape[0]), means[j],
                                          float(counts[j])) for j in range(X.shape[1])]
     assert np.array_equal(np.array(ours), np.asarray(variances))
+
+
+def test_thread_count_follows_the_cpu_affinity(monkeypatch):
+    monkeypatch.setattr(lockstep.os, "cpu_count", lambda: 64)
+    if hasattr(lockstep.os, "sched_getaffinity"):
+        monkeypatch.setattr(lockstep.os, "sched_getaffinity", lambda pid: {0, 3})
+        assert lockstep.usable_cores() == 2
+        assert lockstep.thread_count(-1) == 2 and lockstep.thread_count(-2) == 1
+        assert lockstep.thread_count(8) == 2 and lockstep.thread_count(1) == 1
+    monkeypatch.delattr(lockstep.os, "sched_getaffinity", raising=False)
+    assert lockstep.usable_cores() == 64 and lockstep.thread_count(-1) == 64
+
+
+def test_stop_reasons_tell_the_two_convergence_tests_and_the_caps_apart():
+    r = solver_check.stop_reason
+    assert r(12, True, 1e-4, 1000, 5e-5) == solver_check.STOP_GRADIENT
+    assert r(12, True, 1e-4, 1000, 3e-4) == solver_check.STOP_FLAT
+    assert r(1000, False, 1e-4, 1000, 3e-4) == solver_check.STOP_MAX_ITER
+    assert r(40, False, 1e-4, 1000, 3e-4) == solver_check.STOP_EARLY
+    assert r(7, True, 1e-4, 1000) == solver_check.STOP_CONVERGED          # saga: no gradient
+    old = {"n_iter": 12, "converged": True, "stop": "converged", "tol": 1e-4,
+           "max_abs_gradient": 3e-4}                                      # an older record
+    assert solver_check.stop_label(old, 1000) == solver_check.STOP_FLAT
+    assert solver_check.stop_label(dict(old, converged=False, n_iter=1000,
+                                        stop="iteration limit"), 1000) == solver_check.STOP_MAX_ITER
+    assert solver_check.excess_bound({"duality_gap": 0.5, "dual_bound": 2.0}) == 0.25
+    assert solver_check.excess_bound({"duality_gap": 0.5, "dual_bound": 0.0}) is None
+    assert solver_check.excess_bound({}) is None
+
+
+def test_unconverged_fits_one_warning_saying_which_and_why(tiny_cache, tmp_path, capsys):
+    import run_all
+    from sweeplib import analysis, render, report
+    out = tmp_path / "out"
+    assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out), "--steps",
+                         "0", "3", "--max-iter", "5", "--quiet", "--jobs", "1"]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "converging" in ln]
+    assert lines == ["warning: solver stopped before converging in step 0: final fit + 5 CV "
+                     "folds; step 3: final fit + 5 CV folds (12 hit the --max-iter 5 cap); "
+                     "recorded as converged: false. Raise --max-iter; the report's Solver "
+                     "section shows how far each fit stopped from its optimum"]
+    text = render.render_text(report.build_sections(analysis.analyze(out)))
+    solver = text[text.index("Solver: how far"):]
+    assert "P/P*-1 at most" in solver and "hit --max-iter (CV:" in solver
+    assert "gap / D" in solver and solver_check.STOP_LEGEND[:40] in solver.replace("\n", " ")

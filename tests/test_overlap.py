@@ -52,11 +52,14 @@ def test_job_inbox_receives_until_closed(fork):
 def test_audit_in_the_background_equals_the_audit_in_line(tiny_cache, tmp_path):
     args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
                                                 "--no-sidecar"])
-    ctx = pipeline.prepare(config.RunConfig.from_args(args), [common.STEPS[3]])
-    assert isinstance(ctx.audit, overlap.Job)
-    splits = make_splits(ctx.datasets, args.eval_fraction, args.seed)
-    direct = duplicates.leakage_audit(ctx.datasets, splits, args.near_dup_threshold, lambda m: None)
-    assert ctx.leakage_audit() == direct
+    with pipeline.prepare(config.RunConfig.from_args(args), [common.STEPS[3]]) as ctx:
+        assert ctx.audit is None                   # started with the first fits, not before
+        ctx.start_audit()
+        assert isinstance(ctx.audit, overlap.Job)
+        splits = make_splits(ctx.datasets, args.eval_fraction, args.seed)
+        direct = duplicates.leakage_audit(ctx.datasets, splits, args.near_dup_threshold,
+                                          lambda m: None)
+        assert ctx.leakage_audit() == direct
     assert any("background" in k for k in base.TIMINGS)
 
 

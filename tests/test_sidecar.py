@@ -151,3 +151,144 @@ def test_non_finite_dense_file_is_an_error_even_with_a_sidecar_folder(cache_copy
     assert run(cache_copy, tmp_path / "out", "--sidecar-dir", tmp_path / "sc") == 2
     assert capsys.readouterr().err.startswith(f"error: {path}: non-finite value nan")
     assert "train" not in " ".join(sidecars(tmp_path / "sc"))
+
+
+def _npy_with_header(header):
+    """A .npy member whose header dict is cut short (numpy's parser: tokenize.TokenError)."""
+    magic, h = b"\x93NUMPY\x01\x00", header.encode("latin1")
+    h += b" " * (64 - (len(magic) + 3 + len(h)) % 64) + b"\n"
+    return magic + len(h).to_bytes(2, "little") + h + b"\0" * 16
+
+
+def _damage_sidecar(side, kind, ref, fp):
+    """Damage a sidecar so that reading it raises something other than the usual errors."""
+    if kind == "token_error":                           # header of data.npy cut short
+        with zipfile.ZipFile(side) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+        members["data.npy"] = _npy_with_header("{'descr': '<f4', 'shape': (3,")
+        with zipfile.ZipFile(side, "w") as z:
+            for name, raw in members.items():
+                z.writestr(name, raw)
+    elif kind == "compression":                         # NotImplementedError from zipfile
+        raw = bytearray(side.read_bytes())
+        for sig, off in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+            at = -1
+            while (at := raw.find(sig, at + 1)) >= 0:
+                raw[at + off:at + off + 2] = (99).to_bytes(2, "little")
+        side.write_bytes(bytes(raw))
+    elif kind == "meta_not_a_dict":                     # AttributeError on meta.get
+        arrays = sidecar._arrays(ref, 0, fp)
+        arrays["meta"] = np.array(json.dumps([1, 2]))
+        with open(side, "wb") as f:
+            np.savez(f, **arrays)
+    elif kind == "npy_not_npz":
+        with open(side, "wb") as f:
+            np.save(f, np.zeros(3))
+    elif kind == "empty_zip":
+        with zipfile.ZipFile(side, "w"):
+            pass
+
+
+@pytest.mark.parametrize("kind", ["token_error", "compression", "meta_not_a_dict",
+                                  "npy_not_npz", "empty_zip"])
+def test_any_damage_to_a_sidecar_is_a_note_and_a_rebuild(cache_copy, kind):
+    path = cache_copy / LAYER / "sycophant_activations.npy"
+    notes = []
+    store = sidecar.Store(note=notes.append)
+    ref, _ = load(path, store)
+    side = store.path_for(path)
+    _damage_sidecar(side, kind, ref, data.fingerprint(path))
+    X, _ = load(path, store)
+    assert len(notes) == 1 and notes[0].startswith(f"note: {side}: "), notes
+    assert notes[0].endswith(f"; rebuilt from {path.name}") and "\n" not in notes[0]
+    assert "pickle" not in notes[0]
+    assert (X != ref).nnz == 0
+    assert load(path, store)[0].nnz == ref.nnz and len(notes) == 1
+
+
+def test_garbage_sidecar_note_says_what_it_is_not_pickled_data(cache_copy):
+    path = cache_copy / LAYER / "test_activations.npy"
+    notes = []
+    store = sidecar.Store(note=notes.append)
+    load(path, store)
+    store.path_for(path).write_bytes(b"not a zip file at all")
+    load(path, store)
+    assert notes == [f"note: {store.path_for(path)}: damaged (not an .npz archive); "
+                     f"rebuilt from {path.name}"]
+
+
+def test_a_fifo_or_directory_at_the_sidecar_path_never_hangs(cache_copy):
+    import os
+    import signal
+    path = clear(cache_copy) / LAYER / "test_activations.npy"
+    ref, _ = data.load_activations(path)
+    notes = []
+    store = sidecar.Store(note=notes.append)
+    side = store.path_for(path)
+    os.mkfifo(side)
+
+    def hung(signum, frame):
+        raise AssertionError(f"{side}: opening the FIFO blocked the load")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)                                  # a FIFO opened for reading would block
+    try:
+        X, _ = load(path, store)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert (X != ref).nnz == 0 and side.is_file()     # the FIFO was replaced by a sidecar
+    assert notes == [f"note: {side}: a FIFO, not a regular file; rebuilt from {path.name}"]
+    side.unlink()
+    side.mkdir()
+    notes.clear()
+    X, _ = load(path, store)
+    assert (X != ref).nnz == 0 and side.is_dir()
+    assert len(notes) == 1 and notes[0].startswith(f"note: {side}: is a directory"), notes
+
+
+@pytest.mark.parametrize("column", [4, 9])
+def test_feature_ids_one_non_finite_rule_with_and_without_sidecars(cache_copy, tmp_path,
+                                                                   column):
+    """A NaN is refused in any column of the file, also one --feature-ids leaves out (9),
+    whether the matrix comes from a sidecar or straight from the dense file."""
+    path = clear(cache_copy) / LAYER / "train_activations.npy"
+    arr = np.load(path)
+    arr[2, column] = np.nan
+    np.save(path, arr)
+    for store in (None, sidecar.Store(tmp_path / f"sc{column}", note=lambda m: None)):
+        with pytest.raises(data.InputError, match=rf"{path}: non-finite value nan at row 2, "
+                                                  rf"feature {column}$"):
+            data.load_activations(path, [1, 4, 7], store)
+
+
+def test_feature_ids_same_matrix_and_negative_count_with_and_without_sidecars(cache_copy,
+                                                                            tmp_path):
+    path = clear(cache_copy) / LAYER / "train_activations.npy"
+    arr = np.load(path)
+    arr[3, 5], arr[4, 200] = -1.0, -2.0                 # one used column, one left out
+    np.save(path, arr)
+    plain = data.load_activations(path, [5, 17, 3])
+    store = sidecar.Store(tmp_path / "sc", note=lambda m: None)
+    for _ in range(2):                                  # written, then read back
+        X, n_neg = data.load_activations(path, [5, 17, 3], store)
+        assert (X != plain[0]).nnz == 0 and n_neg == plain[1] == 1
+
+
+def test_each_input_file_is_hashed_once_per_run(tiny_cache, tmp_path, monkeypatch):
+    """The sidecar check and the run's input fingerprints share one whole-file sha256."""
+    from collections import Counter
+    from sweeplib import pipeline
+    hashed, real = Counter(), data.fingerprint
+
+    def counting(path):
+        hashed[str(path)] += 1
+        return real(path)
+    monkeypatch.setattr(data, "fingerprint", counting)
+    args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
+                                                "--sidecar-dir", str(tmp_path / "sc")])
+    for _ in range(2):                                  # sidecars written, then read
+        hashed.clear()
+        with pipeline.prepare(config.RunConfig.from_args(args), [common.STEPS[3]]) as ctx:
+            assert set(hashed) == set(ctx.fingerprints)
+            assert all(n == 1 for n in hashed.values()), hashed
+            assert {p: real(p) for p in hashed} == ctx.fingerprints

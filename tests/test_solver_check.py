@@ -32,7 +32,7 @@ def test_every_fit_records_where_it_stopped(checked):
     assert len(fits) == rec["config"]["cv_folds"] + 1
     assert [f["n_iter"] for f in fits] == [rec["n_iter"]] + rec["cv_n_iter"]
     for f in fits:
-        assert f["tol"] == 1e-4 and f["stop"] == "converged" and f["converged"]
+        assert f["tol"] == 1e-4 and f["stop"] == solver_check.STOP_GRADIENT and f["converged"]
         assert f["max_abs_gradient"] <= 1e-4
         assert f["dual_bound"] <= f["objective"]
         assert f["duality_gap"] == pytest.approx(f["objective"] - f["dual_bound"])
