@@ -9,6 +9,10 @@ its parameters are in sweeplib/demo.py; the same arguments always give byte-iden
 """
 from __future__ import annotations
 
+if __name__ == "__main__":      # first: Ctrl-C during the imports below is one line, exit 130
+    from sweeplib import interrupt
+    interrupt.install()
+
 import sys
 
 from common import DEMO_CACHE_DIR

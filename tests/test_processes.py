@@ -243,10 +243,7 @@ def test_an_audit_child_that_dies_is_one_line_and_exit_1(tiny_cache, tmp_path, m
 ROOT = Path(run_all.__file__).resolve().parent
 SCRIPTS = ["00_base_probe.py", "01_add_sycophant.py", "02_add_organisms.py",
            "03_add_benchmark.py", "04_ood_only.py", "run_all.py", "compare_all_steps.py",
-           "generate_report.py",
-           pytest.param("demo_data.py", marks=pytest.mark.xfail(
-               reason="demo_data.py is being changed by concurrent work; it needs the same "
-                      "two lines"))]
+           "generate_report.py", "demo_data.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
