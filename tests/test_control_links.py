@@ -10,6 +10,8 @@ import run_all
 from conftest import FAST_FLAGS, TINY
 from sweeplib import analysis, demo
 
+pytestmark = pytest.mark.slow          # three sweeps with controls (~5 s)
+
 
 def sweep(cache, out, *extra):
     """Steps 0 and 3 with the given controls."""

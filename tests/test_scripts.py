@@ -26,7 +26,7 @@ def test_every_script_runs_as_a_script(script):
     assert out.startswith("usage: ") and "Traceback" not in err
 
 
-@pytest.mark.parametrize("fmt", ["txt", "html"])
+@pytest.mark.parametrize("fmt", ["txt", pytest.param("html", marks=pytest.mark.slow)])
 def test_generate_report_runs_as_a_script(tiny_run, tmp_path, fmt):
     folder = tmp_path / "run"
     shutil.copytree(tiny_run, folder)
