@@ -92,13 +92,19 @@ def test_stale_sidecar_is_rebuilt_from_the_changed_dense_file(cache_copy, tmp_pa
     assert load(path, store)[0][3, 7] == 5.0 and len(notes) == 1      # the rebuilt one is fine
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "other_rows"])
-def test_corrupt_sidecar_is_refused_and_rebuilt(cache_copy, damage):
-    path = cache_copy / LAYER / "sycophant_activations.npy"
+def _with_sidecar(cache):
+    """(dense path, notes list, store, matrix, sidecar path) after a first load wrote the
+    sycophant sidecar."""
+    path = cache / LAYER / "sycophant_activations.npy"
     notes = []
     store = sidecar.Store(note=notes.append)
     ref, _ = load(path, store)
-    side = store.path_for(path)
+    return path, notes, store, ref, store.path_for(path)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "other_rows"])
+def test_corrupt_sidecar_is_refused_and_rebuilt(cache_copy, damage):
+    path, notes, store, ref, side = _with_sidecar(cache_copy)
     raw = bytearray(side.read_bytes())
     if damage == "flip":                                    # one bit inside the values
         with zipfile.ZipFile(side) as z:
@@ -192,11 +198,7 @@ def _damage_sidecar(side, kind, ref, fp):
 @pytest.mark.parametrize("kind", ["token_error", "compression", "meta_not_a_dict",
                                   "npy_not_npz", "empty_zip"])
 def test_any_damage_to_a_sidecar_is_a_note_and_a_rebuild(cache_copy, kind):
-    path = cache_copy / LAYER / "sycophant_activations.npy"
-    notes = []
-    store = sidecar.Store(note=notes.append)
-    ref, _ = load(path, store)
-    side = store.path_for(path)
+    path, notes, store, ref, side = _with_sidecar(cache_copy)
     _damage_sidecar(side, kind, ref, data.fingerprint(path))
     X, _ = load(path, store)
     assert len(notes) == 1 and notes[0].startswith(f"note: {side}: "), notes
