@@ -147,6 +147,15 @@ class Stage:
     def commit(self, roots=(), derived=True):
         """Switch the staged files into the folder; remove derived outputs of the folder and of
         roots (unless derived=False). Returns the removed derived outputs."""
+        journal, removed = self.prepare(roots, derived)
+        with _signals_deferred():
+            _apply(self.dir, journal)
+        return removed
+
+    def prepare(self, roots=(), derived=True):
+        """Check the targets and write the switch's journal (from here on the switch is
+        carried out, by this run or, if it dies, by the next one); (journal, derived outputs
+        it removes)."""
         names = _switch_order(p.name for p in self.path.iterdir()
                               if p.is_file() and not p.name.startswith("."))
         for name in names:
@@ -161,9 +170,7 @@ class Stage:
                    "remove": [os.path.relpath(p, self.folder) for p in derived]}
         _write(self.dir / JOURNAL, json.dumps(journal).encode())
         owned.fsync_dir(self.dir)
-        with _signals_deferred():
-            _apply(self.dir, journal)
-        return derived
+        return journal, derived
 
     def abort(self):
         """Drop the stage (nothing was switched)."""
@@ -341,11 +348,15 @@ def commit_all(derived=True):
     if s is None:
         return
     roots = [s.root] if s.root is not None else []
-    for key in list(s.stages):
-        st = s.stages[key]
-        s.removed += st.commit(roots, derived)
-        s.committed.append(st.folder)
-        del s.stages[key]
+    # every folder's journal first, then the moves: a run killed in between leaves journals
+    # for all of them, and the next run completes every switch (not only the first ones)
+    prepared = [(key, *s.stages[key].prepare(roots, derived)) for key in list(s.stages)]
+    with _signals_deferred():
+        for key, journal, removed in prepared:
+            st = s.stages.pop(key)
+            _apply(st.dir, journal)
+            s.removed += removed
+            s.committed.append(st.folder)
 
 
 def note_removed():

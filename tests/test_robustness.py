@@ -285,6 +285,40 @@ def test_kill_during_the_switch_is_refused_by_readers_and_completed_by_the_next_
         == {1.0}
 
 
+KILL_FIRST_MOVE = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import run_all
+real = os.replace
+def replace(src, dst, *a, **kw):
+    if ".sweep-stage-" in str(src) and ".sweep-stage-" not in str(dst):   # first move in
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **kw)
+os.replace = replace
+sys.exit(run_all.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_two_folder_switch_is_completed_in_both_folders(tiny_cache,
+                                                                        old_results):
+    """The main sweep and its budget arm are switched in as one: every folder's journal is
+    written before the first move, so the next run completes both (before: only the first,
+    the other's staged results were dropped as stale)."""
+    argv = ["--cache-dir", str(tiny_cache), "--results-dir", str(old_results), "-C", "1",
+            "--budget", "base"] + FAST_FLAGS
+    r = subprocess.run([sys.executable, "-c", KILL_FIRST_MOVE, str(ROOT)] + argv,
+                       capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    notes = results_io.recover(old_results)
+    assert len(notes) == 2 and all("completed the switch interrupted" in n for n in notes)
+    main = analysis.analyze(old_results)
+    arm = analysis.analyze_folder(old_results / "arm_budget", conclude=False)
+    assert {r["config"]["C"] for r in main.records.values()} == {1.0}
+    assert {r["config"]["C"] for r in arm.records.values()} == {1.0}   # the new arm
+    assert set(main.arms) == {"arm_budget"}
+
+
 def _wait_for(condition, what, timeout=120):
     """Poll until condition() is true (never a fixed sleep for timing)."""
     t0 = time.monotonic()
