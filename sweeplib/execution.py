@@ -101,7 +101,7 @@ def _warm(jobs, n):
     """Start n local workers (the warm-up thread's body)."""
     import joblib
     with short_lived_workers():
-        joblib.Parallel(n_jobs=jobs)(joblib.delayed(_import_probe)() for _ in range(n))
+        joblib.Parallel(n_jobs=jobs, max_nbytes=None)(joblib.delayed(_import_probe)() for _ in range(n))
 
 
 def warm_workers(jobs):
@@ -142,6 +142,9 @@ class SharedMatrices:
         except OSError as e:
             self.close()
             raise WriteError(f"{self.folder}: cannot write ({e.strerror or e})") from None
+        except BaseException:             # an interrupt while the files are written
+            self.close()
+            raise
 
     def parts(self, mix):
         """The mix's (matrix reference, row indices) parts."""
@@ -256,13 +259,17 @@ def _execute_tasks(plans, jobs=1, progress=None):
     local_workers = (backend in ("LokyBackend", "MultiprocessingBackend")
                      and joblib.effective_n_jobs(jobs) > 1)
     shared = None
+    fitted = [[] for _ in plans]
     if local_workers:
         unique = {id(A): A for plan in plans for A, _ in plan.mix.parts}
         shared = SharedMatrices(list(unique.values()))
-    fitted = [[] for _ in plans]
     try:
         with short_lived_workers():
-            out = joblib.Parallel(n_jobs=jobs, return_as="generator")(_tasks(plans, shared))
+            # max_nbytes=None: tasks carry file names and row indices (SharedMatrices), so
+            # joblib needs no memmapping folder of its own (one left by a killed run is warned
+            # about by its resource tracker after the run has exited)
+            out = joblib.Parallel(n_jobs=jobs, return_as="generator", max_nbytes=None)(
+                _tasks(plans, shared))
             for i, res in zip(owners, out):
                 fitted[i].append(res)
                 if progress is not None and len(fitted[i]) == len(plans[i].folds) + 1:

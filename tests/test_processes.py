@@ -5,6 +5,7 @@ import contextlib
 import os
 import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -355,3 +356,23 @@ def test_the_workers_of_a_run_killed_with_sigkill_exit_soon(tiny_cache, tmp_path
             os.kill(p, signal.SIGKILL)
     assert not left, f"workers still alive {time.monotonic() - t0:.0f} s after the SIGKILL"
     assert time.monotonic() - t0 < execution.PARENT_POLL + 5
+
+
+def test_an_interrupt_while_the_worker_data_is_written_leaves_no_folder(monkeypatch, tmp_path):
+    import numpy as np
+    import scipy.sparse as sp
+    from sweeplib import execution
+    shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    mine = lambda: sorted(shm.glob(f"sweep-{os.getpid()}-*"))       # noqa: E731
+    before = mine()
+    real, calls = np.save, []
+
+    def interrupted_save(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(execution.np, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        execution.SharedMatrices([sp.random(20, 10, density=0.3, format="csr")])
+    assert len(calls) == 2 and mine() == before
