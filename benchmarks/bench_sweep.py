@@ -114,7 +114,7 @@ def parse_args(argv):
                    help="also run git revision REV (e.g. main) side by side, alternating runs")
     p.add_argument("--extra", default="", metavar="ARGS",
                    help="extra run_all.py arguments for this checkout's runs only, e.g. "
-                        "--extra=--no-figures")
+                        "--extra=--figures")
     p.add_argument("--skip-original", action="store_true",
                    help="do not run the emulated original scripts (nor their agreement check)")
     p.add_argument("--skip-scaling", action="store_true", help="no scaling table")

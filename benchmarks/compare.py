@@ -7,6 +7,7 @@ import io
 import json
 import statistics
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -24,8 +25,9 @@ def export_revision(repo, rev, dest):
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
                             capture_output=True, text=True)
     if commit.returncode != 0:
-        raise SystemExit(f"error: --compare-ref: {rev!r} is not a commit of {repo} "
-                         f"({commit.stderr.strip()})")
+        print(f"error: --compare-ref: {rev!r} is not a commit of {repo} "
+              f"({commit.stderr.strip()})", file=sys.stderr)
+        raise SystemExit(2)
     data = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit.stdout.strip()],
                           capture_output=True, check=True).stdout
     dest = Path(dest)

@@ -208,16 +208,29 @@ def verify_metrics(json_path, record, scores):
 def load_unit(folder, k, json_path, record):
     """Scores of one step after checking the unit: names, sha256, run id, recomputed metrics."""
     spath = _unit_file(folder, json_path, record, "scores", f"step_{k}_scores.npz")
-    _unit_file(folder, json_path, record, "probe", f"step_{k}_probe.pkl")
+    ppath = _unit_file(folder, json_path, record, "probe", f"step_{k}_probe.pkl")
     if not spath.exists():
         raise InputError(f"{spath}: missing (its step JSON exists)")
     scores = read_scores(spath, record, json_path)
+    if not ppath.exists():
+        raise InputError(f"{ppath}: missing (its step JSON exists)")
+    _check_probe(ppath, record, json_path)
     verify_metrics(json_path, record, scores)
     want = record["files"].get("record_sha256")       # absent in folders written before it
     if want is not None and want != stepfiles.record_digest(record):   # what scores cannot show
         raise InputError(f"{json_path}: edited after it was written (its contents do not match "
                          "the record_sha256 it carries); rerun the step")
     return scores
+
+
+def _check_probe(path, record, json_path):
+    """The probe file has the sha256 its record names (read, never unpickled)."""
+    digest = hashlib.sha256(npyio.read_small_file(path, "probe file", MAX_JSON_BYTES)).hexdigest()
+    want = record["files"].get("probe_sha256")
+    if want is not None and digest != want:
+        raise InputError(f"{path}: sha256 {digest[:12]}... does not match the {str(want)[:12]}"
+                         f"... recorded in {Path(json_path).name}; the step's files do not "
+                         "belong together")
 
 
 def probe_matches(folder, k, json_path, record):

@@ -48,6 +48,7 @@ def dash(tiny_run, tmp_path_factory):
     record["files"]["record_sha256"] = stepfiles.record_digest(record)    # a forged step 4
     (sub / "step_4_ood_only.json").write_text(json.dumps(record))
     shutil.copy(sub / "step_3_scores.npz", sub / "step_4_scores.npz")
+    shutil.copy(sub / "step_3_probe.pkl", sub / "step_4_probe.pkl")
     rec0 = json.loads(next(root.glob("step_0_*.json")).read_text())   # from the same run
     link = {k: rec0[k] for k in ("config", "inputs", "data_source", "layer")}
     (root / "transfer_matrix.json").write_text(json.dumps({**TRANSFER, **link}))

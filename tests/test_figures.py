@@ -208,6 +208,7 @@ def test_extra_step_is_drawn_with_its_record_name(run_copy, monkeypatch):
     rec.update(step=4, name="ood_only")
     write_record(run_copy / "step_4_ood_only.json", rec)
     shutil.copy(run_copy / "step_3_scores.npz", run_copy / "step_4_scores.npz")
+    shutil.copy(run_copy / "step_3_probe.pkl", run_copy / "step_4_probe.pkl")
     a = analysis.analyze(run_copy)
     assert a.steps == [0, 1, 2, 3, 4]
     ticks = [t.get_text() for t in figures.sweep_figure(a).axes[0].get_xticklabels()]

@@ -405,6 +405,12 @@ def test_tampered_probe_is_refused(old_results):
     p.write_bytes(bytes(data))
     with pytest.raises(base.InputError, match="does not match"):
         results_read.load_probe(old_results / "step_1_add_sycophant.json")
+    with pytest.raises(base.InputError, match=r"step_1_probe.pkl: sha256 .* does not match .* "
+                                              "the step's files do not belong together"):
+        analysis.analyze(old_results)                     # every reader checks it too
+    p.unlink()
+    with pytest.raises(base.InputError, match=r"step_1_probe.pkl: missing"):
+        analysis.analyze(old_results)
 
 
 def test_resume_skips_up_to_date_steps_and_reruns_changed_ones(tiny_cache, old_results, capsys):

@@ -291,6 +291,7 @@ def test_inflection_is_the_largest_not_the_first_significant_gain(tiny_run, tmp_
         record["step"] = new                    # a record names its own step (else ignored)
         write_record(tmp_path / f"step_{new}_{src.name.split('_', 2)[2]}", record)
         shutil.copy(tiny_run / f"step_{old}_scores.npz", tmp_path / f"step_{new}_scores.npz")
+        shutil.copy(tiny_run / f"step_{old}_probe.pkl", tmp_path / f"step_{new}_probe.pkl")
     a = analysis.analyze(tmp_path, controls=False)
     verdicts, gains = _check_analysis(a)
     assert "degraded" in verdicts and "improved" in verdicts
