@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import joblib
@@ -264,16 +265,23 @@ def _execute_tasks(plans, jobs=1, progress=None):
         unique = {id(A): A for plan in plans for A, _ in plan.mix.parts}
         shared = SharedMatrices(list(unique.values()))
     try:
-        with short_lived_workers():
+        with short_lived_workers(), warnings.catch_warnings():
+            # an interrupted batch closes the generator: joblib's warning that tasks were
+            # cancelled would come after the run's own one-line message
+            warnings.filterwarnings("ignore", message=r".*tasks (have been successfully "
+                                    r"executed|which were still being processed)")
             # max_nbytes=None: tasks carry file names and row indices (SharedMatrices), so
             # joblib needs no memmapping folder of its own (one left by a killed run is warned
             # about by its resource tracker after the run has exited)
             out = joblib.Parallel(n_jobs=jobs, return_as="generator", max_nbytes=None)(
                 _tasks(plans, shared))
-            for i, res in zip(owners, out):
-                fitted[i].append(res)
-                if progress is not None and len(fitted[i]) == len(plans[i].folds) + 1:
-                    progress(plans[i])
+            try:
+                for i, res in zip(owners, out):
+                    fitted[i].append(res)
+                    if progress is not None and len(fitted[i]) == len(plans[i].folds) + 1:
+                        progress(plans[i])
+            finally:
+                out.close()
     finally:
         if shared:
             shared.close()
