@@ -74,9 +74,24 @@ def short_lived_workers():
     if type(joblib.parallel.get_active_backend()[0]).__name__ != "LokyBackend":
         yield
         return
+    _quiet_resource_tracker()
     with joblib.parallel_config(backend="loky", idle_worker_timeout=IDLE_WORKER_TIMEOUT,
                                 initializer=_watch_parent, initargs=(os.getpid(),)):
         yield
+
+
+TRACKER_FILTER = "ignore:resource_tracker:UserWarning"
+
+
+def _quiet_resource_tracker():
+    """loky's resource tracker (a process the workers start, sharing this run's stderr) warns
+    about "leaked" objects when an interrupted run's workers are killed, after the run's own
+    one-line message; it cleans them up either way. Its warnings, and only those (the filter
+    matches messages that start with 'resource_tracker'), are ignored in the processes this
+    run starts from now on."""
+    have = os.environ.get("PYTHONWARNINGS", "")
+    if TRACKER_FILTER not in have.split(","):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [have, TRACKER_FILTER]))
 
 
 def _watch_parent(parent):

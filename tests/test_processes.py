@@ -376,3 +376,20 @@ def test_an_interrupt_while_the_worker_data_is_written_leaves_no_folder(monkeypa
     with pytest.raises(KeyboardInterrupt):
         execution.SharedMatrices([sp.random(20, 10, density=0.3, format="csr")])
     assert len(calls) == 2 and mine() == before
+
+
+def test_worker_processes_keep_loky_resource_tracker_warnings_quiet(monkeypatch):
+    import subprocess
+    import sys
+    from sweeplib import execution
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    with execution.short_lived_workers():
+        pass
+    assert os.environ["PYTHONWARNINGS"] == "default," + execution.TRACKER_FILTER
+    with execution.short_lived_workers():           # once only
+        pass
+    assert os.environ["PYTHONWARNINGS"].count(execution.TRACKER_FILTER) == 1
+    code = ("import warnings; warnings.warn('resource_tracker: There appear to be 1 leaked "
+            "folder objects to clean up at shutdown'); warnings.warn('another warning')")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
+    assert "resource_tracker" not in err and "another warning" in err
