@@ -295,8 +295,10 @@ def _execute_tasks(plans, jobs=1, progress=None):
                     fitted[i].append(res)
                     if progress is not None and len(fitted[i]) == len(plans[i].folds) + 1:
                         progress(plans[i])
-            finally:
-                out.close()
+            except BaseException:
+                with contextlib.suppress(Exception):   # the exception in flight is the one
+                    out.close()                        # to report, not joblib's while aborting
+                raise
     finally:
         if shared:
             shared.close()
