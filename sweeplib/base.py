@@ -125,6 +125,11 @@ FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
               (stat.S_ISSOCK, "a socket"))
 
 
+def file_kind(mode, other="not a regular file"):
+    """What a stat mode is, in words ('a FIFO', 'a directory' ...; other for the rest)."""
+    return next((name for test, name in FILE_KINDS if test(mode)), other)
+
+
 def entry_state(path, what="file"):
     """os.stat of path (symlinks followed), None when nothing is there; InputError naming the
     path and the cause when something is there but cannot be looked at: a dangling symlink, a
@@ -153,7 +158,7 @@ def check_folder(path, what):
     if st is None:
         return None
     if not stat.S_ISDIR(st.st_mode):
-        kind = next((name for test, name in FILE_KINDS if test(st.st_mode)), "a regular file")
+        kind = file_kind(st.st_mode, "a regular file")
         raise InputError(f"{shown_path(path)}: {what} is {kind}, not a folder")
     try:
         os.listdir(path)
@@ -174,7 +179,7 @@ def open_regular(path, what="file"):
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+        kind = file_kind(mode)
         raise InputError(f"{path}: {what} is {kind}, not a regular file")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import (DATASETS, DEFAULTS, DEMO_CACHE_DIR, DEMO_RESULTS_DIR, EXTRA_EVAL_NAME,
                     LIMITS, ROOT)
-from sweeplib.base import FILE_KINDS, InputError, shown_path
+from sweeplib.base import InputError, file_kind, shown_path
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def output_path(text):
     if mode is not None and stat.S_ISDIR(mode):
         raise argparse.ArgumentTypeError(f"{shown} is a directory; give a file name")
     if mode is not None and not stat.S_ISREG(mode):
-        kind = next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+        kind = file_kind(mode)
         raise argparse.ArgumentTypeError(f"{shown} is {kind}, not a regular file; refusing to "
                                          "replace it")
     pattern = _own_file_pattern(path)

@@ -424,13 +424,11 @@ def check_request(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEAT
         raise InputError(f"--null: must be one of {NULL_MODES[1:]}, got {null!r}")
     check_settings(seed, scale, n_features, layers, _rows)
     for layer in sorted(set(layers)):
-        try:
-            _layout(seed, layer, n_features, null)
-        except ValueError:
+        if not _layout_fits(seed, layer, n_features, null):
             least = next(n for n in range(n_features + 1, REF_FEATURES + 1)
                          if _layout_fits(seed, layer, n, null))
             raise InputError(f"--n-features: {n_features} is too small for the feature layout "
-                             f"(at least {least})") from None
+                             f"(at least {least})")
     check_out(out_root)
 
 

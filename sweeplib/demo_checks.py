@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 
 from common import DEMO_MARKER
-from sweeplib.base import FILE_KINDS, InputError, shown_path
+from sweeplib.base import InputError, file_kind, shown_path
 
 PARTIAL_MARKER = "DEMO_CACHE.partial.json"   # present while a generation is under way
 MAX_SEED = 2 ** 32 - 1
@@ -71,7 +71,7 @@ def check_out(out):
     where = _nearest_existing(out)
     mode = os.stat(where).st_mode
     if not stat.S_ISDIR(mode):
-        kind = next((name for test, name in FILE_KINDS if test(mode)), "a regular file")
+        kind = file_kind(mode, "a regular file")
         shown = "exists and" if where == out else f"its parent {where}"
         raise InputError(f"{shown_path(out)}: {shown} is {kind}, not a folder; cannot write the "
                          "demo cache there")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from sweeplib.base import FILE_KINDS, InputError, WriteError, atomic_write, open_regular
+from sweeplib.base import InputError, WriteError, atomic_write, file_kind, open_regular
 
 FORMAT = 1
 SUFFIX = ".csr.npz"
@@ -82,7 +82,7 @@ class Store:
             return None
         try:
             if not stat.S_ISREG(mode):           # a FIFO or device must never be opened
-                raise _Invalid(f"{_kind(mode)}, not a regular file")
+                raise _Invalid(f"{file_kind(mode)}, not a regular file")
             X, n_neg = _read(path, shape, fingerprint)
             _spot_check(dense, X)
         except MemoryError:
@@ -126,11 +126,6 @@ class Store:
 
 class _Invalid(Exception):
     """A sidecar that must not be used (the message says why)."""
-
-
-def _kind(mode):
-    """What a non-regular file is, in words."""
-    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
 
 
 def _damage(e):
