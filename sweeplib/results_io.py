@@ -408,6 +408,27 @@ def _stop_workers():
             executor.shutdown(wait=True, kill_workers=True)
 
 
+def _interrupt_behind(e):
+    """The interrupt an exception was raised from, or None: Python re-raises an exception from
+    inside a class body's __set_name__ as a RuntimeError (a signal that lands while a module is
+    being imported, e.g. scikit-learn on first use, arrives wrapped like that)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _interrupted(e):
+    """Stop the workers, say what was kept in one line; the exit code of the signal."""
+    _stop_workers()
+    term = isinstance(e, Interrupted)
+    print(f"interrupted{' (SIGTERM)' if term else ''}; {summary()}", file=sys.stderr)
+    return 143 if term else 130
+
+
 def run_cli(body):
     """Run a command's body in a session: one line and an exit code for every way it stops
     (2 bad input, 1 cannot write or a background process died, 130 / 143 interrupted)."""
@@ -426,10 +447,12 @@ def run_cli(body):
         print(f"error: {_shown(str(e))}; {summary()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        _stop_workers()
-        term = isinstance(e, Interrupted)
-        print(f"interrupted{' (SIGTERM)' if term else ''}; {summary()}", file=sys.stderr)
-        return 143 if term else 130
+        return _interrupted(e)
+    except Exception as e:
+        stop = _interrupt_behind(e)
+        if stop is None:
+            raise
+        return _interrupted(stop)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

@@ -393,3 +393,20 @@ def test_worker_processes_keep_loky_resource_tracker_warnings_quiet(monkeypatch)
             "folder objects to clean up at shutdown'); warnings.warn('another warning')")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
     assert "resource_tracker" not in err and "another warning" in err
+
+
+def test_an_interrupt_wrapped_by_python_is_still_an_interrupt(capsys):
+    from sweeplib import results_io
+
+    def body():
+        try:
+            raise results_io.Interrupted(signal.SIGTERM)
+        except KeyboardInterrupt as e:       # what class creation does to it (__set_name__)
+            raise RuntimeError("Error calling __set_name__ on 'x'") from e
+    assert results_io.run_cli(body) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("interrupted (SIGTERM);")
+
+    def other():
+        raise RuntimeError("a real error")
+    with pytest.raises(RuntimeError, match="a real error"):
+        results_io.run_cli(other)
