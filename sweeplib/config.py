@@ -62,7 +62,7 @@ def _fraction(text):
 
 
 REMOVED_FLAGS = {"--n-boot": "intervals are no longer bootstrapped (closed-form intervals, see "
-                             "the README's Metrics section); drop the flag"}
+                             "docs/REFERENCE.md, Metrics and intervals); drop the flag"}
 
 
 class _RemovedFlag(argparse.Action):

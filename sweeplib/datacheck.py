@@ -2,7 +2,7 @@
 suspicious. Warnings go to the console (also under --quiet) and into every step JSON
 (`data_warnings`), and the report's header lists them.
 
-Rules (README, "Bad input and reliability"):
+Rules (docs/REFERENCE.md, "Errors and messages"):
 - a dataset with no active feature in any row: refused (with --feature-ids: a warning, the
   selection may miss a dataset's features);
 - rows with no active feature: warning (count and share);

@@ -15,7 +15,7 @@ Pure functions over numpy arrays: no I/O, no randomness (nothing here resamples)
   between paired terms. Its one-sided error stays at or below the nominal level near the
   ceiling, where a Wald interval on the difference does not.
 * Simulated coverage of these choices is printed by benchmarks/calibration.py --coverage and
-  checked by tests/test_intervals.py; the README gives the numbers.
+  checked by tests/test_intervals.py; docs/REFERENCE.md gives the numbers.
 
 Conventions: `level` is the two-sided confidence level; p-values are two-sided and
 consistent with the intervals (the level-`level` interval excludes 0 <=> p < 1 - level).

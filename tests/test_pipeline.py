@@ -310,7 +310,7 @@ def test_progress_line_per_step_while_fits_run(tiny_cache, tmp_path, capsys):
 
 
 def test_probe_reloads_from_the_scores_file_without_unpickling(tiny_run, loaded):
-    """The scores file holds the probe as plain arrays (README: '_probe__*' keys): its decision
+    """The scores file holds the probe as plain arrays (docs/REFERENCE.md: '_probe__*' keys): its decision
     is the pickled pipeline's, bit for bit, and scikit-learn's decision function."""
     X = loaded["gold_106"].X
     for step in common.STEPS:
