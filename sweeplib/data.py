@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from common import DATASETS, DEMO_MARKER, LABEL_MAP, MAX_SIDECAR_BYTES, NPY_CLASS_NAMES, DatasetSpec
+from common import DATASETS, DEMO_MARKER, LABEL_MAP, NPY_CLASS_NAMES, DatasetSpec
 from sweeplib import demo
 from sweeplib.base import InputError, check_folder, entry_state, open_regular
 from sweeplib.config import check_extra_eval_name
-from sweeplib.npyio import (_dense_to_csr, _npy_header, _open_npy, activation_shape,
+from sweeplib.npyio import (HashingReader, activation_shape, dense_to_csr, npy_from_bytes,
                             parse_json, read_small_file)
 
 
@@ -36,6 +36,7 @@ class Dataset:
     n_negative_values: int = 0
     warnings: list = field(default_factory=list)    # data warnings (datacheck.py)
     spec: DatasetSpec | None = None                 # default: common.DATASETS[name]
+    fingerprints: dict = field(default_factory=dict)  # role -> fingerprint of the bytes read
 
     def __post_init__(self):
         if self.spec is None:
@@ -105,14 +106,23 @@ def layout_help(cache_dir, layer, table=DATASETS):
 
 def load_labels(path, name):
     """(binary labels int8, fine classes) from a .npy (0/1 or bool) or a .json sidecar."""
+    return read_labels(path, name)[:2]
+
+
+def read_labels(path, name):
+    """(binary labels int8, fine classes, fingerprint) of a label file, read once into memory:
+    the fingerprint is the one of exactly the bytes the labels come from."""
     path = Path(path)
+    what = ".npy file" if path.suffix == ".npy" else "labels JSON"
+    raw = read_small_file(path, what)
+    fp = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    return (*_parse_labels(raw, path, name), fp)
+
+
+def _parse_labels(raw, path, name):
+    """(binary labels, fine classes) from a label file's bytes."""
     if path.suffix == ".npy":
-        _npy_header(path)                       # a regular, readable .npy first
-        size = path.stat().st_size
-        if size > MAX_SIDECAR_BYTES:
-            raise InputError(f"{path}: labels file is {size} bytes, over the "
-                             f"{MAX_SIDECAR_BYTES} byte limit")
-        raw = np.asarray(_open_npy(path))
+        raw = npy_from_bytes(raw, path)
         if raw.ndim != 1:
             raise InputError(f"{path}: labels must be 1-D, got shape {raw.shape}")
         if raw.dtype.kind not in "iub":
@@ -124,8 +134,7 @@ def load_labels(path, name):
         y = raw.astype(np.int8)
         classes = np.where(y == 1, NPY_CLASS_NAMES[1], NPY_CLASS_NAMES[0])
         return y, classes
-    doc = parse_json(read_small_file(path, "labels JSON"), path,
-                     "labels JSON")
+    doc = parse_json(raw, path, "labels JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("labels"), list):
         raise InputError(f"{path}: labels JSON must be an object with a 'labels' list")
     labels = doc["labels"]
@@ -146,8 +155,19 @@ def load_labels(path, name):
 
 def read_feature_ids(path, n_features):
     """Validated list of feature ids from a JSON file."""
+    return read_feature_ids_fp(path, n_features)[0]
+
+
+def read_feature_ids_fp(path, n_features):
+    """(validated feature ids, fingerprint of the bytes they were read from)."""
     path = Path(path)
-    ids = parse_json(read_small_file(path, "feature-ids file"), path, "feature-ids JSON")
+    raw = read_small_file(path, "feature-ids file")
+    ids = _feature_ids(parse_json(raw, path, "feature-ids JSON"), path, n_features)
+    return ids, {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def _feature_ids(ids, path, n_features):
+    """The feature ids of a parsed --feature-ids document, validated."""
     if isinstance(ids, dict) and "feature_ids" in ids:
         ids = ids["feature_ids"]
     if not isinstance(ids, list) or not ids:
@@ -185,34 +205,39 @@ def check_present(cache_dir, layer, names, table=DATASETS):
 
 def load_activations(path, feature_ids=None, sidecar=None):
     """CSR float32 activations (optionally a column subset) and the negative-value count (of
-    the columns used); with a sidecar store (sidecar.Store) the whole matrix comes from its
-    verified sparse sidecar, or is converted and stored there. One rule with and without a
-    sidecar: the whole file is converted and checked, so a non-finite value (or a float64
-    value beyond float32) is refused in any column, also one --feature-ids leaves out."""
-    n_rows, n_features = activation_shape(path)
-    if n_rows == 0:
+    the columns used): read_activations without the fingerprint."""
+    return read_activations(path, feature_ids, sidecar)[:2]
+
+
+def read_activations(path, feature_ids=None, sidecar=None):
+    """(CSR float32 activations, negative-value count of the columns used, fingerprint of the
+    bytes the numbers come from). With a sidecar store (sidecar.Store) the whole matrix comes
+    from its verified sparse sidecar (whose fingerprint is the dense file's sha256, hashed now),
+    or is converted and stored there. One rule with and without a sidecar: the whole file is
+    converted and checked, so a non-finite value (or a float64 value beyond float32) is
+    refused in any column, also one --feature-ids leaves out."""
+    shape = activation_shape(path)
+    if shape[0] == 0:
         raise InputError(f"{path}: activations file has no rows")
-    source = cached = None
-    if sidecar is not None:
-        source = fingerprint(path)
-        cached = sidecar.load(path, (n_rows, n_features), source)
+    cached = None if sidecar is None else sidecar.load(path, shape, fingerprint)
     if cached is None:
-        cached = _dense_to_csr(path, n_rows, n_features, None)
+        cached = dense_to_csr(path, shape)
         if sidecar is not None:
-            sidecar.save(path, *cached, source)
-    X, n_neg = cached
+            sidecar.save(path, *cached)
+    X, n_neg, fp = cached
     if feature_ids is None:
-        return X, n_neg
+        return X, n_neg, fp
     X = X[:, np.asarray(feature_ids, dtype=np.intp)].tocsr()
     X.sort_indices()
-    return X, int(np.count_nonzero(X.data < 0))
+    return X, int(np.count_nonzero(X.data < 0)), fp
 
 
 def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print, sidecar=None,
                table=DATASETS):
     """Load the named datasets of the dataset table (dataset_table: with the extra eval sets)
     once; validate shapes, labels and feature counts across files (sidecar: a sidecar.Store of
-    sparse copies, or None).
+    sparse copies, or None). Each Dataset's `fingerprints` are those of the bytes it was made
+    of (the --feature-ids file's too, under the role 'feature_ids').
 
     Returns (datasets: dict name -> Dataset, feature_ids list or None, n_features_in_cache).
     """
@@ -226,19 +251,24 @@ def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print, sidec
         elif shape[1] != n_features:
             path = dataset_files(cache_dir, layer, table[name])[0]
             raise InputError(f"{path}: {shape[1]} features, but {first} has {n_features}")
-    feature_ids = read_feature_ids(feature_ids_path, n_features) if feature_ids_path else None
+    feature_ids, ids_fp = (read_feature_ids_fp(feature_ids_path, n_features)
+                           if feature_ids_path else (None, None))
     out = {}
     for name in names:
         acts, lab = dataset_files(cache_dir, layer, table[name])
-        y, classes = load_labels(lab, name)
+        y, classes, lab_fp = read_labels(lab, name)
         if len(y) != shapes[name][0]:
             raise InputError(f"{lab}: {len(y)} labels for {shapes[name][0]} rows in {acts.name}")
-        X, n_neg = load_activations(acts, feature_ids, sidecar)
+        X, n_neg, acts_fp = read_activations(acts, feature_ids, sidecar)
         if n_neg:
             warn(f"note: {acts}: {n_neg} negative values (SAE activations are >= 0; "
                  "is this the right file?)")
-        out[name] = Dataset(name, X, y, classes, {"activations": acts, "labels": lab}, n_neg,
-                            spec=table[name])
+        files = {"activations": acts, "labels": lab}
+        fps = {"activations": acts_fp, "labels": lab_fp}
+        if feature_ids_path:
+            files["feature_ids"], fps["feature_ids"] = Path(feature_ids_path), ids_fp
+        out[name] = Dataset(name, X, y, classes, files, n_neg, spec=table[name],
+                            fingerprints=fps)
     return out, feature_ids, n_features
 
 
@@ -246,23 +276,24 @@ def fingerprint(path):
     """File identity: size and the sha256 of the whole file (about 1.2 GB/s here: 0.35 s for
     the full-size demo cache's 400 MB)."""
     path = Path(path)
-    h = hashlib.sha256()
-    with open_regular(path, "input file") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-        size = f.tell()
-    return {"bytes": size, "sha256": h.hexdigest()}
+    with open_regular(path, "input file") as raw:
+        f = HashingReader(raw)
+        while f.read(8 << 20):
+            pass
+    return f.fingerprint()
 
 
 def input_fingerprints(datasets, feature_ids_path=None, known=None):
-    """Fingerprint of every input file the run read; known: {path: fingerprint} already
-    computed this run (the sidecar store's: each file is hashed once per run)."""
+    """Fingerprint of every input file the run read: the ones taken of the bytes each dataset
+    was made of (Dataset.fingerprints), else (datasets built elsewhere) known ({path:
+    fingerprint}) or a fresh hash."""
     known = known or {}
     out = {}
     for ds in datasets.values():
-        for path in ds.files.values():
-            out[str(path)] = known.get(str(path)) or fingerprint(path)
-    if feature_ids_path:
+        for role, path in ds.files.items():
+            out[str(path)] = (ds.fingerprints.get(role) or known.get(str(path))
+                              or fingerprint(path))
+    if feature_ids_path and str(feature_ids_path) not in out:
         out[str(feature_ids_path)] = fingerprint(feature_ids_path)
     return out
 

@@ -1,11 +1,15 @@
 """Shared fixtures: tiny synthetic caches and one tiny sweep, built once per test session."""
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# the per-user sidecar key (sidecar.key_path) of the tests: a private folder, never the user's
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="sweep-test-cache-")
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))     # the simulations shared with calibration.py
 

@@ -115,10 +115,10 @@ def test_corrupt_sidecar_is_refused_and_rebuilt(cache_copy, damage):
         side.write_bytes(bytes(raw[: len(raw) // 2]))
     elif damage == "garbage":
         side.write_bytes(b"not a zip file at all")
-    else:                                                   # consistent file, wrong values
+    else:                          # consistent file, wrong values, MAC under another key
         fp = data.fingerprint(path)
         with open(side, "wb") as f:
-            np.savez(f, **sidecar._arrays(ref[::-1].tocsr(), 0, fp))
+            np.savez(f, **sidecar._arrays(ref[::-1].tocsr(), 0, fp, b"k" * 32))
     X, _ = load(path, store)
     assert len(notes) == 1 and notes[0].startswith(f"note: {side}: "), notes
     assert (X != ref).nnz == 0
@@ -183,7 +183,7 @@ def _damage_sidecar(side, kind, ref, fp):
                 raw[at + off:at + off + 2] = (99).to_bytes(2, "little")
         side.write_bytes(bytes(raw))
     elif kind == "meta_not_a_dict":                     # AttributeError on meta.get
-        arrays = sidecar._arrays(ref, 0, fp)
+        arrays = sidecar._arrays(ref, 0, fp, sidecar.user_key())
         arrays["meta"] = np.array(json.dumps([1, 2]))
         with open(side, "wb") as f:
             np.savez(f, **arrays)
@@ -277,20 +277,87 @@ def test_feature_ids_same_matrix_and_negative_count_with_and_without_sidecars(ca
 
 
 def test_each_input_file_is_hashed_once_per_run(tiny_cache, tmp_path, monkeypatch):
-    """The sidecar check and the run's input fingerprints share one whole-file sha256."""
+    """Each activations file is read whole once per run: converted (hashed while read) when
+    no sidecar is there, hashed once for the sidecar's check when one is; label files are
+    hashed from the bytes parsed. The recorded fingerprints are the files' whole sha256."""
     from collections import Counter
     from sweeplib import pipeline
-    hashed, real = Counter(), data.fingerprint
+    reads, real_fp, real_conv = Counter(), data.fingerprint, data.dense_to_csr
 
-    def counting(path):
-        hashed[str(path)] += 1
-        return real(path)
-    monkeypatch.setattr(data, "fingerprint", counting)
+    def counting_fp(path):
+        reads[str(path)] += 1
+        return real_fp(path)
+
+    def counting_conv(path, shape):
+        reads[str(path)] += 1
+        return real_conv(path, shape)
+    monkeypatch.setattr(data, "fingerprint", counting_fp)
+    monkeypatch.setattr(data, "dense_to_csr", counting_conv)
     args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
                                                 "--sidecar-dir", str(tmp_path / "sc")])
     for _ in range(2):                                  # sidecars written, then read
-        hashed.clear()
+        reads.clear()
         with pipeline.prepare(config.RunConfig.from_args(args), [common.STEPS[3]]) as ctx:
-            assert set(hashed) == set(ctx.fingerprints)
-            assert all(n == 1 for n in hashed.values()), hashed
-            assert {p: real(p) for p in hashed} == ctx.fingerprints
+            acts = {p for p in ctx.fingerprints if p.endswith("_activations.npy")}
+            assert set(reads) == acts and all(n == 1 for n in reads.values()), reads
+            assert {p: real_fp(p) for p in ctx.fingerprints} == ctx.fingerprints
+
+
+def test_a_crafted_sidecar_never_supplies_the_numbers(cache_copy):
+    """Issue 21: a sidecar that keeps the dense file's fingerprint, a consistent structure and
+    the first and last rows while moving every other row, signed with any key but the user's,
+    is refused; the numbers come from the dense file and the note says why."""
+    path, notes, store, ref, side = _with_sidecar(cache_copy)
+    n = ref.shape[0]
+    order = np.r_[0, np.arange(n - 2, 0, -1), n - 1]            # every middle row moved
+    forged = ref[order].tocsr()
+    assert (forged != ref).nnz > 0
+    fp = data.fingerprint(path)
+    for key in (b"\0" * 32, b"guess" * 7):
+        with open(side, "wb") as f:
+            np.savez(f, **sidecar._arrays(forged, 0, fp, key[:32]))
+        notes.clear()
+        X, _, got_fp = data.read_activations(path, None, store)
+        assert (X != ref).nnz == 0 and got_fp == fp
+        assert len(notes) == 1 and "HMAC does not verify" in notes[0], notes
+
+
+def test_a_sidecar_key_others_can_read_turns_sidecars_off(cache_copy):
+    path = clear(cache_copy) / LAYER / "test_activations.npy"
+    key = sidecar.key_path()
+    sidecar.user_key()
+    mode = key.stat().st_mode
+    key.chmod(0o644)
+    try:
+        notes = []
+        store = sidecar.Store(note=notes.append)
+        X, _ = load(path, store)
+        assert (X != data.load_activations(path)[0]).nnz == 0
+        assert sidecars(path.parent) == []                  # neither read nor written
+        assert len(notes) == 1 and notes[0].startswith(f"note: {key}: sidecar key") \
+            and "not private" in notes[0], notes
+    finally:
+        key.chmod(mode)
+
+
+def test_the_fingerprint_recorded_is_the_one_of_the_bytes_the_numbers_come_from(cache_copy,
+                                                                                monkeypatch):
+    """Issue 21: a dense file replaced after its header was read and before the data were:
+    with and without a sidecar store, the fingerprint returned is that of the bytes whose
+    numbers are returned (never the old numbers with the new file's hash)."""
+    from sweeplib import npyio
+    path = clear(cache_copy) / LAYER / "test_activations.npy"
+    old = np.load(path)
+    new = old.copy()
+    new[:, 3] += 1.0
+    real = npyio.dense_to_csr
+
+    def swapped(p, shape):
+        np.save(p, new)                                      # replaced meanwhile
+        return real(p, shape)
+    monkeypatch.setattr(data, "dense_to_csr", swapped)
+    for store in (None, sidecar.Store(note=lambda m: None)):
+        X, _, fp = data.read_activations(path, None, store)
+        assert fp == data.fingerprint(path)
+        assert np.array_equal(X.toarray(), new.astype(np.float32))
+        np.save(path, old)
