@@ -106,6 +106,9 @@ def _resumable(paths, cfg, fingerprints, step):
         if record["step"] != step.number or record["name"] != step.slug:
             raise InputError(f"{paths['json']}: its record is step {record['step']}")
         results_read.load_unit(folder, step.number, paths["json"], record)
+        if "record_sha256" not in record["files"]:
+            raise InputError(f"{paths['json']}: carries no record_sha256, so what its scores "
+                             "cannot show (CV AUROC, training mix) is not trusted")
         if not results_read.probe_matches(folder, step.number, paths["json"], record):
             raise InputError(f"{paths['probe']}: sha256 does not match its step JSON")
     except InputError as e:

@@ -21,7 +21,8 @@ import numpy as np
 import joblib
 
 import common
-from sweeplib import npyio, owned, results_io, stepfiles
+from sweeplib import npyio, owned, results_io, schema, stepfiles
+from sweeplib import base, metrics
 from sweeplib.base import InputError, entry_state
 from sweeplib.metrics import evaluate_set
 from sweeplib.probe import fpr_thresholds
@@ -29,12 +30,6 @@ from sweeplib.probe import fpr_thresholds
 STEP_FILE = re.compile(r"^step_(\d+)_(.+)\.json$")
 MAX_JSON_BYTES = stepfiles.MAX_RESULT_BYTES
 NUMBER = (int, float)
-RECORD_KEYS = {"step": int, "name": str, "run_id": str, "config": dict, "evaluation": dict,
-               "thresholds": dict, "training_breakdown": dict, "n_training_samples": int,
-               "cv_auroc_mean": NUMBER, "cv_auroc_std": NUMBER, "train_accuracy": NUMBER,
-               "converged": bool, "files": dict}
-CONFIG_KEYS = {"seed": int, "C": NUMBER, "penalty": str, "max_iter": int,
-               "eval_fraction": NUMBER, "cv_folds": int, "cache_dir": str}
 TOLERANCE = 1e-9
 
 
@@ -86,30 +81,12 @@ def scan(folder):
     return files, ignored
 
 
-def _check_types(path, doc, keys, where="", what="step record"):
-    """InputError naming the first missing or mistyped key."""
-    for key, kind in keys.items():
-        if key not in doc:
-            raise InputError(f"{path}: not a valid {what} (lacks '{where}{key}')")
-        value = doc[key]
-        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            raise InputError(f"{path}: '{where}{key}' has the wrong type "
-                             f"({type(value).__name__})")
-
-
 def read_record(path):
-    """A step JSON, checked for every key the readers use."""
+    """A step JSON, checked (schema.STEP_RECORD) for every key the readers use."""
     record = read_json(path, "step record")
     if not isinstance(record, dict):
         raise InputError(f"{path}: not a step record (a JSON {type(record).__name__})")
-    _check_types(path, record, RECORD_KEYS)
-    _check_types(path, record["config"], CONFIG_KEYS, "config.")
-    log_odds = record["thresholds"].get("log_odds")
-    if not isinstance(log_odds, dict) or not all(isinstance(v, NUMBER) for v in log_odds.values()):
-        raise InputError(f"{path}: 'thresholds.log_odds' must map FPR targets to numbers")
-    for name, entry in record["evaluation"].items():
-        if not isinstance(entry, dict):
-            raise InputError(f"{path}: 'evaluation.{name}' is not an object")
+    schema.check(record, schema.STEP_RECORD, path, "step record")
     return record
 
 
@@ -163,6 +140,11 @@ def _close(a, b):
 
 def _mismatch(saved, fresh, where):
     """Dotted path of the first number in saved that fresh disagrees with, or None."""
+    if isinstance(fresh, list):
+        if not isinstance(saved, list) or len(saved) != len(fresh):
+            return where
+        return next((f"{where}[{i}]" for i, (a, b) in enumerate(zip(saved, fresh))
+                     if not _close(a, b)), None)
     if isinstance(fresh, dict):
         if not isinstance(saved, dict):
             return where
@@ -216,11 +198,31 @@ def load_unit(folder, k, json_path, record):
         raise InputError(f"{ppath}: missing (its step JSON exists)")
     _check_probe(ppath, record, json_path)
     verify_metrics(json_path, record, scores)
-    want = record["files"].get("record_sha256")       # absent in folders written before it
-    if want is not None and want != stepfiles.record_digest(record):   # what scores cannot show
+    want = record["files"].get("record_sha256")
+    if want is None:                   # written before digests, or the digest was removed
+        verify_intervals(json_path, record, scores)
+    elif want != stepfiles.record_digest(record):      # what the scores cannot show
         raise InputError(f"{json_path}: edited after it was written (its contents do not match "
                          "the record_sha256 it carries); rerun the step")
     return scores
+
+
+UNDIGESTED = ("carries no record_sha256 (written before record digests, or the digest was "
+              "removed): its intervals and point metrics are recomputed from the scores, its CV "
+              "AUROC, training mix and data warnings cannot be checked; --resume reruns it")
+
+
+def verify_intervals(json_path, record, scores):
+    """The intervals of a record without a digest, recomputed from its scores (closed form)."""
+    fresh = {name: dict(entry) for name, entry in record["evaluation"].items()}
+    metrics.add_confidence_intervals(fresh, scores, record["thresholds"]["log_odds"])
+    for name, entry in record["evaluation"].items():
+        if "ci" not in entry:
+            continue
+        bad = _mismatch(entry["ci"], base.json_safe(fresh[name]["ci"]), f"evaluation.{name}.ci")
+        if bad:
+            raise InputError(f"{json_path}: {bad} does not match what its scores file gives; "
+                             "the step's files do not belong together (edited by hand?)")
 
 
 def _check_probe(path, record, json_path):
@@ -286,6 +288,8 @@ def load_folder(folder, warn=None):
                 raise
             warn(f"{str(e).splitlines()[0]}; step {k} skipped")
             continue
+        if "record_sha256" not in record["files"]:
+            (warn or _stderr)(f"warning: {path}: {UNDIGESTED}")
         records[k] = record
     if warn is None:
         check_not_switching(folder)
@@ -295,6 +299,11 @@ def load_folder(folder, warn=None):
 # --------------------------------------------------------------------------------------------
 # Control summaries
 # --------------------------------------------------------------------------------------------
+def _stderr(message):
+    """Print a warning line to stderr."""
+    print(message, file=sys.stderr)
+
+
 def _fail(path, what):
     """InputError for a summary file with the wrong shape."""
     raise InputError(f"{path}: not a valid {what}")
@@ -307,24 +316,17 @@ def read_transfer(path):
     if not path.exists() and not path.is_symlink():
         return None
     doc = read_json(path, "transfer matrix")
-    if not (isinstance(doc, dict) and isinstance(doc.get("train_mixes"), list)
-            and isinstance(doc.get("eval_sets"), list) and isinstance(doc.get("cells"), dict)
-            and all(isinstance(m, str) for m in doc["train_mixes"] + doc["eval_sets"])):
-        _fail(path, "transfer matrix (needs lists 'train_mixes', 'eval_sets' and 'cells')")
+    schema.check(doc, schema.TRANSFER, path, "transfer matrix")
     if not doc["train_mixes"] or not doc["eval_sets"]:
         _fail(path, "transfer matrix ('train_mixes' and 'eval_sets' must not be empty)")
-    for mix in doc["train_mixes"]:
-        cell = doc["cells"].get(mix, {})
-        if not isinstance(cell, dict):
-            _fail(path, f"transfer matrix (cells.{mix} is not an object)")
+    for mix, cell in doc["cells"].items():
         if "note" in cell:
+            schema.check(cell, schema.TRANSFER_NOTE, path, "transfer matrix", f"cells.{mix}")
             continue
         for ev in doc["eval_sets"]:
-            c = cell.get(ev, {})
-            v = c.get("value") if isinstance(c, dict) else "not an object"
-            if v is not None and (isinstance(v, bool) or not isinstance(v, NUMBER)
-                                  or not math.isfinite(v)):
-                _fail(path, f"transfer matrix (cells.{mix}.{ev}.value: {str(v)[:20]!r})")
+            if ev in cell:
+                schema.check(cell[ev], schema.TRANSFER_CELL, path, "transfer matrix",
+                             f"cells.{mix}.{ev}")
     return doc
 
 
@@ -334,14 +336,7 @@ def read_grid(path):
     if not path.exists() and not path.is_symlink():
         return None
     doc = read_json(path, "grid summary")
-    keys = {"layer": int, "C": NUMBER, "penalty": str, "cv_auroc": NUMBER,
-            "n_nonzero_weights": int, "path": str, "metrics": dict}
-    if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list):
-        _fail(path, "grid summary (needs a list 'cells')")
-    for i, cell in enumerate(doc["cells"]):
-        if not isinstance(cell, dict):
-            _fail(path, f"grid summary (cells[{i}] is not an object)")
-        _check_types(path, cell, keys, f"cells[{i}].", "grid summary")
+    schema.check(doc, schema.GRID, path, "grid summary")
     return doc
 
 
