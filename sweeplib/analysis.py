@@ -129,6 +129,17 @@ def linked(main, control, where, allow_mixed=False):
     return False
 
 
+def run_folders(result):
+    """The folders (relative to the results folder, '.' for itself) that belong to the main
+    sweep's run by the rule every renderer uses (linked; the grid summary's kept cells): the
+    console and report show their controls, the dashboard shows exactly these cells."""
+    keep = {"."} | set(result.arms or {}) | {f"orderings/{n}" for n in result.orderings or {}}
+    if (solver_summary(result) or {}).get("check") is not None:
+        keep.add(solver_check.FOLDER)
+    keep |= {Path(c["path"]).as_posix() for c in (result.grid or {}).get("cells", [])}
+    return keep
+
+
 def _by_name(inputs):
     """Input fingerprints keyed by file name (a relative and an absolute path name one file)."""
     return {Path(p).name: fp for p, fp in inputs.items()}

@@ -170,10 +170,13 @@ def dashboard_data(results_dir, result=None):
     cells = find_cells(results_dir)
     if not cells:
         raise base.InputError(f"{results_dir}: no step results found (run run_all.py first)")
-    summary = None
-    if result is not None:
+    summary, left_out = None, []
+    if result is not None:                       # one rule with the console and the report
         summary = {"verdict": result.verdict, "findings": result.findings,
                    "data_source": result.data_source}
+        keep = analysis.run_folders(result)
+        left_out = [label for label, _ in cells if label not in keep]
+        cells = [(label, folder) for label, folder in cells if label in keep]
     data = {
         "title": f"Distribution sweep - {results_dir.resolve().name}",
         "results_dir": str(results_dir),
@@ -184,8 +187,16 @@ def dashboard_data(results_dir, result=None):
         "summary": summary,
         "cell_order": [label for label, _ in cells],
         "cells": {label: cell_data(folder, label) for label, folder in cells},
-        "transfer": results_read.read_transfer(results_dir / TRANSFER_FILE),
+        "transfer": (results_read.read_transfer(results_dir / TRANSFER_FILE) if result is None
+                     else result.transfer),
     }
+    if result is not None and "." in data["cells"]:
+        data["cells"]["."]["warnings"] += [
+            f"{label}/: not from the main sweep's run; not shown (rerun the control, or pass "
+            "--allow-mixed)" for label in left_out]
+        if result.transfer is None and (results_dir / TRANSFER_FILE).exists():
+            data["cells"]["."]["warnings"].append(
+                f"{TRANSFER_FILE}: not from the main sweep's run; not shown")
     return base.json_safe(data)
 
 

@@ -51,6 +51,10 @@ def dash(tiny_run, tmp_path_factory):
     shutil.copy(sub / "step_3_probe.pkl", sub / "step_4_probe.pkl")
     rec0 = json.loads(next(root.glob("step_0_*.json")).read_text())   # from the same run
     link = {k: rec0[k] for k in ("config", "inputs", "data_source", "layer")}
+    grid_cell = {"layer": 40, "C": 10.0, "penalty": "l2", "cv_auroc": record["cv_auroc_mean"],
+                 "n_nonzero_weights": record["n_nonzero_weights"], "path": SUBCELL,
+                 "metrics": {}}          # the grid summary that makes the cell this run's
+    (root / "grid_summary.json").write_text(json.dumps({"cells": [grid_cell]}))
     (root / "transfer_matrix.json").write_text(json.dumps({**TRANSFER, **link}))
     return root, dashboard.write_dashboard(root)
 
@@ -292,3 +296,33 @@ def test_default_view_shows_each_sets_headline_metric(dash, tmp_path):
     assert charts["sycophant"]["data-metric"] == "auroc_vs_reference_negatives"
     assert charts["benchmark"]["data-metric"] == "auroc"
     assert not any(c["undefined"] for c in charts.values())
+
+
+def test_the_dashboard_shows_only_this_runs_folders(tiny_run, tmp_path):
+    """Issue 21: with arm_budget/ and transfer_matrix.json left from another run the console
+    and report said 'not shown', the dashboard showed both. One rule (analysis.run_folders)."""
+    from conftest import write_record
+    from sweeplib import analysis
+    root = tmp_path / "results"
+    shutil.copytree(tiny_run, root)
+    for name in ("arm_budget", "stray"):
+        (root / name).mkdir()
+        for p in root.glob("step_*"):
+            shutil.copy(p, root / name / p.name)
+        for p in (root / name).glob("step_*.json"):
+            record = json.loads(p.read_text())
+            record["config"]["seed"] = 1                      # another run's
+            write_record(p, record)
+    rec0 = json.loads(next(root.glob("step_0_*.json")).read_text())
+    link = {k: rec0[k] for k in ("config", "inputs", "data_source", "layer")}
+    (root / "transfer_matrix.json").write_text(json.dumps({**TRANSFER, **link, "layer": 16}))
+    result = analysis.analyze(root)
+    assert result.arms == {} and result.transfer is None
+    data = dashboard.dashboard_data(root, result)
+    assert data["cell_order"] == ["."] and data["transfer"] is None
+    warn = data["cells"]["."]["warnings"]
+    assert any(w.startswith("arm_budget/: not from the main sweep's run") for w in warn), warn
+    assert any(w.startswith("stray/: not from the main sweep's run") for w in warn), warn
+    assert any(w.startswith("transfer_matrix.json: not from the main sweep") for w in warn)
+    mixed = dashboard.dashboard_data(root, analysis.analyze(root, allow_mixed=True))
+    assert "arm_budget" in mixed["cell_order"] and mixed["transfer"] is not None
