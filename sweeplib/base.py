@@ -1,7 +1,8 @@
 """The bottom of the package: the two errors every command turns into one line and an exit
 code, the one atomic writer, phase timing, JSON-safe values and opening a regular file.
 
-Everything above imports this; it imports only owned.py (stdlib only) from the project.
+Everything above imports this; it imports only owned.py and console.py (stdlib only) from
+the project.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeplib import owned
+from sweeplib.console import printable  # noqa: F401 - the one escaping rule, used here
 
 
 class InputError(Exception):
@@ -41,7 +43,7 @@ def shown_path(path):
 
 def die(message):
     """Print an error (first line names the file and the problem) and return exit code 2."""
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {printable(message, keep=chr(10))}", file=sys.stderr)
     return 2
 
 
@@ -77,6 +79,11 @@ def atomic_write(path, data):
     finally:
         if tmp_dir is not None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+# outputs computed from a folder's step files (report, dashboard, verdict, figures)
+DERIVED = ("report.txt", "report.md", "report.csv", "dashboard.html", "verdict.json", "sweep.png",
+           "score_distributions.png", "transfer_matrix.png")
 
 
 # --------------------------------------------------------------------------------------------

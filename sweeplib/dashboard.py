@@ -28,7 +28,7 @@ import common
 from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import verdict
-from sweeplib import base
+from sweeplib import base, ownership
 from sweeplib import config
 from sweeplib import metrics
 
@@ -206,7 +206,7 @@ def render_html(data):
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     page = (_template("dashboard.html").replace("__CSS__", _template("dashboard.css"))
             .replace("__JS__", _template("dashboard.js")))
-    page = page.replace("__TITLE__", _escape(data["title"]))
+    page = page.replace("__TITLE__", _escape(base.printable(data["title"])))
     return page.replace("__DATA__", blob)
 
 
@@ -228,13 +228,15 @@ def write_dashboard(results_dir, output=None, result=None, allow_mixed=False, cr
     holds step files and result is None.
     """
     results_dir = Path(results_dir)
+    if output is None:
+        ownership.check_ownership(results_dir, derived_only=True)
     if result is None and results_read.scan(results_dir)[0]:
         result = analysis.analyze(results_dir, allow_mixed, criteria=criteria)
     html = render_html(dashboard_data(results_dir, result))
     output = Path(output) if output else results_dir / "dashboard.html"
     if not output.parent.is_dir():
         raise base.InputError(f"{output}: its folder does not exist")
-    base.atomic_write(output, html.encode("utf-8"))
+    ownership.write_owned(output, html.encode("utf-8"))
     return output
 
 

@@ -27,7 +27,7 @@ import common
 from sweeplib import analysis
 from sweeplib import results_io
 from sweeplib import results_read
-from sweeplib import base
+from sweeplib import base, ownership
 from sweeplib import config
 
 try:
@@ -103,7 +103,7 @@ def _png_bytes(fig):
 def _save(fig, path):
     """Render and write atomically; return the path."""
     path = Path(path)
-    base.atomic_write(path, _png_bytes(fig))
+    ownership.write_owned(path, _png_bytes(fig))
     return path
 
 

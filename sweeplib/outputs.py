@@ -9,13 +9,16 @@ import sys
 from pathlib import Path
 
 from sweeplib import analysis, dashboard, overlap, verdict
-from sweeplib.base import atomic_write
+from sweeplib.base import printable
+from sweeplib.ownership import check_ownership, write_owned
 from sweeplib.report import build_sections, render_csv, title_for
 from sweeplib.render import render_markdown, render_text
 
 
 def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, result=None):
     """Analyze a results folder and write the report; return its path."""
+    if output is None:
+        check_ownership(results_dir, derived_only=True)
     result = result or analysis.analyze(results_dir, allow_mixed)
     if fmt_name == "html":
         return dashboard.write_dashboard(results_dir, output, result=result,
@@ -27,13 +30,14 @@ def write_report(results_dir, output=None, fmt_name="txt", allow_mixed=False, re
     else:
         text = render_text(build_sections(result), title_for(result))
     output = Path(output) if output else Path(results_dir) / f"report.{fmt_name}"
-    atomic_write(output, text.encode())
+    write_owned(output, printable(text, keep="\n\t").encode())
     return output
 
 
 def write_outputs(results_dir, result, formats=("txt", "html"), figure_job=None, figures=True):
     """Report(s), dashboard and figures of an analyzed results folder; return the paths.
     figure_job (start_figures()): the figures are drawn there while the reports are written."""
+    check_ownership(results_dir, derived_only=True)
     if not figures:
         return ([write_report(results_dir, fmt_name=f, result=result) for f in formats]
                 + [verdict.write(results_dir, result)])

@@ -9,7 +9,9 @@ never touched. This module imports nothing from the project (common.py uses it).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
+import hashlib
 import json
 import os
 import secrets
@@ -136,3 +138,60 @@ def remove_stale(base, prefix):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+# --------------------------------------------------------------------------------------------
+# Ownership marks of the files in a results folder
+# --------------------------------------------------------------------------------------------
+# Every file the tool puts into a results folder under one of its names gets a mark
+# <folder>/.sweep-owned/<name> holding the sha256 of the bytes written (the mark is written
+# first, so a kill in between leaves a mark without its file, never a file without its mark).
+# Only files with a mark are the tool's; the readers' and writers' check is in results_io.
+MARKS = ".sweep-owned"
+
+
+def file_sha256(path):
+    """sha256 of a regular file (a symlink is not followed: None), None when absent."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        h = hashlib.sha256()
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_marks(folder):
+    """{name: sha256} of the marks in a folder, or None when it has no marks folder."""
+    marks = Path(folder) / MARKS
+    try:
+        st = os.lstat(marks)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        return {}
+    out = {}
+    for entry in os.scandir(marks):
+        if entry.is_file(follow_symlinks=False) and entry.stat().st_size <= 128:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                out[entry.name] = Path(entry.path).read_text().strip()
+    return out
+
+
+def write_mark(folder, name, digest):
+    """Record that the tool writes `name` into folder with this sha256 (atomic replace)."""
+    marks = Path(folder) / MARKS
+    os.makedirs(marks, exist_ok=True)
+    tmp = marks / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+    write_file(tmp, digest.encode(), fsync=False)
+    os.replace(tmp, marks / name)
+
+
+def drop_mark(folder, name):
+    """Forget the mark of a file the tool removed."""
+    with contextlib.suppress(OSError):
+        os.unlink(Path(folder) / MARKS / name)

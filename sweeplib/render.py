@@ -3,8 +3,11 @@ The report (report.py) builds the sections; this module only lays them out.
 """
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass, field
+
+from sweeplib.console import printable
 
 
 @dataclass
@@ -57,7 +60,8 @@ def step_label(result, k):
 
 
 def render_table_text(t):
-    """A plain-text table with aligned columns."""
+    """A plain-text table with aligned columns (cells on one line: printable)."""
+    t = Table(t.headers, [[printable(c) for c in r] for r in t.rows], t.right)
     widths = [max(len(str(x)) for x in [h] + [r[i] for r in t.rows]) for i, h in enumerate(t.headers)]
     def line(cells):
         """One row of the table, aligned."""
@@ -89,8 +93,20 @@ def render_text(sections, title="Distribution sweep"):
     return "\n".join(out).rstrip() + "\n"
 
 
+def _md_text(text):
+    """Markdown text outside code blocks: no raw HTML (a name holding '<img ...>' stays text)."""
+    return printable(text, keep="\n").replace("&", "&amp;").replace("<", "&lt;")
+
+
+def _fence(block):
+    """A code block whose fence is longer than any run of backticks inside (cannot close)."""
+    longest = max((len(m) for m in re.findall(r"`+", block)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{printable(block, keep=chr(10))}\n{fence}"
+
+
 def render_markdown(sections, title="Distribution sweep"):
-    """Sections as Markdown (pipe tables)."""
+    """Sections as Markdown (pipe tables); every name and path escaped for Markdown."""
     out = [f"# {title}", ""]
     for s in sections:
         out += [f"## {s.title}", ""]
@@ -99,11 +115,11 @@ def render_markdown(sections, title="Distribution sweep"):
                 out.append("| " + " | ".join(b.headers) + " |")
                 out.append("|" + "|".join("---:" if i in b.right else "---"
                                           for i in range(len(b.headers))) + "|")
-                out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |"
-                        for r in b.rows]
+                out += ["| " + " | ".join(_md_text(printable(c)).replace("|", "\\|")
+                                          for c in r) + " |" for r in b.rows]
             elif "\n" in b and not b.startswith("- "):
-                out.append("```\n" + b + "\n```")
+                out.append(_fence(b))
             else:
-                out.append(b)
+                out.append(_md_text(b))
             out.append("")
     return "\n".join(out).rstrip() + "\n"

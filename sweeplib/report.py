@@ -15,6 +15,7 @@ from pathlib import Path
 
 import common
 from sweeplib import analysis, metrics, solver_check
+from sweeplib.base import printable
 from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, render_table_text,
                              render_text, step_label)
 
@@ -26,7 +27,7 @@ def header_section(result):
     """Data source, layer, config, inputs, versions and date."""
     synthetic = result.data_source == "demo"
     src = ("SYNTHETIC DEMO DATA (numbers show the tool's behaviour, not findings)" if synthetic
-           else f"real cache {result.config['cache_dir']}")
+           else f"real cache {printable(result.config['cache_dir'])}")
     cfg = result.config
     lines = [
         f"data source : {src}",
@@ -37,7 +38,8 @@ def header_section(result):
         f"seed {cfg['seed']}, repeats {cfg.get('repeats', 1)}, dedup split "
         f"{cfg.get('dedup_split', False)}",
         f"features    : {'all' if not cfg.get('feature_ids') else len(cfg['feature_ids'])}"
-        + (f" (from {cfg['feature_ids_file']})" if cfg.get("feature_ids_file") else ""),
+        + (f" (from {printable(cfg['feature_ids_file'])})" if cfg.get("feature_ids_file")
+           else ""),
         "intervals   : 95 %; proportions Clopper-Pearson, AUROC score-type (DeLong variance "
         "shrunk to Hanley-McNeil), changes paired (DeLong correlation / Agresti-Min)",
         f"run id(s)   : {', '.join(result.run_ids)}",
@@ -61,7 +63,7 @@ def data_warnings_block(result):
     if not seen:
         return None
     return "DATA WARNINGS (check before trusting the numbers):\n" + "\n".join(
-        f"- {w}" for w in seen)
+        f"- {printable(w)}" for w in seen)
 
 
 SOURCE_SHORT = {"train": "train", "sycophant": "syco", "model_organism": "organism",
@@ -456,12 +458,13 @@ def title_for(result):
 # --------------------------------------------------------------------------------------------
 # The console comparison and run_all.py's tables
 # --------------------------------------------------------------------------------------------
-def render_console(result, stream=sys.stdout):
-    """The comparison as console text: plain ASCII, colour only on a TTY."""
+def render_console(result, stream=None):
+    """The comparison as console text: plain ASCII, colour only on a TTY (stream: stdout)."""
+    stream = stream or sys.stdout
     text = render_text(build_sections(result, header=False), title_for(result))
     if result.data_source == "demo":
         text = "*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***\n" + text
-    if stream.isatty():
+    if stream is not None and stream.isatty():
         for word, code in (("improved", "32"), ("degraded", "31"), ("VERDICT:", "1"),
                            ("WARNING:", "33")):
             text = text.replace(word, f"\033[{code}m{word}\033[0m")

@@ -28,7 +28,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sweeplib import overlap, owned
+from sweeplib import console, overlap, owned, ownership
 from sweeplib.base import InputError, WriteError
 from sweeplib.owned import JOURNAL, describe
 from sweeplib import base
@@ -37,8 +37,8 @@ LOCK_NAME = ".sweep.lock"
 STAGE_PREFIX = ".sweep-stage-"
 TMP_PREFIX = base.TMP_PREFIX
 # outputs computed from a folder's step files: removed when the step files they show change
-DERIVED = ("report.txt", "report.md", "report.csv", "dashboard.html", "verdict.json", "sweep.png",
-           "score_distributions.png", "transfer_matrix.png")
+DERIVED = base.DERIVED
+MARKS = owned.MARKS
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,11 +166,33 @@ class Stage:
                              f"it (results folder unchanged)")
         derived = [Path(r) / d for r in dict.fromkeys([self.folder, *map(Path, roots)])
                    for d in DERIVED if derived and (Path(r) / d).is_file()]
-        journal = {"tool": owned.TOOL, "moves": names,
-                   "remove": [os.path.relpath(p, self.folder) for p in derived]}
+        moves = self._marks(names, derived)
+        removes = [rel for p in derived for rel in (os.path.relpath(p, self.folder),
+                                                    os.path.relpath(p.parent / MARKS / p.name,
+                                                                    self.folder))]
+        journal = {"tool": owned.TOOL, "moves": moves, "remove": removes}
         _write(self.dir / JOURNAL, json.dumps(journal).encode())
         owned.fsync_dir(self.dir)
         return journal, derived
+
+    def _marks(self, names, derived):
+        """The switch's moves: each file's ownership mark (written into the stage) before the
+        file; a folder of this tool written before marks existed has its other files adopted
+        (marked as they are)."""
+        staged_marks = self.path / MARKS
+        staged_marks.mkdir(exist_ok=True)
+        moves = []
+        for name in names:
+            _write(staged_marks / name, owned.file_sha256(self.path / name).encode())
+            moves += [f"{MARKS}/{name}", name]
+        if owned.read_marks(self.folder) is None:
+            gone = {p.name for p in derived if p.parent == self.folder}
+            for name in ownership.tool_files(self.folder):
+                digest = owned.file_sha256(self.folder / name)
+                if name not in names and name not in gone and digest:
+                    _write(staged_marks / name, digest.encode())
+                    moves.append(f"{MARKS}/{name}")
+        return moves
 
     def abort(self):
         """Drop the stage (nothing was switched)."""
@@ -183,6 +205,7 @@ def _apply(stage_dir, journal):
     try:
         for rel in journal["remove"]:
             (folder / rel).unlink(missing_ok=True)
+        os.makedirs(folder / MARKS, exist_ok=True)
         for name in journal["moves"]:
             src = stage_dir / "new" / name
             if src.exists():
@@ -300,6 +323,7 @@ def claim(folder):
     st = base.entry_state(folder, "results directory")   # InputError: too long, no access
     if st is not None and stat.S_ISDIR(st.st_mode):
         lock(folder)
+        ownership.check_ownership(folder)
 
 
 def lock(folder, created=False):
@@ -309,6 +333,7 @@ def lock(folder, created=False):
     reg = _SESSION.locks if _SESSION is not None else _IMPLICIT_LOCKS
     if key in reg:
         return
+    ownership.check_inside(folder, _SESSION.root if _SESSION is not None else None)
     if created and _SESSION is not None:
         _SESSION.created.append(Path(folder))
     reg[key] = FolderLock(folder).acquire()
@@ -431,7 +456,18 @@ def _interrupted(e):
 
 def run_cli(body):
     """Run a command's body in a session: one line and an exit code for every way it stops
-    (2 bad input, 1 cannot write or a background process died, 130 / 143 interrupted)."""
+    (2 bad input, 1 cannot write or a background process died, 130 / 143 interrupted). The
+    console is best effort (console.py): output that cannot be printed never costs results."""
+    with console.guarded() as streams:
+        code = _run_session(body)
+        if streams.lost and code == 0:
+            print(f"note: console output was cut short ({streams.lost}); the results were "
+                  "written in full", file=sys.stderr)
+    return code
+
+
+def _run_session(body):
+    """run_cli's body, with the signal handlers installed."""
     main = threading.current_thread() is threading.main_thread()    # handlers: main only
     old = ({sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
            if main else {})

@@ -22,7 +22,7 @@ import numpy as np
 
 import common
 from sweeplib import intervals
-from sweeplib import base
+from sweeplib import base, ownership
 
 OUTCOMES = {
     "diversity_helps": "diversity helps without hurting in-distribution",
@@ -366,7 +366,7 @@ def document(result):
 def write(results_dir, result):
     """Write <results_dir>/verdict.json atomically; return its path."""
     path = Path(results_dir) / "verdict.json"
-    base.atomic_write(path, (json.dumps(base.json_safe(document(result)), indent=2)
+    ownership.write_owned(path, (json.dumps(base.json_safe(document(result)), indent=2)
                             + "\n").encode())
     return path
 

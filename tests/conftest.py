@@ -49,6 +49,7 @@ def write_record(path, record):
     """Write a step record a test forged (another step number, name ...), with the digest a
     record carries recomputed, as if the tool had written it."""
     import json
-    from sweeplib import stepfiles
+    from sweeplib import owned, stepfiles
     record["files"]["record_sha256"] = stepfiles.record_digest(record)
     Path(path).write_text(json.dumps(record))
+    owned.write_mark(Path(path).parent, Path(path).name, owned.file_sha256(path))

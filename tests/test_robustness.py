@@ -63,7 +63,8 @@ def error_line(err):
 
 def hidden(folder):
     """Names of the hidden entries of a folder (staging, temp, lock)."""
-    return sorted(p.name for p in Path(folder).iterdir() if p.name.startswith("."))
+    return sorted(p.name for p in Path(folder).iterdir()
+                  if p.name.startswith(".") and p.name != ".sweep-owned")
 
 
 def dead_pid():
@@ -648,6 +649,9 @@ def d_two_records_for_a_step(r):
     rec = json.loads((r / "step_1_add_sycophant.json").read_text())
     rec["name"] = "add_benchmark"
     (r / "step_1_add_benchmark.json").write_text(json.dumps(rec))
+    from sweeplib import owned                    # as if the tool had written it there
+    owned.write_mark(r, "step_1_add_benchmark.json",
+                     owned.file_sha256(r / "step_1_add_benchmark.json"))
     return "two step records for step 1"
 
 
