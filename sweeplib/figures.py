@@ -27,7 +27,7 @@ import common
 from sweeplib import analysis
 from sweeplib import results_io
 from sweeplib import results_read
-from sweeplib import base, ownership
+from sweeplib import ownership
 from sweeplib import config
 
 try:

@@ -17,7 +17,6 @@ this tool's and names a process of this host that is gone.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -29,86 +28,16 @@ import threading
 from pathlib import Path
 
 from sweeplib import console, overlap, owned, ownership
+from sweeplib.folderlock import LOCK_NAME, FolderLock  # noqa: F401 - part of this API
 from sweeplib.base import InputError, WriteError
 from sweeplib.owned import JOURNAL, describe
 from sweeplib import base
 
-LOCK_NAME = ".sweep.lock"
 STAGE_PREFIX = ".sweep-stage-"
 TMP_PREFIX = base.TMP_PREFIX
 # outputs computed from a folder's step files: removed when the step files they show change
 DERIVED = base.DERIVED
 MARKS = owned.MARKS
-
-
-# --------------------------------------------------------------------------------------------
-# Lock
-# --------------------------------------------------------------------------------------------
-class FolderLock:
-    """An exclusive flock on <folder>/.sweep.lock naming its holder; removed on release."""
-
-    def __init__(self, folder):
-        self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
-        self.fd = None
-
-    def acquire(self):
-        """Take the lock or raise InputError naming the process that holds it."""
-        for _ in range(20):
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                             0o644)
-            except OSError as e:
-                raise InputError(f"{self.folder}: results directory is not writable "
-                                 f"({e.strerror})") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_lock_record(fd)
-                os.close(fd)
-                raise InputError(f"{self.folder}: in use by another run ("
-                                 + (describe(holder) if holder else "holder unknown")
-                                 + "); wait for it to finish or use another --results-dir"
-                                 ) from None
-            except OSError as e:           # no locking on this filesystem: say so, go on
-                print(f"warning: {self.path}: cannot lock ({e.strerror}); concurrent runs "
-                      "into this folder are not detected", file=sys.stderr)
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:                   # removed by its previous holder meanwhile: retry
-                os.close(fd)
-                continue
-            self.fd = fd
-            try:
-                os.ftruncate(fd, 0)
-                os.write(fd, json.dumps(owned.owner_record("lock", "")).encode())
-            except OSError as e:
-                self.release()
-                raise WriteError(f"{self.path}: cannot write ({e.strerror or e})") from None
-            return self
-        raise InputError(f"{self.folder}: cannot take the results-folder lock {LOCK_NAME}")
-
-    def release(self):
-        """Remove the lock file (while still holding it) and unlock."""
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            if os.fstat(self.fd).st_ino == os.stat(self.path).st_ino:
-                os.unlink(self.path)
-        os.close(self.fd)
-        self.fd = None
-
-
-def _read_lock_record(fd):
-    """The holder record inside a lock file, or None."""
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        rec = json.loads(os.read(fd, 4096).decode())
-        return rec if isinstance(rec, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -282,7 +282,11 @@ def load_folder(folder, warn=None):
     records, scores = {}, {}
     for k, (path, record) in found.items():
         try:
-            scores[k] = load_unit(folder, k, path, record)
+            try:
+                scores[k] = load_unit(folder, k, path, record)
+            except InputError:
+                _check_unchanged(folder, path, record)
+                raise
         except InputError as e:
             if warn is None:
                 raise
@@ -294,6 +298,19 @@ def load_folder(folder, warn=None):
     if warn is None:
         check_not_switching(folder)
     return records, scores
+
+
+def _check_unchanged(folder, path, record):
+    """InputError 'the folder changed while it was read' when a step's files failed their
+    check because a writer switched new results in meanwhile (its record is no longer the one
+    read, or a switch is under way): not damage, a race; reading again gives one run."""
+    try:
+        now = read_json(path, "step record")
+    except InputError:
+        now = None
+    if now != record or results_io.pending_switches(folder):
+        raise InputError(f"{folder}: the folder changed while it was read (a run switched new "
+                         "results in); run again") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -87,3 +87,40 @@ def test_arm_conclusions():
     # all-AF sets compare sources: they never carry an arm's reading
     only_af = _arm({"a": "improved"}, kind="single-class")
     assert budget("arm_budget", only_af) == "no OOD set with both classes to compare"
+
+
+HOSTILE = "/tmp/x\n```\n<img src=x onerror=alert(1)>\x1b[2J\udcff"
+
+
+def _hostile_folder(tiny_run, tmp_path):
+    """A copy of the tiny run that says it came from a real cache with a hostile path (the
+    records' digests recomputed, as the tool would have written them)."""
+    import json
+    import shutil
+    from conftest import write_record
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run, folder)
+    for path in folder.glob("step_*.json"):
+        record = json.loads(path.read_text())
+        record["config"]["cache_dir"] = HOSTILE
+        record["data_source"] = "cache"
+        record["data_warnings"] = [f"{HOSTILE}/x_labels.json: a warning"]
+        write_record(path, record)
+    return folder
+
+
+def test_paths_are_escaped_for_text_and_markdown(tiny_run, tmp_path):
+    """Issue 21: a cache folder named with a newline and a Markdown fence closed the code
+    block of report.md, leaving a raw <img onerror=...> line; ESC sequences and a non-UTF-8
+    byte reached report.txt raw (or made it fail to encode)."""
+    folder = _hostile_folder(tiny_run, tmp_path)
+    txt = outputs.write_report(folder, fmt_name="txt").read_text(encoding="utf-8")
+    md = outputs.write_report(folder, fmt_name="md").read_text(encoding="utf-8")
+    shown = "/tmp/x\\n```\\n<img src=x onerror=alert(1)>\\x1b[2J\\xff"
+    assert f"real cache {shown}" in txt and "\x1b" not in txt
+    assert "\x1b" not in md and not any(line.startswith("<img") for line in md.splitlines())
+    lines = md.splitlines()
+    at = next(i for i, line in enumerate(lines) if "real cache" in line)
+    opening = next(line for line in reversed(lines[:at]) if line and set(line) == {"`"})
+    assert len(opening) > 3                                # longer than the ``` inside
+    assert not any(line.startswith(opening) for line in lines[lines.index(opening) + 1:at])
