@@ -15,9 +15,8 @@ from pathlib import Path
 
 import common
 from sweeplib import analysis, metrics, solver_check
-from sweeplib.base import printable
-from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, render_table_text,
-                             render_text, step_label)
+from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, printable,
+                             render_table_text, render_text, step_label)
 
 
 # --------------------------------------------------------------------------------------------
@@ -38,8 +37,7 @@ def header_section(result):
         f"seed {cfg['seed']}, repeats {cfg.get('repeats', 1)}, dedup split "
         f"{cfg.get('dedup_split', False)}",
         f"features    : {'all' if not cfg.get('feature_ids') else len(cfg['feature_ids'])}"
-        + (f" (from {printable(cfg['feature_ids_file'])})" if cfg.get("feature_ids_file")
-           else ""),
+        + (f" (from {printable(cfg['feature_ids_file'])})" if cfg.get("feature_ids_file") else ""),
         "intervals   : 95 %; proportions Clopper-Pearson, AUROC score-type (DeLong variance "
         "shrunk to Hanley-McNeil), changes paired (DeLong correlation / Agresti-Min)",
         f"run id(s)   : {', '.join(result.run_ids)}",

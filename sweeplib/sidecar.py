@@ -246,15 +246,19 @@ def user_key():
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _private(path.parent, stat.S_ISDIR)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            pass
-        else:
+        if not os.path.lexists(path):         # a whole key appears at once (link of a temp)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(os.urandom(KEY_BYTES))
                 f.flush()
                 os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass                              # another process made it first: use theirs
+            finally:
+                os.unlink(tmp)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as f:
             _private(path, stat.S_ISREG, os.fstat(f.fileno()))
