@@ -326,3 +326,16 @@ def test_the_dashboard_shows_only_this_runs_folders(tiny_run, tmp_path):
     assert any(w.startswith("transfer_matrix.json: not from the main sweep") for w in warn)
     mixed = dashboard.dashboard_data(root, analysis.analyze(root, allow_mixed=True))
     assert "arm_budget" in mixed["cell_order"] and mixed["transfer"] is not None
+
+
+def test_a_results_folder_name_the_page_cannot_hold_raw_is_escaped(tiny_run, tmp_path):
+    """Issue 21: a path with a non-UTF-8 byte made writing the dashboard fail; a name with
+    HTML or ESC sequences must reach the page as text."""
+    root = tmp_path / "r\udcff\x1b[2J<img src=x onerror=alert(1)>"
+    shutil.copytree(tiny_run, root)
+    html = dashboard.write_dashboard(root).read_text(encoding="utf-8")
+    title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+    assert "<img" not in title and "\x1b" not in html and "\\xff" in title
+    m = re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>', html,
+                  re.S)
+    assert "<img" not in m.group(1)
