@@ -53,8 +53,8 @@ MECHANISMS = ("scale", "spurious")          # for truth="method"; the first is t
 
 # Blocks (features at 16,384, floor). Sizes scale with the width like demo.py's.
 INTENT = (200, 12)                          # the intent block (shared, or one per format for data)
-SPURIOUS = (48, 6)                          # training-format-only cue (mechanism spurious) ...
-CUE_P, CUE_LOADS = 0.05, (0.5, 0.10)        # ... its base probability, logit and log-magnitude loads
+SPURIOUS = (96, 12)                         # training-format-only cue (mechanism spurious) ...
+CUE_P, CUE_LOADS = 0.05, (0.8, 0.10)        # ... its base probability, logit and log-magnitude loads
                                             # the benchmark's negatives carry an "honest" block
                                             # of the same size, so AF and negative rows are
                                             # equally dense (no probe ranks them by density)
