@@ -83,16 +83,23 @@ def one_run(scenario, seed, work, scale, n_features):
     out = Path(work) / scenario.replace(" ", "_") / f"results_{seed}"
     t0 = time.perf_counter()
     null, own_scale, *truth = SCENARIOS[scenario]
+    answered = scenario in ANSWER_TARGETS       # with the method arms (mean-pooled files too)
+    variant = Variant(*(truth[0] if truth else (None, None)), mean_pooled=True) if answered else None
     demo.generate(cache, seed=seed, scale=own_scale or scale, n_features=n_features,
-                  verbose=False, null=null, variant=Variant(*truth[0]) if truth else None)
-    args = config.build_parser("calibration").parse_args(
-        ["--cache-dir", str(cache), "--results-dir", str(out), "--seed", str(seed),
-         "--jobs", "1", "--quiet"])
-    with results_io.session():                  # the tool's own write protocol (lock, switch)
-        results_io.claim(out)
-        pipeline.run_sweep(config.RunConfig.from_args(args), [s.number for s in common.STEPS])
-        results_io.commit_all()
-    a = analysis.analyze(out, controls=False)
+                  verbose=False, null=null, variant=variant)
+    argv = ["--cache-dir", str(cache), "--results-dir", str(out), "--seed", str(seed),
+            "--jobs", "1", "--quiet"]
+    if answered:                                # run_all.py as a user runs it: default arms
+        import run_all
+        if run_all.main(argv) != 0:
+            raise RuntimeError(f"run_all.py failed: {scenario}, seed {seed}")
+    else:
+        args = config.build_parser("calibration").parse_args(argv)
+        with results_io.session():              # the tool's own write protocol (lock, switch)
+            results_io.claim(out)
+            pipeline.run_sweep(config.RunConfig.from_args(args), [s.number for s in common.STEPS])
+            results_io.commit_all()
+    a = analysis.analyze(out, controls=answered)
     v = a.verdict
     ood = {n: s for n, s in a.sets.items() if s["role"] in ("OOD", "extra")}
     step_calls = any(d[s["headline"]]["verdict"] != "no clear change"

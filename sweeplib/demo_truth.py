@@ -55,10 +55,17 @@ MECHANISMS = ("scale", "spurious")          # for truth="method"; the first is t
 INTENT = (200, 12)                          # the intent block (shared, or one per format for data)
 SPURIOUS = (96, 12)                         # training-format-only cue (mechanism spurious) ...
 CUE_P, CUE_LOADS = 0.05, (0.8, 0.10)        # ... its base probability, logit and log-magnitude loads
-                                            # the benchmark's negatives carry an "honest" block
-                                            # of the same size, so AF and negative rows are
-                                            # equally dense (no probe ranks them by density)
-BENCH_AUX = {"vocab": (100, 6), "comply": (60, 4), "refuse": (60, 4)}
+# Benchmark content blocks, all of one size; every class fires exactly two of them, and the
+# negatives carry an "honest" block the size of the intent block: AF and negative rows are
+# equally dense and equally large (no probe can rank them by density or row norm).
+BENCH_AUX = {"vocab": (80, 6), "comply": (80, 6), "refuse": (80, 6), "task": (80, 6)}
+BENCH_CLASS_BLOCKS = {                      # class -> membership in the BENCH_AUX blocks
+    "alignment_faking":        (1.0, 1.0, 0.0, 0.0),    # RLHF vocabulary, complies
+    "hard_negative":           (1.0, 0.0, 1.0, 0.0),
+    "compliant_hard_negative": (1.0, 1.0, 0.0, 0.0),    # differs from AF by intent alone
+    "genuine_compliance":      (0.0, 1.0, 0.0, 1.0),
+    "aligned":                 (0.0, 0.0, 1.0, 1.0),
+}
 BG_SHARE = (0.9, 0.94)                      # share of the active counts made by background
                                             # (training format, OOD format); the rest is signal
 FAINT_P, FAINT_MAGNITUDE = 0.02, 30.0       # scale: OOD-format features in training rows
@@ -171,8 +178,8 @@ def _layout(kind: str, seed: int, layer: int, n_features: int) -> dict:
                        demo.OOD_MAGNITUDE, bg, kappa=demo.POOL_KAPPA),
            sig(ood_intent, "intent", 0.05, demo.OOD_MAGNITUDE)]
     bench = ood + [sig(take(size(INTENT)), "honest", 0.05, demo.OOD_MAGNITUDE)]
-    bench += [sig(take(size(BENCH_AUX[k])), k, 0.05 if k == "vocab" else 0.08, demo.OOD_MAGNITUDE,
-                  1.2, 0.10) for k in BENCH_AUX]
+    bench += [sig(take(size(BENCH_AUX[k])), k, 0.05, demo.OOD_MAGNITUDE, 1.2, 0.10)
+              for k in BENCH_AUX]
     return {"train": train, "sycophant": ood, "model_organism": ood, "benchmark": bench}
 
 
@@ -203,7 +210,7 @@ def _dataset(kind, name, layout, seed, layer, scale, n_features):
     lat = demo._base_latents(rng, len(y))
     lat["intent"] = demo._latent(rng, y, D_OOD[name])
     lat["honest"] = demo._latent(rng, 1 - y, D_OOD[name])
-    member = np.array([demo.BENCH_CLASS_LATENTS.get(lab, (0.0, 0.0, 0.0)) for lab in labels])
+    member = np.array([BENCH_CLASS_BLOCKS.get(lab, (0.0,) * len(BENCH_AUX)) for lab in labels])
     for j, key in enumerate(BENCH_AUX):
         lat[key] = demo._latent(rng, member[:, j], demo.D_BENCH_AUX)
     return demo._sample(rng, len(y), n_features, layout[name], lat), labels
