@@ -19,6 +19,8 @@ Scenarios (demo_data.py with --n-features 2048; demo seed and sweep seed both = 
   truth method/scale, truth method/spurious, truth data
                  demo_data.py --truth method --mechanism scale|spurious, --truth data, quarter
                  size (sweeplib/demo_truth.py): the cause of the OOD failure is planted
+The truth scenarios and both nulls run as a user runs run_all.py (the default method arms, the
+cache with --mean-pooled files, report and verdict.json); the planted ones run the sweep alone.
 A claim is the verdict claiming an OOD improvement (verdict.json claims_ood_improvement); a
 decisive verdict is diversity_helps or trade_off (the planted truth is diversity_helps).
 Targets: false claims <= 5 % under both nulls, power >= 80 % on the planted demo.
@@ -79,8 +81,8 @@ def one_run(scenario, seed, work, scale, n_features):
     from sweeplib import pipeline
     from sweeplib.demo_truth import Variant
     from sweeplib import results_io
-    cache = Path(work) / scenario.replace(" ", "_") / f"cache_{seed}"
-    out = Path(work) / scenario.replace(" ", "_") / f"results_{seed}"
+    cache = Path(work) / scenario.replace(" ", "_").replace("/", "_") / f"cache_{seed}"
+    out = Path(work) / scenario.replace(" ", "_").replace("/", "_") / f"results_{seed}"
     t0 = time.perf_counter()
     null, own_scale, *truth = SCENARIOS[scenario]
     answered = scenario in ANSWER_TARGETS       # with the method arms (mean-pooled files too)

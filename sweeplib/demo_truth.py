@@ -34,6 +34,11 @@ two activation regimes (training format ~3,700 active features of ~300; OOD form
   step 0's data is above chance there (~0.5), while the sweep's later steps, which train on OOD
   rows, fix it. The right answer is ``data``.
 
+In every truth the benchmark's classes fire two of four equal content blocks each (vocabulary,
+compliance, refusal, task) and its negatives an "honest" block the size of the intent block, so
+AF and negative rows are equally dense and equally large: a row-normalized probe cannot rank
+them by norm (it did, 0.54, with the default demo's unequal blocks).
+
 ``mean_pooled=True`` (``--mean-pooled``, with or without a truth) also writes
 ``<stem>_mean_activations.npy``: each entry the max-pooled value times a per-row dilution and a
 per-entry fraction, so mean <= max, zero where max is zero (its own random stream: the
