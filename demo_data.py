@@ -1,11 +1,15 @@
 """python demo_data.py --out cache/demo [--seed 0] [--scale 1.0] [--n-features 16384] [--layers 40 ...]
        python demo_data.py --out cache/null_source --null source    # negative control
+       python demo_data.py --out cache/truth_method --truth method [--mechanism spurious]
+       python demo_data.py --out cache/truth_data --truth data [--mean-pooled]
 
 Write a SYNTHETIC SAE-activation cache in the layout of the real (private) cache, so the
 distribution sweep can be demoed and tested end to end: two activation regimes, an AF signal
 partly shared across distributions, benchmark hard negatives, near-duplicate sycophant
-samples; --null writes a negative control whose OOD sets carry no AF signal. The generator and
-its parameters are in sweeplib/demo.py; the same arguments always give byte-identical files.
+samples; --null writes a negative control whose OOD sets carry no AF signal; --truth writes a
+cache where the cause of the OOD failure is known (the method or the data; sweeplib/demo_truth.py).
+The generator and its parameters are in sweeplib/demo.py; the same arguments always give
+byte-identical files.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from common import DEMO_CACHE_DIR
 from sweeplib.base import InputError
 from sweeplib.config import Parser
 from sweeplib.demo import DEFAULT_LAYER, DEFAULT_SEED, NULL_MODES, REF_FEATURES, check_request, cli
+from sweeplib.demo_truth import MECHANISMS, TRUTHS, Variant
 
 
 def main(argv=None) -> int:
@@ -33,11 +38,27 @@ def main(argv=None) -> int:
     p.add_argument("--null", choices=NULL_MODES[1:], default=None,
                    help="negative control: OOD sets carry no AF signal ('clean': one shared OOD "
                         "distribution; 'source': each OOD source keeps its own features)")
+    p.add_argument("--truth", choices=TRUTHS, default=None,
+                   help="plant the cause of the OOD failure: 'method' (one intent shared by every "
+                        "source; the training format misleads a dense LR probe) or 'data' (the OOD "
+                        "intent lives on features no training-format row carries)")
+    p.add_argument("--mechanism", choices=MECHANISMS, default=None,
+                   help="with --truth method: what misleads the dense probe ('scale', default: OOD "
+                        "features rare and faint in training format, blown up by the scaler; "
+                        "'spurious': a training-only cue the probe leans on)")
+    p.add_argument("--mean-pooled", action="store_true",
+                   help="also write <stem>_mean_activations.npy (mean-pooled siblings)")
     p.add_argument("--quiet", action="store_true", help="do not print the statistics table")
     a = p.parse_args(argv)
     settings = {"seed": a.seed, "scale": a.scale, "n_features": a.n_features,
                 "layers": a.layers, "null": a.null}
     try:
+        if a.truth and a.null:
+            raise InputError("--truth: cannot be combined with --null (a null has no planted cause)")
+        if a.truth or a.mean_pooled:
+            settings["variant"] = Variant(a.truth, a.mechanism, a.mean_pooled)
+        elif a.mechanism:
+            raise InputError("--mechanism: only with --truth method")
         check_request(a.out, **settings)          # flag values and --out, before any write
     except InputError as e:
         p.error(f"argument {e}" if str(e).startswith("--") else f"argument --out: {e}")

@@ -1,8 +1,11 @@
 """Calibrate the verdict where the truth is known: false-claim rate under two nulls, power on
-the planted demo; and (--coverage) the simulated coverage of the intervals.
+the planted demo, the answer (data / method / both / neither / inconclusive) on caches whose
+cause is planted; and (--coverage) the simulated coverage of the intervals.
 
-    python benchmarks/calibration.py                    # 40 seeds per scenario: ~10 minutes
+    python benchmarks/calibration.py                    # 40 seeds per scenario (slow)
     python benchmarks/calibration.py --seeds 10 --jobs 2
+    python benchmarks/calibration.py --scenarios "truth method/scale" "truth method/spurious" \
+        "truth data" "null clean" "null source" --seeds 10     # the answer's table
     python benchmarks/calibration.py --coverage         # interval coverage tables only
 
 Scenarios (demo_data.py with --n-features 2048; demo seed and sweep seed both = i for run i):
@@ -13,9 +16,19 @@ Scenarios (demo_data.py with --n-features 2048; demo seed and sweep seed both = 
                  distribution
   null source    --null source, quarter size: no AF signal, each OOD source keeps its own
                  features (the all-AF sets differ from the benchmark's negatives by source alone)
+  truth method/scale, truth method/spurious, truth data
+                 demo_data.py --truth method --mechanism scale|spurious, --truth data, quarter
+                 size (sweeplib/demo_truth.py): the cause of the OOD failure is planted
+The truth scenarios and both nulls run as a user runs run_all.py (the default method arms, the
+cache with --mean-pooled files, report and verdict.json); the planted ones run the sweep alone.
 A claim is the verdict claiming an OOD improvement (verdict.json claims_ood_improvement); a
 decisive verdict is diversity_helps or trade_off (the planted truth is diversity_helps).
 Targets: false claims <= 5 % under both nulls, power >= 80 % on the planted demo.
+The answer (verdict.json "answer"): a method claim is "method" or "both", a data claim "data"
+or "both". Targets: a method claim in >= 80 % of the method truths' runs (diverse data fix those
+caches too, so the full answer there is "both"); "data" in >= 80 % of the data truth's; a method
+claim in <= 5 % of the runs on the data truth and both nulls; a data claim in <= 5 % under the
+nulls.
 Prints counts with Clopper-Pearson 95 % intervals; exit 0 unless a run failed.
 """
 from __future__ import annotations
@@ -36,12 +49,28 @@ sys.path.insert(0, str(ROOT))
 from sweeplib import intervals  # noqa: E402
 from sweeplib import config
 
-SCENARIOS = {"planted": (None, None), "planted full": (None, 1.0),   # (null mode, scale)
-             "null clean": ("clean", None), "null source": ("source", None)}
+SCENARIOS = {"planted": (None, None), "planted full": (None, 1.0),   # (null mode, scale, truth)
+             "null clean": ("clean", None), "null source": ("source", None),
+             "truth method/scale": (None, None, ("method", "scale")),
+             "truth method/spurious": (None, None, ("method", "spurious")),
+             "truth data": (None, None, ("data", None))}
 TARGETS = {"planted": ("power", ">=", 0.80), "planted full": ("power", ">=", 0.80),
            "null clean": ("false claims", "<=", 0.05),
            "null source": ("false claims", "<=", 0.05)}
 DECISIVE = ("diversity_helps", "trade_off")
+ANSWERS = ("data", "method", "both", "neither", "inconclusive")
+METHOD_CLAIMS, DATA_CLAIMS = ("method", "both"), ("data", "both")
+# scenario -> [(what is counted, answers that count, op, target)]
+ANSWER_TARGETS = {
+    "truth method/scale": [("method claims", METHOD_CLAIMS, ">=", 0.80)],
+    "truth method/spurious": [("method claims", METHOD_CLAIMS, ">=", 0.80)],
+    "truth data": [("answer data", ("data",), ">=", 0.80),
+                   ("method claims", METHOD_CLAIMS, "<=", 0.05)],
+    "null clean": [("method claims", METHOD_CLAIMS, "<=", 0.05),
+                   ("data claims", DATA_CLAIMS, "<=", 0.05)],
+    "null source": [("method claims", METHOD_CLAIMS, "<=", 0.05),
+                    ("data claims", DATA_CLAIMS, "<=", 0.05)],
+}
 
 
 def one_run(scenario, seed, work, scale, n_features):
@@ -50,21 +79,29 @@ def one_run(scenario, seed, work, scale, n_features):
     import common
     from sweeplib import demo
     from sweeplib import pipeline
+    from sweeplib.demo_truth import Variant
     from sweeplib import results_io
-    cache = Path(work) / scenario.replace(" ", "_") / f"cache_{seed}"
-    out = Path(work) / scenario.replace(" ", "_") / f"results_{seed}"
+    cache = Path(work) / scenario.replace(" ", "_").replace("/", "_") / f"cache_{seed}"
+    out = Path(work) / scenario.replace(" ", "_").replace("/", "_") / f"results_{seed}"
     t0 = time.perf_counter()
-    null, own_scale = SCENARIOS[scenario]
+    null, own_scale, *truth = SCENARIOS[scenario]
+    answered = scenario in ANSWER_TARGETS       # with the method arms (mean-pooled files too)
+    variant = Variant(*(truth[0] if truth else (None, None)), mean_pooled=True) if answered else None
     demo.generate(cache, seed=seed, scale=own_scale or scale, n_features=n_features,
-                       verbose=False, null=null)
-    args = config.build_parser("calibration").parse_args(
-        ["--cache-dir", str(cache), "--results-dir", str(out), "--seed", str(seed),
-         "--jobs", "1", "--quiet"])
-    with results_io.session():                  # the tool's own write protocol (lock, switch)
-        results_io.claim(out)
-        pipeline.run_sweep(config.RunConfig.from_args(args), [s.number for s in common.STEPS])
-        results_io.commit_all()
-    a = analysis.analyze(out, controls=False)
+                  verbose=False, null=null, variant=variant)
+    argv = ["--cache-dir", str(cache), "--results-dir", str(out), "--seed", str(seed),
+            "--jobs", "1", "--quiet"]
+    if answered:                                # run_all.py as a user runs it: default arms
+        import run_all
+        if run_all.main(argv) != 0:
+            raise RuntimeError(f"run_all.py failed: {scenario}, seed {seed}")
+    else:
+        args = config.build_parser("calibration").parse_args(argv)
+        with results_io.session():              # the tool's own write protocol (lock, switch)
+            results_io.claim(out)
+            pipeline.run_sweep(config.RunConfig.from_args(args), [s.number for s in common.STEPS])
+            results_io.commit_all()
+    a = analysis.analyze(out, controls=answered)
     v = a.verdict
     ood = {n: s for n, s in a.sets.items() if s["role"] in ("OOD", "extra")}
     step_calls = any(d[s["headline"]]["verdict"] != "no clear change"
@@ -77,7 +114,7 @@ def one_run(scenario, seed, work, scale, n_features):
                            for d in s["deltas"].values() if s["headline"] in d)
     bench = next((t for t in v["ood_tests"] if t["set"] == "benchmark"), None)
     shutil.rmtree(cache, ignore_errors=True)
-    return {"scenario": scenario, "seed": seed, "outcome": v["outcome"],
+    return {"scenario": scenario, "seed": seed, "outcome": v["outcome"], "answer": answer_of(v),
             "claims": bool(v["claims_ood_improvement"]), "step_calls": step_calls,
             "inflection": inflection, "confounded_calls": confounded_calls,
             "benchmark_delta": bench and bench["delta"], "benchmark_ci": bench and bench["ci"],
@@ -85,6 +122,12 @@ def one_run(scenario, seed, work, scale, n_features):
                 "value_from", "value_to", "delta", "one_sided_lower", "one_sided_upper")},
             "failed_premises": [p["name"] for p in v["premises"] if not p["passed"]],
             "seconds": time.perf_counter() - t0}
+
+
+def answer_of(verdict):
+    """The verdict's answer word, or None when this version of the tool gives none."""
+    answer = verdict.get("answer")
+    return answer.get("answer") if isinstance(answer, dict) else answer
 
 
 def _rate(k, n):
@@ -96,7 +139,8 @@ def _rate(k, n):
 def report(runs):
     """The calibration table and the target lines; returns True when every target is met."""
     ok = True
-    print(f"{'scenario':<13} {'claims an OOD improvement':<31} {'decisive':<9} "
+    w = max([13] + [len(r["scenario"]) for r in runs])
+    print(f"{'scenario':<{w}} {'claims an OOD improvement':<31} {'decisive':<9} "
           f"{'step call':<10} {'inflection':<11} outcomes")
     for scenario in SCENARIOS:
         rs = [r for r in runs if r["scenario"] == scenario]
@@ -107,7 +151,7 @@ def report(runs):
         outcomes = {o: sum(r["outcome"] == o for r in rs) for o in
                     ("diversity_helps", "trade_off", "no_improvement", "inconclusive")}
         decisive = sum(r["outcome"] in DECISIVE for r in rs)
-        print(f"{scenario:<13} {_rate(k, n):<31} {decisive:>3}/{n:<5} "
+        print(f"{scenario:<{w}} {_rate(k, n):<31} {decisive:>3}/{n:<5} "
               f"{sum(r['step_calls'] for r in rs):>3}/{n:<6} "
               f"{sum(r['inflection'] for r in rs):>3}/{n:<7} "
               + ", ".join(f"{o} {c}" for o, c in outcomes.items() if c))
@@ -119,7 +163,7 @@ def report(runs):
         rate = sum(r["claims"] for r in rs) / len(rs)
         met = rate >= target if op == ">=" else rate <= target
         ok &= met
-        print(f"{scenario:<13} {what} {rate:.1%} (target {op} {target:.0%}): "
+        print(f"{scenario:<{w}} {what} {rate:.1%} (target {op} {target:.0%}): "
               f"{'PASS' if met else 'FAIL'}")
     nulls = [r for r in runs if r["scenario"].startswith("null")]
     if nulls:
@@ -129,6 +173,37 @@ def report(runs):
     n_null = len(nulls)
     print(f"\nunder the nulls, an all-AF set's AUROC vs reference negatives 'improves' (source "
           f"identity) in {conf}/{n_null} runs; the verdict never uses those sets")
+    return ok
+
+
+def answer_report(runs):
+    """The answer's distribution per scenario and its target lines; True when every target
+    is met."""
+    if all(r["answer"] is None for r in runs):
+        print('\nthe verdict gives no "answer" (this version of the tool has no method arms): '
+              "the answer's targets are not checked")
+        return True
+    print(f"\n{'scenario':<22} {'n':>3} " + " ".join(f"{a:>12}" for a in ANSWERS)
+          + f" {'method claims':<31} data claims")
+    for scenario in SCENARIOS:
+        rs = [r for r in runs if r["scenario"] == scenario]
+        if not rs:
+            continue
+        n = len(rs)
+        counts = " ".join(f"{sum(r['answer'] == a for r in rs):>12}" for a in ANSWERS)
+        method = _rate(sum(r["answer"] in METHOD_CLAIMS for r in rs), n)
+        data = _rate(sum(r["answer"] in DATA_CLAIMS for r in rs), n)
+        print(f"{scenario:<22} {n:>3} {counts} {method:<31} {data}")
+    ok = True
+    print()
+    for scenario, targets in ANSWER_TARGETS.items():
+        rs = [r for r in runs if r["scenario"] == scenario]
+        for what, words, op, target in targets if rs else ():
+            k = sum(r["answer"] in words for r in rs)
+            met = k / len(rs) >= target if op == ">=" else k / len(rs) <= target
+            ok &= met
+            print(f"{scenario:<22} {what:<14} {_rate(k, len(rs)):<31} (target {op} {target:.0%}): "
+                  f"{'PASS' if met else 'FAIL'}")
     return ok
 
 
@@ -229,6 +304,7 @@ def main(argv=None):
     print(f"done in {time.perf_counter() - t0:.0f} s (median run "
           f"{np.median([r['seconds'] for r in runs]):.1f} s)\n")
     ok = report(runs)
+    ok &= answer_report(runs)
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1) + "\n")
     if not args.work_dir:

@@ -363,16 +363,19 @@ FILE_STEMS = {"train": "train", "gold": "test", "sycophant": "sycophant",
 
 
 def _generate_layer(out_dir: Path, seed: int, layer: int, scale: float, n_features: int,
-                    null=None) -> dict:
-    """Write one layer folder and return its statistics."""
+                    null=None, variant=None) -> dict:
+    """Write one layer folder and return its statistics (variant: demo_truth.Variant or None)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    layout = _layout(seed, layer, n_features, null)
+    layout = (variant.layout if variant else _layout)(seed, layer, n_features, null)
     stats, profiles = {}, {}
     for name in ("train", "gold", "sycophant", "model_organism", "benchmark"):
-        X, labels = _make_dataset(name, layout, seed, layer, scale, n_features, null)
+        X, labels = (variant.dataset if variant else _make_dataset)(name, layout, seed, layer, scale,
+                                                                     n_features, null)
         y = np.array([lab == AF for lab in labels])
         stem = FILE_STEMS[name]
         _save_npy(out_dir / f"{stem}_activations.npy", X)
+        for suffix, sibling in variant.siblings(name, X, seed, layer) if variant else ():
+            _save_npy(out_dir / f"{stem}_{suffix}.npy", sibling)
         if name in ("train", "gold"):
             _save_npy(out_dir / f"{stem}_labels.npy", y.astype(np.int64))
         else:
@@ -417,37 +420,37 @@ def _rows(scale):
 
 
 def check_request(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
-                  layers=(DEFAULT_LAYER,), null=None):
+                  layers=(DEFAULT_LAYER,), null=None, variant=None):
     """InputError ('--flag: problem') unless generate() can honour the request without
     touching anything it should not (see demo_checks.py)."""
     if null not in NULL_MODES:
         raise InputError(f"--null: must be one of {NULL_MODES[1:]}, got {null!r}")
     check_settings(seed, scale, n_features, layers, _rows)
     for layer in sorted(set(layers)):
-        if not _layout_fits(seed, layer, n_features, null):
+        if not _layout_fits(seed, layer, n_features, null, variant):
             least = next(n for n in range(n_features + 1, REF_FEATURES + 1)
-                         if _layout_fits(seed, layer, n, null))
+                         if _layout_fits(seed, layer, n, null, variant))
             raise InputError(f"--n-features: {n_features} is too small for the feature layout "
                              f"(at least {least})")
     check_out(out_root)
 
 
-def _layout_fits(seed, layer, n_features, null):
+def _layout_fits(seed, layer, n_features, null, variant=None):
     """True when a layer's feature layout fits in n_features."""
     try:
-        _layout(seed, layer, n_features, null)
+        (variant.layout if variant else _layout)(seed, layer, n_features, null)
     except ValueError:
         return False
     return True
 
 
 def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES, layers=(DEFAULT_LAYER,),
-             verbose=True, null=None) -> dict:
+             verbose=True, null=None, variant=None) -> dict:
     """Write a synthetic cache under out_root; return a summary dict of the printed statistics.
     InputError (nothing written) for bad settings or a folder that is not new, empty or a demo
     cache (check_request)."""
     check_request(out_root, seed=seed, scale=scale, n_features=n_features, layers=layers,
-                  null=null)
+                  null=null, variant=variant)
     layers = [int(layer) for layer in layers]
     out_root = Path(out_root)
     try:
@@ -456,7 +459,7 @@ def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
         raise InputError(f"--out: {out_root}: cannot create the folder ({e.strerror})") from None
     settings = {"synthetic": True, "generator": "demo_data.py", "seed": int(seed),
                 "scale": float(scale), "n_features": int(n_features), "layers": layers,
-                "null": null}
+                "null": null, **(variant.settings if variant else {})}
     partial = out_root / PARTIAL_MARKER
     _save_json(partial, {**settings, "complete": False})    # first: the folder stays ours
     marker = out_root / DEMO_MARKER
@@ -467,7 +470,7 @@ def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
                "n_features": int(n_features), "layers": {}}
     for layer in layers:
         s = _generate_layer(out_root / f"layer_{layer}", int(seed), layer, float(scale), int(n_features),
-                            null)
+                            null, variant)
         summary["layers"][layer] = s
         if verbose:
             _print_layer(layer, s)
@@ -476,6 +479,7 @@ def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
     partial.unlink()
     if verbose:
         kind = f" (negative control: null={null}, OOD sets carry no AF signal)" if null else ""
+        kind += variant.describe() if variant else ""
         print(f"wrote synthetic cache to {out_root}{kind} in {summary['seconds']:.1f} s")
     return summary
 

@@ -2,6 +2,7 @@
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,145 @@ def test_scale_keeps_min_class_count(tmp_path):
     assert (y == 1).sum() == demo.MIN_CLASS_COUNT and (y == 0).sum() == demo.MIN_CLASS_COUNT
     labels = json.loads((tmp_path / "layer_40" / "benchmark_labels.json").read_text())["labels"]
     assert min(labels.count(c) for c in set(labels)) == demo.MIN_CLASS_COUNT
+
+
+# --------------------------------------------------------------------------------------------
+# Truth-known caches (demo_truth.py): deterministic, and the planted cause holds when checked
+# with scikit-learn directly (no code of the tool's probes).
+# --------------------------------------------------------------------------------------------
+TRUTH_SCALE, TRUTH_FEATURES = 0.25, 2048
+TRUTH_VARIANTS = {"method/scale": ("method", "scale"), "method/spurious": ("method", "spurious"),
+                  "data": ("data", None)}
+
+
+@pytest.fixture(scope="module")
+def truth_caches(tmp_path_factory):
+    """{truth: layer folder} at a tiny size, seed 0, with mean-pooled siblings."""
+    from sweeplib.demo_truth import Variant
+    out = {}
+    for name, (truth, mechanism) in TRUTH_VARIANTS.items():
+        root = tmp_path_factory.mktemp(name.replace("/", "_"))
+        demo.generate(root, seed=0, scale=TRUTH_SCALE, n_features=TRUTH_FEATURES, verbose=False,
+                      variant=Variant(truth, mechanism, mean_pooled=True))
+        out[name] = root / "layer_40"
+    return out
+
+
+def _probe_aurocs(layer_dir):
+    """Step-0 probes (train only) scored on the whole benchmark and gold_106, via scikit-learn."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+    data = {k: (X.astype(np.float64), np.array([lab == AF for lab in labels]))
+            for k, (X, labels) in _load_all(layer_dir).items()}
+    X, y = data["train"]
+
+    def rownorm(Z):
+        return Z / np.linalg.norm(Z, axis=1, keepdims=True)
+
+    scaler = StandardScaler().fit(X)
+    with warnings.catch_warnings():         # a weakly regularized fit on separable rows
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lr = LogisticRegression(C=10, max_iter=300).fit(scaler.transform(X), y)
+    mm = X[y].mean(0) - X[~y].mean(0)
+    mm_rn = rownorm(X)[y].mean(0) - rownorm(X)[~y].mean(0)
+    scores = {"lr": lambda Z: lr.decision_function(scaler.transform(Z)),
+              "mass_mean": lambda Z: Z @ mm, "rownorm_mass_mean": lambda Z: rownorm(Z) @ mm_rn}
+    return {name: {s: roc_auc_score(data[s][1], f(data[s][0])) for s in ("benchmark", "test")}
+            for name, f in scores.items()}
+
+
+@pytest.mark.parametrize("truth", ["method/scale", "method/spurious"])
+def test_method_truth_dense_lr_fails_where_mass_mean_generalizes(truth_caches, truth):
+    auc = _probe_aurocs(truth_caches[truth])
+    assert auc["lr"]["benchmark"] < 0.65, auc
+    for name in ("mass_mean", "rownorm_mass_mean"):
+        assert auc[name]["benchmark"] > 0.75, (name, auc)
+        assert auc[name]["benchmark"] > auc["lr"]["benchmark"] + 0.15, (name, auc)
+    for name in auc:                                    # in-distribution every probe works
+        assert auc[name]["test"] > 0.8, (name, auc)
+
+
+def test_data_truth_nothing_trained_on_step_0_generalizes(truth_caches):
+    auc = _probe_aurocs(truth_caches["data"])
+    for name in auc:
+        assert abs(auc[name]["benchmark"] - 0.5) < 0.08, (name, auc)
+        assert auc[name]["test"] > 0.9, (name, auc)
+
+
+def test_data_truth_ood_intent_is_on_features_no_training_row_carries(truth_caches):
+    data = _load_all(truth_caches["data"])
+    X_bench, labels = data["benchmark"]
+    af = np.array([lab == AF for lab in labels])
+    used_in_training = (data["train"][0] > 0).any(axis=0) | (data["test"][0] > 0).any(axis=0)
+    gap = (X_bench[af] > 0).mean(0) - (X_bench[~af] > 0).mean(0)
+    assert gap[~used_in_training].max() > 0.3              # the intent is there ...
+    assert np.abs(gap[used_in_training]).max() < 0.2       # ... and not on training features
+
+
+def test_truth_caches_are_deterministic_and_differ_by_seed(tmp_path):
+    from sweeplib.demo_truth import Variant
+    for truth, mechanism in TRUTH_VARIANTS.values():
+        v = Variant(truth, mechanism, mean_pooled=True)
+        kw = dict(scale=0.1, n_features=512, verbose=False, variant=v)
+        tag = f"{truth}_{mechanism}"
+        for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+            demo.generate(tmp_path / tag / name, seed=seed, **kw)
+        a, b, c = (tmp_path / tag / n for n in "abc")
+        files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+        assert len(files) == 16, files              # 10 layer files + 5 mean-pooled + marker
+        for rel in files:
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), (tag, rel)
+        assert not np.array_equal(np.load(a / "layer_40" / "benchmark_activations.npy"),
+                                  np.load(c / "layer_40" / "benchmark_activations.npy")), tag
+        marker = json.loads((a / "DEMO_CACHE.json").read_text())
+        assert (marker["truth"], marker["mechanism"], marker["mean_pooled"]) == (
+            truth, mechanism, True)
+
+
+def test_mean_pooled_siblings(truth_caches, tmp_path):
+    layer_dir = truth_caches["method/scale"]
+    for stem in ("train", "test", "sycophant", "model_organism", "benchmark"):
+        X = np.load(layer_dir / f"{stem}_activations.npy")
+        M = np.load(layer_dir / f"{stem}_mean_activations.npy")
+        assert M.dtype == np.float32 and M.shape == X.shape, stem
+        assert ((M > 0) == (X > 0)).all() and (M <= X).all(), stem
+        assert 0.05 < M.sum() / X.sum() < 0.5, stem            # diluted, not a copy
+    # the max-pooled files do not depend on the flag
+    from sweeplib.demo_truth import Variant
+    demo.generate(tmp_path, seed=0, scale=TRUTH_SCALE, n_features=TRUTH_FEATURES, verbose=False,
+                  variant=Variant("method", "scale"))
+    assert (tmp_path / "layer_40" / "train_activations.npy").read_bytes() == (
+        layer_dir / "train_activations.npy").read_bytes()
+    assert not list((tmp_path / "layer_40").glob("*_mean_activations.npy"))
+
+
+def test_default_demo_with_mean_pooled_keeps_its_files(tmp_path):
+    from sweeplib.demo_truth import Variant
+    kw = dict(seed=2, scale=SCALE, n_features=N_FEATURES, verbose=False)
+    demo.generate(tmp_path / "plain", **kw)
+    demo.generate(tmp_path / "mean", variant=Variant(mean_pooled=True), **kw)
+    for p in (tmp_path / "plain" / "layer_40").iterdir():
+        assert p.read_bytes() == (tmp_path / "mean" / "layer_40" / p.name).read_bytes(), p.name
+    assert (tmp_path / "mean" / "layer_40" / "benchmark_mean_activations.npy").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--truth", "data", "--null", "clean"], "--truth: cannot be combined with --null"),
+    (["--truth", "data", "--mechanism", "scale"], "--mechanism: only with --truth method"),
+    (["--mechanism", "spurious"], "--mechanism: only with --truth method"),
+])
+def test_cli_refuses_truth_combinations(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        demo_data.main(["--out", str(tmp_path / "c"), "--quiet"] + argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_truth_method_defaults_to_scale(tmp_path):
+    rc = demo_data.main(["--out", str(tmp_path), "--truth", "method", "--scale", "0.1",
+                         "--n-features", "512", "--quiet"])
+    assert rc == 0
+    marker = json.loads((tmp_path / "DEMO_CACHE.json").read_text())
+    assert (marker["truth"], marker["mechanism"], marker["mean_pooled"]) == ("method", "scale", False)
