@@ -248,7 +248,7 @@ def execute(plans, jobs=1, progress=None):
     backend = joblib.parallel.get_active_backend()[0].__class__.__name__
     local = backend in ("LokyBackend", "MultiprocessingBackend", "ThreadingBackend",
                         "SequentialBackend")
-    if local and lockstep.HAVE_KERNELS:
+    if local:
         for i, results in enumerate(lockstep.run_plans(plans, lockstep.thread_count(jobs),
                                                        progress)):
             if results is not None:

@@ -2,174 +2,44 @@
 
 Every fit of a sweep (final probe + CV folds of every step, and of every control on the same
 data) trains on rows of the same datasets, in the same order. The rows they use are stored once
-("the universe", as row chunks of the transposed matrix), and scipy's own L-BFGS-B step routine
-(`setulb`, the routine `scipy.optimize.minimize(method="L-BFGS-B")` drives) is driven for all
-fits at once: each round, every fit that asks for a function value gets it from one batched
-X.V product and one batched X'.R product over the universe, split over threads.
+("the universe", universe.py). Each fit runs scipy's own
+`scipy.optimize.minimize(method="L-BFGS-B")` in a thread of its own; its function evaluations
+meet at a rendezvous, which computes the values of every waiting fit from one batched X.V
+product and one batched X'.R product over the universe, split over threads.
 
-The results are bit-identical to `probe.lbfgs_logistic` fitted on each fit's own matrix: every
-row's dot product and every feature's sum runs over the same non-zeros in the same order in
-float32, rows a fit does not use only add zeros, and the per-fit float64 arithmetic is written
-as in the reference (tests/test_lockstep.py checks coefficients, iterations and scores).
+The results are bit-identical to `probe.lbfgs_logistic` fitted on each fit's own matrix: the
+solver is the same call with the same options, every row's dot product and every feature's
+sum runs over the same non-zeros in the same order in float32, rows a fit does not use only
+add zeros, and the per-fit float64 arithmetic is written as in the reference
+(tests/test_lockstep.py checks coefficients, iterations and scores).
 """
 from __future__ import annotations
 
 import concurrent.futures
 import ctypes
 import os
-import re
+import threading
 
 import numpy as np
 from scipy.special import expit
 
 from sweeplib import scaler_stats
 from sweeplib import solver_check
-
-MIN_SCIPY = (1, 15)            # setulb's integer task interface (scipy's C L-BFGS-B, 1.15+)
-
-
-def scipy_version_at_least(version, minimum=MIN_SCIPY):
-    """True when a scipy version string ('1.15.2', '1.16.0rc1') is >= minimum."""
-    parts = [re.match(r"\d*", piece).group() for piece in version.split(".")[:len(minimum)]]
-    return all(parts) and tuple(map(int, parts)) >= minimum
+from sweeplib.universe import Universe
 
 
-try:                                           # accumulating sparse kernels (C += A @ B)
-    import scipy
-    from scipy.sparse import _sparsetools
-    # setulb with integer task arrays needs scipy >= 1.15; else fits take the per-fit path
-    HAVE_KERNELS = (hasattr(_sparsetools, "csr_matvecs") and hasattr(_sparsetools, "csc_matvecs")
-                    and scipy_version_at_least(scipy.__version__))
-except ImportError:                            # pragma: no cover - depends on the scipy build
-    _sparsetools, HAVE_KERNELS = None, False
-
-MEMORY = 10                    # L-BFGS corrections (minimize's default maxcor)
-MAX_LS = 50                    # line-search steps (scikit-learn's setting)
-MAX_FUN = 15000                # minimize's default maxfun for L-BFGS-B
-FACTR = 64.0                   # ftol = 64 * eps, as scikit-learn (factr = ftol / eps)
-TASK_FG, TASK_NEW_X, TASK_CONV, TASK_STOP = 3, 1, 4, 5
-CHUNKS_PER_THREAD = 4          # row chunks per thread (X.V tasks; memory while building)
+def solver_options(max_iter, tol):
+    """minimize(method="L-BFGS-B") options of every L2 fit: scikit-learn's lbfgs settings
+    (50 line-search steps, gtol = tol, ftol = 64 eps)."""
+    return {"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps}
 
 
 # --------------------------------------------------------------------------------------------
-# The universe: the union of the fits' rows, stored once
-# --------------------------------------------------------------------------------------------
-class Universe:
-    """Rows of several datasets, stacked, stored as row chunks of X' (CSR of the transpose)
-    so that X.V (per chunk) and X'.R (per feature range) both split over threads."""
-
-    def __init__(self, blocks, n_features, threads=1, pool=None):
-        """blocks: [(CSR matrix, ascending row indices)], stacked in this order."""
-        self.p, self.threads = n_features, max(1, threads)
-        self.pool = pool
-        row_nnz = [np.diff(A.indptr)[idx] for A, idx in blocks]
-        total = sum(int(k.sum()) for k in row_nnz) or 1
-        target = max(1, total // (CHUNKS_PER_THREAD * self.threads))
-        pieces, start = [], 0
-        for (A, idx), k in zip(blocks, row_nnz):   # chunk borders at every block border too
-            cum = np.cumsum(k)
-            cuts = np.searchsorted(cum, np.arange(target, int(cum[-1]) if len(cum) else 0,
-                                                  target), side="right") + 1
-            cuts = np.unique(np.r_[0, cuts[cuts < len(idx)], len(idx)])
-            pieces += [(A, idx[a:b], start + a) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-            start += len(idx)
-        self.n = start
-        self.chunks = list(self._map(lambda piece: _transpose(*piece), pieces))
-        counts = np.zeros(self.p, dtype=np.int64)
-        for _, _, XT in self.chunks:
-            counts += np.diff(XT.indptr)
-        cum = np.concatenate([[0], np.cumsum(counts)])
-        bounds = np.searchsorted(cum, np.linspace(0, cum[-1], self.threads + 1)[1:-1])
-        self.feature_ranges = [(int(a), int(b)) for a, b in
-                               zip(np.r_[0, bounds], np.r_[bounds, self.p]) if b > a]
-
-    @property
-    def nbytes(self):
-        """Bytes held by the chunks."""
-        return sum(c[2].data.nbytes + c[2].indices.nbytes + c[2].indptr.nbytes
-                   for c in self.chunks)
-
-    def _map(self, fn, items):
-        """fn over items, in the thread pool when there is one."""
-        items = list(items)
-        if self.pool is None or len(items) < 2:
-            return [fn(x) for x in items]
-        return list(self.pool.map(fn, items))
-
-    def xv(self, V, cover, dtype=np.float32):
-        """X @ V for the universe rows (n x k); column i needs rows < cover[i] only (cover is
-        non-increasing), other entries are left 0. float64: the values are cast chunk by
-        chunk (a product in float64, as scipy's with float32 data and a float64 vector)."""
-        k = V.shape[1]
-        Y = np.zeros((self.n, k), dtype=dtype)
-
-        def one(chunk):
-            """X @ V for one row chunk."""
-            start, stop, XT = chunk
-            kc = int(np.count_nonzero(cover > start))
-            if kc:
-                Vc = np.ascontiguousarray(V[:, :kc], dtype=dtype)
-                Yc = np.zeros((stop - start, kc), dtype=dtype)
-                _sparsetools.csc_matvecs(stop - start, self.p, kc, XT.indptr, XT.indices,
-                                         XT.data.astype(dtype, copy=False), Vc.ravel(),
-                                         Yc.ravel())
-                Y[start:stop, :kc] = Yc
-        self._map(one, self.chunks)
-        return Y
-
-    def xtr(self, R, cover, data=None, dtype=np.float32):
-        """X' @ R (p x k) for R over the universe rows (rows >= cover[i] of column i are 0);
-        `data` maps a chunk's values to the values multiplied (default: themselves)."""
-        k = R.shape[1]
-        G = np.zeros((self.p, k), dtype=dtype)
-        R = np.ascontiguousarray(R, dtype=dtype)
-
-        def one(rng):
-            """X' @ R for one feature range."""
-            f0, f1 = rng
-            out = np.zeros((f1 - f0, k), dtype=dtype)
-            for start, stop, XT in self.chunks:
-                kc = int(np.count_nonzero(cover > start))
-                if not kc:
-                    continue
-                a, b = XT.indptr[f0], XT.indptr[f1]
-                ptr = (XT.indptr[f0:f1 + 1] - a).astype(XT.indices.dtype)
-                vals = XT.data[a:b]
-                vals = (vals if data is None else data(vals)).astype(dtype, copy=False)
-                Rc = R[start:stop] if kc == k else np.ascontiguousarray(R[start:stop, :kc])
-                acc = out if kc == k else np.ascontiguousarray(out[:, :kc])
-                _sparsetools.csr_matvecs(f1 - f0, stop - start, kc, ptr, XT.indices[a:b], vals,
-                                         Rc.ravel(), acc.ravel())
-                if kc != k:
-                    out[:, :kc] = acc
-            G[f0:f1] = out
-        self._map(one, self.feature_ranges)
-        return G
-
-    def column(self, j):
-        """(universe rows, values) of feature j, rows ascending."""
-        rows, vals = [], []
-        for start, _, XT in self.chunks:
-            a, b = XT.indptr[j], XT.indptr[j + 1]
-            rows.append(XT.indices[a:b].astype(np.int64) + start)
-            vals.append(XT.data[a:b])
-        return np.concatenate(rows), np.concatenate(vals)
-
-
-def _transpose(A, idx, offset):
-    """(first row, stop row, CSR of rows idx of A transposed, int32 indices)."""
-    XT = A[idx].T.tocsr()
-    XT.sort_indices()
-    XT.indices = XT.indices.astype(np.int32, copy=False)
-    XT.indptr = XT.indptr.astype(np.int32, copy=False)
-    return offset, offset + len(idx), XT
-
-
-# --------------------------------------------------------------------------------------------
-# One fit's solver state and objective (the reference: probe.lbfgs_logistic)
+# One fit's objective (the reference: probe.lbfgs_logistic)
 # --------------------------------------------------------------------------------------------
 class Fit:
-    """One L2 fit: rows of the universe (ascending), labels, weights, C and its solver state."""
+    """One L2 fit: rows of the universe (ascending), labels, weights, C, and the point x its
+    solver last asked about."""
 
     def __init__(self, rows, y, C, *, sample_weight=None, max_iter=1000, tol=1e-4):
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -180,7 +50,7 @@ class Fit:
         self.total = self.sw.sum()
         self.sign = np.where(y == 1, 1.0, -1.0)
         self.cover = int(self.rows[-1]) + 1 if n else 0
-        self.n_iter, self.nfev, self.converged = 0, 0, False
+        self.n_iter, self.converged, self.evaluated_at = 0, False, None
 
     def set_scale(self, mean, scale):
         """Scaler statistics: column means (float64) and scales (float64)."""
@@ -189,23 +59,6 @@ class Fit:
         self.mu = mean * self.inv_scale
         self.p = len(scale)
         self.x = np.zeros(self.p + 1)
-        self.g = np.zeros(self.p + 1)
-
-    def start(self):
-        """Allocate the solver's state, as scipy's driver does, at x = 0."""
-        p = self.p
-        self.f = np.array(0.0)
-        m = MEMORY
-        self.wa = np.zeros(2 * m * (p + 1) + 5 * (p + 1) + 11 * m * m + 8 * m, np.float64)
-        self.iwa = np.zeros(3 * (p + 1), np.int32)
-        self.task = np.zeros(2, np.int32)
-        self.ln_task = np.zeros(2, np.int32)
-        self.lsave = np.zeros(4, np.int32)
-        self.isave = np.zeros(44, np.int32)
-        self.dsave = np.zeros(29, np.float64)
-        self.nbd = np.zeros(p + 1, np.int32)
-        self.bound = np.zeros(p + 1, np.float64)
-        self.evaluated_at = None
 
     def product_vector(self):
         """The float32 vector X is multiplied by at the current point."""
@@ -231,33 +84,9 @@ class Fit:
                       - self.mu * g[self.p] + w / (self.C * self.total))
         return g
 
-    def advance(self):
-        """Step the solver until it asks for a new function value (True) or stops (False),
-        exactly as scipy's L-BFGS-B driver loop does."""
-        from scipy.optimize import _lbfgsb           # scipy.optimize: imported when used
-        while True:
-            self.g = self.g.astype(np.float64)
-            _lbfgsb.setulb(MEMORY, self.x, self.bound, self.bound, self.nbd, self.f, self.g,
-                           FACTR, self.tol, self.wa, self.iwa, self.task, self.lsave,
-                           self.isave, self.dsave, MAX_LS, self.ln_task)
-            if self.task[0] == TASK_FG:
-                if not np.array_equal(self.x, self.evaluated_at):
-                    return True
-                self.f, self.g = self.f_eval, self.g_eval   # minimize's memoization
-                continue
-            if self.task[0] == TASK_NEW_X:
-                self.n_iter += 1
-                if self.n_iter >= self.max_iter:
-                    self.task[0], self.task[1] = TASK_STOP, 504
-                elif self.nfev > MAX_FUN:
-                    self.task[0], self.task[1] = TASK_STOP, 502
-                continue
-            self.converged = bool(self.task[0] == TASK_CONV)
-            return False
-
 
 # --------------------------------------------------------------------------------------------
-# Driving all fits at once
+# Driving all fits at once: one solver thread per fit, evaluations batched at a rendezvous
 # --------------------------------------------------------------------------------------------
 def _evaluate(universe, fits):
     """Objective and gradient of every fit in `fits` at its current point: one X.V and one
@@ -277,30 +106,114 @@ def _evaluate(universe, fits):
         rs.append((loss, r))
     G = universe.xtr(R, cover)
     for i, (f, (loss, r)) in enumerate(zip(fits, rs)):
-        f.f = f.f_eval = loss
-        f.g = f.g_eval = f.gradient(r, G[:, i])
+        f.f_eval = loss
+        f.g_eval = f.gradient(r, G[:, i])
         f.evaluated_at = f.x.copy()
-        f.nfev += 1
+
+
+class _Stopped(Exception):
+    """Raised in a solver thread whose run was stopped (another fit failed, an interrupt)."""
+
+
+class Rendezvous:
+    """Where the solver threads' evaluations meet: once every running fit waits, the driver
+    (the calling thread) evaluates them all in one batch and lets them go on."""
+
+    def __init__(self, fits):
+        self.fits = fits
+        self.cond = threading.Condition()
+        self.waiting, self.done = [], []
+        self.running, self.error, self.stopped = len(fits), None, False
+
+    def evaluate(self, fit, theta):
+        """A solver thread's function evaluation at theta: (loss, gradient)."""
+        with self.cond:
+            if self.stopped:
+                raise _Stopped
+            fit.x, fit.ready = np.array(theta, dtype=np.float64), False
+            self.waiting.append(fit)
+            self.cond.notify_all()
+            while not (fit.ready or self.stopped):
+                self.cond.wait()
+            if not fit.ready:
+                raise _Stopped
+        return fit.f_eval, fit.g_eval
+
+    def run(self, fit):
+        """A solver thread's body: minimize from 0, as probe.lbfgs_logistic."""
+        from scipy.optimize import minimize          # scipy.optimize: imported when used
+        error = None
+        try:
+            res = minimize(lambda theta: self.evaluate(fit, theta), np.zeros(fit.p + 1),
+                           jac=True, method="L-BFGS-B",
+                           options=solver_options(fit.max_iter, fit.tol))
+            fit.x, fit.n_iter, fit.converged = res.x, int(res.nit), bool(res.success)
+        except _Stopped:
+            pass
+        except BaseException as e:          # noqa: BLE001 - handed to the driver, re-raised
+            error = e
+        with self.cond:
+            self.running -= 1
+            self.done.append(fit)
+            if error is not None and self.error is None:
+                self.error = error
+            self.cond.notify_all()
+
+    def next_batch(self):
+        """Wait until every running fit waits (or a fit failed); (batch, fits that stopped
+        since the last batch), both in the order of self.fits."""
+        with self.cond:
+            while len(self.waiting) < self.running and self.error is None:
+                self.cond.wait()
+            if self.error is not None:
+                raise self.error
+            rank = {id(f): i for i, f in enumerate(self.fits)}
+            batch = sorted(self.waiting, key=lambda f: rank[id(f)])
+            done = sorted(self.done, key=lambda f: rank[id(f)])
+            self.waiting, self.done = [], []
+        return batch, done
+
+    def release(self, batch):
+        """Let the evaluated fits go on."""
+        with self.cond:
+            for f in batch:
+                f.ready = True
+            self.cond.notify_all()
+
+    def stop(self):
+        """Make every waiting (and later) evaluation raise _Stopped."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
 
 
 def solve(universe, fits, on_stop=None):
-    """Run L-BFGS-B on every fit in lockstep until each converges or hits a limit; returns
-    the number of rounds (batched evaluations). on_stop(fit) is called as each fit stops."""
-    _evaluate(universe, fits)                   # minimize evaluates at x0 before the first step
-    rounds = 1
-    active = list(fits)
-    while active:
-        need = [f for f in active if f.advance()]
-        if on_stop is not None:
-            going = {id(f) for f in need}
-            for f in active:
-                if id(f) not in going:
+    """Run L-BFGS-B on every fit, each in its own thread, its evaluations batched with the
+    others' until each converges or hits a limit; returns the number of rounds (batched
+    evaluations). on_stop(fit) is called (in this thread) as each fit stops. An exception of
+    a fit's thread stops the others and is raised here."""
+    meet = Rendezvous(fits)
+    threads = [threading.Thread(target=meet.run, args=(f,), name=f"lbfgs-{i}", daemon=True)
+               for i, f in enumerate(fits)]
+    rounds = 0
+    try:
+        for t in threads:
+            t.start()
+        while True:
+            batch, done = meet.next_batch()
+            for f in done:
+                if on_stop is not None:
                     on_stop(f)
-        active = need
-        if need:
-            _evaluate(universe, need)
+            if not batch:
+                return rounds
+            _evaluate(universe, batch)
             rounds += 1
-    return rounds
+            meet.release(batch)
+    finally:
+        meet.stop()
+        for t in threads:
+            if t.ident is not None:
+                t.join()
 
 
 def certificates(universe, fits):
@@ -366,7 +279,6 @@ def fit_all(universe, fits, on_stop=None):
     stats = scaler_stats.batch(universe, [f.rows for f in fits])
     for f, s in zip(fits, stats):
         f.set_scale(s["mean"], s["scale_"])
-        f.start()
     rounds = solve(universe, fits, on_stop)
     for f, c in zip(fits, certificates(universe, fits)):
         f.certificate = c

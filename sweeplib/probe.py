@@ -74,8 +74,7 @@ def lbfgs_logistic(X, y, mean, scale, C, *, sample_weight=None, max_iter=1000, t
         return loss, g
 
     res = minimize(fg, np.zeros(p + 1), jac=True, method="L-BFGS-B",
-                   options={"maxiter": max_iter, "maxls": 50, "gtol": tol,
-                            "ftol": 64 * np.finfo(float).eps})
+                   options=lockstep.solver_options(max_iter, tol))
     return res.x[:p], float(res.x[p]), int(res.nit), bool(res.success)
 
 

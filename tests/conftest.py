@@ -1,6 +1,8 @@
 """Shared fixtures: tiny synthetic caches and one tiny sweep, built once per test session."""
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -53,3 +55,17 @@ def write_record(path, record):
     record["files"]["record_sha256"] = stepfiles.record_digest(record)
     Path(path).write_text(json.dumps(record))
     owned.write_mark(Path(path).parent, Path(path).name, owned.file_sha256(path))
+
+
+@contextlib.contextmanager
+def deadline(seconds):
+    """Fail (instead of hanging the suite) when the block takes longer than seconds."""
+    def expired(signum, frame):
+        raise AssertionError(f"took longer than {seconds} s (deadlock?)")
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -105,3 +105,27 @@ def test_every_function_says_what_it_does():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("__"):
                 assert ast.get_docstring(node), f"{path.relative_to(ROOT)}:{node.name}"
+
+
+def private_imports(path, packages=("scipy", "numpy")):
+    """Names a file imports from a private module or as a private name of these packages
+    (`from scipy.sparse import _sparsetools`, `import scipy.optimize._lbfgsb`)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        out += [n for n in names if n.split(".")[0] in packages
+                and any(part.startswith("_") for part in n.split(".")[1:])]
+    return out
+
+
+def test_the_package_imports_no_private_name_of_scipy_or_numpy(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from scipy.sparse import _sparsetools\nimport scipy.optimize._lbfgsb\n"
+                   "from scipy.optimize import minimize\n")
+    assert private_imports(bad) == ["scipy.sparse._sparsetools", "scipy.optimize._lbfgsb"]
+    assert {str(p.name): private_imports(p) for p in PACKAGE if private_imports(p)} == {}

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from conftest import deadline
+
 import common
 from sweeplib import lockstep
 from sweeplib import probe
@@ -17,11 +19,6 @@ from sweeplib import execution
 from sweeplib.config import RunConfig
 
 CFG = RunConfig(C=10.0, penalty="l2", max_iter=1000, cv_folds=3, tol=1e-4)
-NEEDS_KERNELS = pytest.mark.skipif(
-    not lockstep.HAVE_KERNELS,
-    reason="lockstep off in this scipy build (needs scipy >= 1.15 and its sparse kernels): "
-           "execute() takes the per-fit path, so comparing it with the per-fit reference "
-           "would test nothing")
 
 
 @pytest.fixture
@@ -77,7 +74,6 @@ def plans_for(loaded, steps, cfg=CFG, seeds=(0,), **extra):
     return out
 
 
-@NEEDS_KERNELS
 @pytest.mark.parametrize("threads", [1, 2])
 def test_lockstep_equals_per_fit_reference(loaded, threads, lockstep_ran):
     plans = plans_for(loaded, [0, 1, 2, 3, 4], seeds=(0, 1))     # two splits in one universe
@@ -89,7 +85,6 @@ def test_lockstep_equals_per_fit_reference(loaded, threads, lockstep_ran):
     assert all(f[4]["n_iter"] > 3 for fits in new for f in fits)   # real fits, not trivial
 
 
-@NEEDS_KERNELS
 def test_lockstep_with_weights_and_a_fixed_budget(loaded, lockstep_ran):
     """Sample weights (class and source weighting) and a row subset of the mix (budget)."""
     plans = plans_for(loaded, [1, 3], class_weight="balanced", source_weight="equal")
@@ -102,27 +97,6 @@ def test_lockstep_with_weights_and_a_fixed_budget(loaded, lockstep_ran):
             assert_same_fits(fits, reference(plan))
 
 
-def test_scipy_without_the_integer_setulb_takes_the_per_fit_path(loaded, monkeypatch,
-                                                                  lockstep_ran):
-    """Lockstep needs scipy >= 1.15 (setulb's integer tasks), the floor requirements.txt
-    pins; with an older scipy the same fits run one by one."""
-    from conftest import ROOT
-    pins = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text()
-            .splitlines() if ln.startswith("scipy")]
-    assert pins == [f"scipy>={'.'.join(map(str, lockstep.MIN_SCIPY))}"]
-    assert lockstep.scipy_version_at_least("1.15.0") and lockstep.scipy_version_at_least("2.0")
-    assert lockstep.scipy_version_at_least("1.16.0rc1")
-    assert not lockstep.scipy_version_at_least("1.14.1")
-    assert not lockstep.scipy_version_at_least("1.9.3") and not lockstep.scipy_version_at_least("x")
-    monkeypatch.setattr(lockstep, "HAVE_KERNELS", False)
-    plans = plans_for(loaded, [0])
-    with threadpool_limits(1):
-        new = execution.execute(plans, jobs=1)
-        assert lockstep_ran["plans"] == 0
-        assert_same_fits(new[0], reference(plans[0]))
-
-
-@NEEDS_KERNELS
 def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
     """An L1 plan, and a mix whose sources are not in the universe's order, are fitted one
     by one; the L2 plans next to them still run in lockstep."""
@@ -140,7 +114,6 @@ def test_plans_lockstep_cannot_take_fall_back_to_per_fit_tasks(loaded):
     assert "objective" not in new[2][0][4] and new[2][0][4]["n_iter"] > 0     # L1: no gap
 
 
-@NEEDS_KERNELS
 def test_scaler_statistics_exact_path_equals_scikit_learn(loaded, monkeypatch):
     """With the rounding check forced to doubt every column, every variance is recomputed
     value by value; both paths give scikit-learn's StandardScaler exactly."""
@@ -184,7 +157,6 @@ def test_duality_gap_bounds_the_distance_to_the_optimum(loaded):
             assert bound >= s["relative_gap"] and s["stop"] == solver_check.STOP_GRADIENT
 
 
-@NEEDS_KERNELS
 def test_exact_variance_is_scikit_learns_float64_two_pass(loaded):
     """The value-by-value fallback reproduces scikit-learn's float64 variance bit for bit
     (its Cython pass run on float64 data, before any float32 cast)."""
@@ -248,3 +220,55 @@ def test_unconverged_fits_one_warning_saying_which_and_why(tiny_cache, tmp_path,
     solver = text[text.index("Solver: how far"):]
     assert "P/P*-1 at most" in solver and "hit --max-iter (CV:" in solver
     assert "gap / D" in solver and solver_check.STOP_LEGEND[:40] in solver.replace("\n", " ")
+
+
+def solver_threads():
+    """The solver threads still alive (lockstep.solve names them lbfgs-<i>)."""
+    import threading
+    return [t for t in threading.enumerate() if t.name.startswith("lbfgs-")]
+
+
+def test_a_fit_that_fails_stops_the_others_and_its_error_is_raised(loaded, monkeypatch):
+    """An exception in one solver thread (here its 4th evaluation) reaches the caller as it
+    is; the threads waiting at the rendezvous are let go, none is left behind."""
+    real, calls = lockstep.Rendezvous.evaluate, {"n": 0}
+
+    def evaluate(self, fit, theta):
+        if fit is self.fits[2]:
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise ValueError("fit 2 failed")
+        return real(self, fit, theta)
+    monkeypatch.setattr(lockstep.Rendezvous, "evaluate", evaluate)
+    with deadline(60), threadpool_limits(1), pytest.raises(ValueError, match="fit 2 failed"):
+        execution.execute(plans_for(loaded, [0, 3]), jobs=2)
+    assert calls["n"] == 4 and solver_threads() == []
+
+
+def test_an_interrupt_at_the_rendezvous_ends_every_solver_thread(loaded, monkeypatch):
+    """Ctrl-C lands in the main thread (the one driving the batches): it propagates as it
+    is, and every solver thread ends (none waits at the rendezvous for good)."""
+    real, rounds = lockstep._evaluate, {"n": 0}
+
+    def evaluate(universe, fits):
+        rounds["n"] += 1
+        if rounds["n"] == 3:
+            raise KeyboardInterrupt
+        return real(universe, fits)
+    monkeypatch.setattr(lockstep, "_evaluate", evaluate)
+    with deadline(60), threadpool_limits(1), pytest.raises(KeyboardInterrupt):
+        execution.execute(plans_for(loaded, [0, 3]), jobs=2)
+    assert rounds["n"] == 3 and solver_threads() == []
+
+
+def test_fits_that_stop_early_leave_the_others_running(loaded):
+    """Fits stop after different numbers of iterations (max_iter 3 for some): each batch
+    holds only the fits still running, and progress is told as each plan's last fit stops,
+    in the plans' order within a round."""
+    plans = plans_for(loaded, [0, 3]) + plans_for(loaded, [1], max_iter=3)
+    told = []
+    with threadpool_limits(1):
+        new = execution.execute(plans, jobs=2, progress=lambda plan: told.append(plan))
+        assert_same_fits(new[2], reference(plans[2]))
+    assert told[0] is plans[2] and sorted(map(id, told)) == sorted(map(id, plans))
+    assert all(f[2] == 3 for f in new[2]) and all(f[2] > 3 for f in new[0] + new[1])

@@ -12,24 +12,10 @@ from pathlib import Path
 import pytest
 
 import run_all
-from conftest import FAST_FLAGS
+from conftest import FAST_FLAGS, deadline
 from sweeplib import base, overlap, pipeline, probe
 
 LINUX = Path("/proc/self/status").exists()
-
-
-@contextlib.contextmanager
-def deadline(seconds):
-    """Fail (instead of hanging the suite) when the block takes longer than seconds."""
-    def expired(signum, frame):
-        raise AssertionError(f"took longer than {seconds} s (deadlock?)")
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _big(n):
