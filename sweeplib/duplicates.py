@@ -20,6 +20,7 @@ __all__ = [
     "duplicate_groups",
     "support_candidates",
     "leakage_audit",
+    "audit_warnings",
 ]
 
 
@@ -415,8 +416,15 @@ def leakage_audit(datasets, splits, threshold, log=print):
         c = duplicate_counts(B, B, threshold=threshold, same=True)
         within[n] = {"exact": int(c["exact"]), "near": int(c["near"]), "n": int(B.shape[0])}
     found = [p for p in pairs if p["exact"] or p["near"]]
-    for p in found:
-        log(f"warning: leakage audit: {p['exact']} exact / {p['near']} near duplicates of "
-            f"training part '{p['train']}' in eval set '{p['eval']}' (of {p['n_eval']})")
-    return {"threshold": threshold, "pairs": pairs, "within": within,
-            "n_pairs_with_duplicates": len(found)}
+    audit = {"threshold": threshold, "pairs": pairs, "within": within,
+             "n_pairs_with_duplicates": len(found)}
+    for line in audit_warnings(audit):
+        log(line)
+    return audit
+
+
+def audit_warnings(audit):
+    """The warning lines of an audit: one per training part / eval set pair with duplicates."""
+    return [f"warning: leakage audit: {p['exact']} exact / {p['near']} near duplicates of "
+            f"training part '{p['train']}' in eval set '{p['eval']}' (of {p['n_eval']})"
+            for p in audit["pairs"] if p["exact"] or p["near"]]

@@ -7,6 +7,7 @@ numbered step scripts call into this module; the controls (controls.py) reuse it
 """
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import json
 import secrets
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import common
-from sweeplib import (base, data, datacheck, duplicates, execution, metrics, overlap, probe,
+from sweeplib import (audit, base, data, datacheck, execution, metrics, probe,
                       results_io, results_read, sidecar, solver_check, stepfiles)
 from sweeplib.base import InputError, timed
 from sweeplib.config import RunConfig, build_parser, check_single_values, comparable
@@ -152,19 +153,19 @@ class Context:
         self.made_splits.append((datasets, seed, splits))
         return splits
 
-    def start_audit(self):
-        """Start the leakage audit next to the fits (overlap.py), once; only a run that fits
-        starts it (a --resume run with every step up to date never does)."""
+    def start_audit(self, results_dir=None):
+        """Start the leakage audit next to the fits (audit.py: a thread, or the audit of a
+        record in results_dir made from the same inputs and split), once; only a run that
+        fits starts it (a --resume run with every step up to date never does)."""
         if self.audit is None and self.audit_wanted:
-            self.audit = overlap.start(_audit_lines, self.datasets, self.splits(),
-                                       self.cfg.near_dup_threshold)
-            self.audit.name = "leakage audit"
+            self.audit = audit.start(self.datasets, self.splits(), self.cfg.near_dup_threshold,
+                                     results_dir, audit.key(self))
 
     def close(self):
-        """Stop and reap an audit still running (every way a run ends: no orphan, no
-        zombie). The context can no longer give the audit afterwards."""
+        """Let go of an audit still running (its daemon thread ends with the process). The
+        context can no longer give the audit afterwards."""
         job, self.audit_wanted = self.audit, False
-        if isinstance(job, overlap.Job):
+        if isinstance(job, concurrent.futures.Future):
             self.audit = None
             job.cancel()
 
@@ -178,11 +179,9 @@ class Context:
         """The audit's result; waits for it when it still runs next to the fits (started
         here when no fit started it)."""
         self.start_audit()
-        if isinstance(self.audit, overlap.Job):
-            job = self.audit
+        if isinstance(self.audit, concurrent.futures.Future):
             with timed("leakage audit (wait)"):
-                self.audit, lines = job.result()
-            base.TIMINGS[f"leakage audit ({job.mode}, background)"] = job.seconds
+                self.audit, lines = self.audit.result()
             for line in lines:
                 self.log(line)
         return self.audit
@@ -274,12 +273,6 @@ def prepare(cfg, steps, audit=True):
                    data.demo_info(cache_dir), audit_wanted=audit)
 
 
-def _audit_lines(datasets, splits, threshold):
-    """The leakage audit and the lines it logs (printed in order when the result is used)."""
-    lines = []
-    return duplicates.leakage_audit(datasets, splits, threshold, lines.append), lines
-
-
 # --------------------------------------------------------------------------------------------
 # Run steps
 # --------------------------------------------------------------------------------------------
@@ -297,7 +290,7 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
         flush_warnings()
         return records
     check_kept_steps(results_dir, todo, cfg, ctx)
-    ctx.start_audit()                  # runs next to the planning and the fits
+    ctx.start_audit(results_dir)       # runs next to the planning and the fits
     with timed("plan"):
         plans = [probe.plan_step(step, datasets, splits[s], cfg, s)
                  for step in todo for s in seeds]

@@ -1,19 +1,12 @@
-"""Work next to the main line (overlap.py): the audit in a forked process, the figures on
-request; the results equal doing the same work in line."""
-import json
+"""Work next to the main line (overlap.py): the figures on request, drawn in a forked process;
+the results equal doing the same work in line."""
 
 import pytest
 
-import common
 from sweeplib import figures
 from sweeplib import overlap
 import run_all
-from conftest import FAST_FLAGS
 from sweeplib import base
-from sweeplib import config
-from sweeplib.splits import make_splits
-from sweeplib import duplicates
-from sweeplib import pipeline
 from sweeplib import outputs
 
 
@@ -47,20 +40,6 @@ def test_job_inbox_receives_until_closed(fork):
     job.close()
     assert job._out is not None or job.mode == "thread"
     assert job.result() == ("t", [{"a": 1}, [2]])
-
-
-def test_audit_in_the_background_equals_the_audit_in_line(tiny_cache, tmp_path):
-    args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
-                                                "--no-sidecar"])
-    with pipeline.prepare(config.RunConfig.from_args(args), [common.STEPS[3]]) as ctx:
-        assert ctx.audit is None                   # started with the first fits, not before
-        ctx.start_audit()
-        assert isinstance(ctx.audit, overlap.Job)
-        splits = make_splits(ctx.datasets, args.eval_fraction, args.seed)
-        direct = duplicates.leakage_audit(ctx.datasets, splits, args.near_dup_threshold,
-                                          lambda m: None)
-        assert ctx.leakage_audit() == direct
-    assert any("background" in k for k in base.TIMINGS)
 
 
 @pytest.mark.slow

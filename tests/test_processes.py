@@ -1,9 +1,8 @@
 """Processes a run starts and how they end: forked children (overlap.py) never run the
-parent's code and are reaped on every exit path, the audit child only when something is
-fitted, scripts answer Ctrl-C with one line, loky workers do not outlive a killed run."""
+parent's code and are reaped on every exit path, scripts answer Ctrl-C with one line, loky
+workers do not outlive a killed run."""
 import contextlib
 import os
-import shutil
 import signal
 import tempfile
 import time
@@ -12,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import run_all
-from conftest import FAST_FLAGS, deadline
-from sweeplib import base, overlap, pipeline, probe
+from conftest import deadline
+from sweeplib import overlap
 
 LINUX = Path("/proc/self/status").exists()
 
@@ -157,71 +156,6 @@ def test_cancel_all_reaps_every_child_left():
     overlap.cancel_all()
     assert all(j._pid is None for j in jobs) and not any(_alive(p) for p in pids)
     assert not set(pids) & set(_zombie_children())
-
-
-# --------------------------------------------------------------------------------------------
-# The leakage audit's child, started from pipeline.py
-# --------------------------------------------------------------------------------------------
-def _spy_starts(monkeypatch):
-    """Record the jobs overlap.start makes from here on (forked, as in a run: the suite's
-    process may hold threads left by earlier tests, e.g. loky's executor manager)."""
-    monkeypatch.setattr(overlap, "can_fork", lambda: True)
-    started, real = [], overlap.start
-
-    def spy(fn, *args, **kwargs):
-        job = real(fn, *args, **kwargs)
-        started.append((fn.__name__, job, getattr(job, "_pid", None)))
-        return job
-    monkeypatch.setattr(overlap, "start", spy)
-    return started
-
-
-def test_resume_with_every_step_up_to_date_starts_no_audit(tiny_cache, tiny_run, tmp_path,
-                                                           monkeypatch):
-    out = tmp_path / "res"
-    shutil.copytree(tiny_run, out)
-    started = _spy_starts(monkeypatch)
-    before = set(_zombie_children())
-    assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out),
-                         "--resume"] + FAST_FLAGS) == 0
-    assert [name for name, _, _ in started] == []
-    assert set(_zombie_children()) <= before
-
-
-@pytest.mark.skipif(not LINUX, reason="reads /proc")
-def test_an_input_error_after_the_audit_started_leaves_no_child(tiny_cache, tmp_path,
-                                                                monkeypatch, capsys):
-    started = _spy_starts(monkeypatch)
-    monkeypatch.setattr(pipeline, "_audit_lines", lambda *a: time.sleep(60))   # a slow audit
-
-    def refuse(*args, **kwargs):
-        raise base.InputError("planted: bad plan")
-    monkeypatch.setattr(probe, "plan_step", refuse)
-    with deadline(20):
-        assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir",
-                             str(tmp_path / "out"), "--steps", "0"] + FAST_FLAGS) == 2
-    assert capsys.readouterr().err.startswith("error: planted: bad plan")
-    jobs = [(job, pid) for name, job, pid in started if name == "<lambda>"]
-    assert len(jobs) == 1 and jobs[0][0].mode == "process"
-    job, pid = jobs[0]
-    assert job._pid is None and not _alive(pid)      # stopped and reaped, not left to run on
-    assert pid not in _zombie_children()
-
-
-def test_an_audit_child_that_dies_is_one_line_and_exit_1(tiny_cache, tmp_path, monkeypatch,
-                                                         capsys):
-    monkeypatch.setattr(overlap, "can_fork", lambda: True)     # threads of earlier tests
-    me = os.getpid()
-    monkeypatch.setattr(pipeline, "_audit_lines",               # dies (never in this process)
-                        lambda *a: os.kill(os.getpid(), signal.SIGKILL) if os.getpid() != me
-                        else None)
-    out = tmp_path / "out"
-    assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out),
-                         "--steps", "0"] + FAST_FLAGS) == 1
-    err = capsys.readouterr().err
-    assert err == ("error: leakage audit (background process): ended without a result "
-                   "(killed by signal 9); results folder unchanged\n")
-    assert not list(out.glob("step_*"))
 
 
 # --------------------------------------------------------------------------------------------
