@@ -7,7 +7,6 @@ numbered step scripts call into this module; the controls (controls.py) reuse it
 """
 from __future__ import annotations
 
-import concurrent.futures
 import datetime
 import json
 import secrets
@@ -154,20 +153,17 @@ class Context:
         return splits
 
     def start_audit(self, results_dir=None):
-        """Start the leakage audit next to the fits (audit.py: a thread, or the audit of a
-        record in results_dir made from the same inputs and split), once; only a run that
-        fits starts it (a --resume run with every step up to date never does)."""
+        """The leakage audit (audit.py: computed, or the audit of a record in results_dir
+        made from the same inputs and split), once; only a run that fits makes it (a
+        --resume run with every step up to date never does). Its lines are logged when it
+        is used (leakage_audit)."""
         if self.audit is None and self.audit_wanted:
-            self.audit = audit.start(self.datasets, self.splits(), self.cfg.near_dup_threshold,
-                                     results_dir, audit.key(self))
+            self.audit = audit.run(self.datasets, self.splits(), self.cfg.near_dup_threshold,
+                                   results_dir, audit.key(self))
 
     def close(self):
-        """Let go of an audit still running (its daemon thread ends with the process). The
-        context can no longer give the audit afterwards."""
-        job, self.audit_wanted = self.audit, False
-        if isinstance(job, concurrent.futures.Future):
-            self.audit = None
-            job.cancel()
+        """The context can no longer give the audit afterwards."""
+        self.audit_wanted = False
 
     def __enter__(self):
         return self
@@ -176,12 +172,10 @@ class Context:
         self.close()
 
     def leakage_audit(self):
-        """The audit's result; waits for it when it still runs next to the fits (started
-        here when no fit started it)."""
+        """The audit's result (made here when no fit made it); its lines are logged once."""
         self.start_audit()
-        if isinstance(self.audit, concurrent.futures.Future):
-            with timed("leakage audit (wait)"):
-                self.audit, lines = self.audit.result()
+        if isinstance(self.audit, tuple):                      # (audit, lines) not logged yet
+            self.audit, lines = self.audit
             for line in lines:
                 self.log(line)
         return self.audit
@@ -290,7 +284,7 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
         flush_warnings()
         return records
     check_kept_steps(results_dir, todo, cfg, ctx)
-    ctx.start_audit(results_dir)       # runs next to the planning and the fits
+    ctx.start_audit(results_dir)       # before the planning and the fits
     with timed("plan"):
         plans = [probe.plan_step(step, datasets, splits[s], cfg, s)
                  for step in todo for s in seeds]

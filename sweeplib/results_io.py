@@ -27,7 +27,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sweeplib import console, overlap, owned, ownership
+from sweeplib import console, owned, ownership
 from sweeplib.folderlock import LOCK_NAME, FolderLock  # noqa: F401 - part of this API
 from sweeplib.base import InputError, WriteError
 from sweeplib.owned import JOURNAL, describe
@@ -385,7 +385,7 @@ def _interrupted(e):
 
 def run_cli(body):
     """Run a command's body in a session: one line and an exit code for every way it stops
-    (2 bad input, 1 cannot write or a background process died, 130 / 143 interrupted). The
+    (2 bad input, 1 cannot write, 130 / 143 interrupted). The
     console is best effort (console.py): output that cannot be printed never costs results."""
     with console.guarded() as streams:
         code = _run_session(body)
@@ -408,7 +408,7 @@ def _run_session(body):
         if LAST.committed:
             print(f"note: {summary()}", file=sys.stderr)
         return code
-    except (WriteError, overlap.BackgroundError) as e:
+    except WriteError as e:
         print(f"error: {_shown(str(e))}; {summary()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:

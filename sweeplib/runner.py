@@ -37,19 +37,6 @@ class Request:
 
 
 def run(cfg, req):
-    """The run inside one results-folder session; with --figures, matplotlib is imported and
-    the figures drawn in a separate process meanwhile."""
-    figure_job = None
-    try:
-        if req.figures and not req.compare_only:
-            figure_job = outputs.start_figures()
-        return _run(cfg, req, figure_job)
-    finally:
-        if figure_job is not None:
-            figure_job.close()
-
-
-def _run(cfg, req, figure_job=None):
     """Run what the flags ask for; InputError on bad input."""
     results_dir = cfg.results_dir
     if cfg.is_grid:
@@ -63,8 +50,7 @@ def _run(cfg, req, figure_job=None):
     if req.compare_only:                 # a reader: prints the comparison, writes nothing
         return 0
     with base.timed("report, figures, dashboard"):
-        written = outputs.write_outputs(results_dir, result, figure_job=figure_job,
-                                        figures=req.figures)
+        written = outputs.write_outputs(results_dir, result, figures=req.figures)
     log = pipeline.quiet_log(cfg.quiet)
     log("\nwrote " + ", ".join(str(p) for p in written))
     if not req.figures:

@@ -1,16 +1,15 @@
-"""The leakage audit of a run (audit.py): in a thread next to the fits, equal to the audit
-done in line; taken from the results folder's records on a repeat run on the same inputs and
-split, recomputed when a record is damaged or was made otherwise."""
+"""The leakage audit of a run (audit.py): made once, before the fits, its lines logged when
+the records use it; taken from the results folder's records on a repeat run on the same
+inputs and split, recomputed when a record is damaged or was made otherwise."""
 import json
 import shutil
-import time
 
 import pytest
 
 import common
 import run_all
-from conftest import FAST_FLAGS, deadline
-from sweeplib import audit, base, config, duplicates, pipeline, probe
+from conftest import FAST_FLAGS
+from sweeplib import audit, base, config, duplicates, pipeline
 from sweeplib.splits import make_splits
 
 
@@ -30,21 +29,21 @@ def records(folder):
     return [json.loads(p.read_text())["leakage_audit"] for p in sorted(folder.glob("step_*.json"))]
 
 
-def test_audit_in_a_thread_equals_the_audit_in_line(tiny_cache, tmp_path):
+def test_the_audit_is_made_once_and_its_lines_logged_when_used(tiny_cache, tmp_path):
     args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
                                                 "--no-sidecar"])
-    base.TIMINGS.pop("leakage audit (thread, background)", None)
+    logged = []
     with pipeline.prepare(config.RunConfig.from_args(args), [common.STEPS[3]]) as ctx:
-        assert ctx.audit is None                   # started with the first fits, not before
+        ctx.log = logged.append
+        assert ctx.audit is None                   # made with the first fits, not before
         ctx.start_audit(tmp_path)                  # an empty folder: nothing cached
         splits = make_splits(ctx.datasets, args.eval_fraction, args.seed)
         lines = []
         direct = duplicates.leakage_audit(ctx.datasets, splits, args.near_dup_threshold,
                                           lines.append)
-        result, job_lines = ctx.audit.result()
-        assert result == direct and job_lines == lines
+        assert logged == [] and lines
         assert ctx.leakage_audit() == direct and ctx.leakage_audit() is ctx.audit
-    assert base.TIMINGS["leakage audit (thread, background)"] > 0
+        assert logged == lines                     # once, however often it is used
 
 
 def test_a_repeat_run_on_the_same_inputs_takes_the_audit_from_the_records(
@@ -89,14 +88,13 @@ def test_a_record_that_does_not_match_is_not_used(tiny_cache, tiny_run, tmp_path
     assert audit.cached(out, want) is None
 
 
-def test_an_error_in_the_audit_is_raised_where_its_result_is_used(tiny_cache, monkeypatch):
+def test_an_error_in_the_audit_is_raised_as_it_is(tiny_cache, monkeypatch):
     def fail(*args, **kwargs):
         raise base.InputError("planted: audit failed")
     monkeypatch.setattr(duplicates, "leakage_audit", fail)
     args = config.build_parser("t").parse_args(["--cache-dir", str(tiny_cache), "--quiet",
                                                 "--no-sidecar"])
     with pipeline.prepare(config.RunConfig.from_args(args), [common.STEPS[0]]) as ctx:
-        ctx.start_audit()
         with pytest.raises(base.InputError, match="planted: audit failed"):
             ctx.leakage_audit()
 
@@ -105,24 +103,8 @@ def test_resume_with_every_step_up_to_date_starts_no_audit(tiny_cache, tiny_run,
                                                            monkeypatch):
     out = tmp_path / "res"
     shutil.copytree(tiny_run, out)
-    started, real = [], audit.start
-    monkeypatch.setattr(audit, "start", lambda *a, **k: started.append(1) or real(*a, **k))
+    started, real = [], audit.run
+    monkeypatch.setattr(audit, "run", lambda *a, **k: started.append(1) or real(*a, **k))
     assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out),
                          "--resume"] + FAST_FLAGS) == 0
     assert started == []
-
-
-def test_an_input_error_after_the_audit_started_does_not_wait_for_it(tiny_cache, tmp_path,
-                                                                     monkeypatch, capsys):
-    """The audit's thread is a daemon: a run that fails meanwhile ends at once."""
-    monkeypatch.setattr(duplicates, "leakage_audit", lambda *a: time.sleep(60))   # slow
-
-    def refuse(*args, **kwargs):
-        raise base.InputError("planted: bad plan")
-    monkeypatch.setattr(probe, "plan_step", refuse)
-    t0 = time.perf_counter()
-    with deadline(20):
-        assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir",
-                             str(tmp_path / "out"), "--steps", "0"] + FAST_FLAGS) == 2
-    assert capsys.readouterr().err.startswith("error: planted: bad plan")
-    assert time.perf_counter() - t0 < 20

@@ -227,3 +227,31 @@ def test_without_matplotlib_nothing_is_written(run_copy, monkeypatch, capsys):
     assert figures.main(["--results-dir", str(run_copy)]) == 0
     err = capsys.readouterr().err
     assert err.strip() == figures.MISSING_NOTE and "\n" not in err.strip()
+
+
+@pytest.mark.slow
+def test_figures_only_on_request_and_the_same_bytes(tiny_cache, tmp_path, capsys):
+    args = ["--cache-dir", str(tiny_cache), "--steps", "0", "1", "--jobs", "1"]
+    assert run_all.main(args + ["--results-dir", str(tmp_path / "plain")]) == 0
+    assert not list((tmp_path / "plain").glob("*.png"))
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last == (f"figures: python generate_report.py --results-dir {tmp_path / 'plain'} "
+                    "(or run_all.py --figures)")
+    assert run_all.main(args + ["--results-dir", str(tmp_path / "fig"), "--figures",
+                                "--quiet"]) == 0
+    drawn = {p.name: p.read_bytes() for p in (tmp_path / "fig").glob("*.png")}
+    assert sorted(drawn) == sorted([figures.SWEEP_FILE, figures.SCORES_FILE])
+    later = {p.name: p.read_bytes() for p in figures.write_figures(tmp_path / "plain")}
+    assert later == drawn                      # same numbers, same figures, whenever drawn
+
+
+def test_write_outputs_draws_no_figures_when_the_report_fails(tiny_run, tmp_path, monkeypatch):
+    from sweeplib import outputs
+    a = analysis.analyze(tiny_run)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(outputs, "write_report", fail)
+    with pytest.raises(OSError, match="disk full"):
+        outputs.write_outputs(tmp_path, a)
+    assert not list(tmp_path.glob("*.png"))

@@ -1,6 +1,5 @@
-"""Processes a run starts and how they end: forked children (overlap.py) never run the
-parent's code and are reaped on every exit path, scripts answer Ctrl-C with one line, loky
-workers do not outlive a killed run."""
+"""Processes a run starts and how they end: scripts answer Ctrl-C with one line, a malformed
+--dask-scheduler is one line, loky workers do not outlive a killed run."""
 import contextlib
 import os
 import signal
@@ -11,32 +10,8 @@ from pathlib import Path
 import pytest
 
 import run_all
-from conftest import deadline
-from sweeplib import overlap
 
 LINUX = Path("/proc/self/status").exists()
-
-
-def _big(n):
-    """A result larger than a pipe's buffer (64 KiB)."""
-    return b"x" * n
-
-
-def _echo(receive):
-    """Everything received until the inbox closes."""
-    got = []
-    while (item := receive()) is not None:
-        got.append(item)
-    return got
-
-
-def _caught_signals(pid):
-    """The signals a process has handlers for (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            mask = int(line.split()[1], 16)
-            return {s for s in (signal.SIGINT, signal.SIGTERM) if mask >> (s - 1) & 1}
-    return set()
 
 
 def _alive(pid):
@@ -46,116 +21,6 @@ def _alive(pid):
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
-
-
-def _zombie_children():
-    """Pids of this process's children that have ended but were never waited for."""
-    me, out = os.getpid(), []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] == "Z" and int(fields[1]) == me:
-            out.append(int(stat.parent.name))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# overlap.Job: the child never runs the parent's code; every child reaped
-# --------------------------------------------------------------------------------------------
-def test_a_signal_during_the_childs_send_never_reaches_the_parents_code(tmp_path):
-    """With the parent's handler (raise, as run_cli's) inherited, SIGTERM while the child
-    blocks writing its result used to raise in the child and return it into the caller."""
-    def raising(signum, frame):
-        raise KeyboardInterrupt
-    old = signal.signal(signal.SIGTERM, raising)
-    me = os.getpid()
-    try:
-        job = overlap.Job(_big, (1 << 20,), {}, fork=True)     # blocks: nobody reads yet
-        if os.getpid() != me:                                  # only an escaped child
-            (tmp_path / f"escaped-{os.getpid()}").write_text("ran the parent's code")
-            os._exit(0)
-        time.sleep(0.3)
-        os.kill(job._pid, signal.SIGTERM)
-        with deadline(10), pytest.raises(overlap.BackgroundError,
-                                         match=r"_big \(background process\): ended "
-                                               r"without a result \(killed by signal 15"):
-            job.result()
-    finally:
-        signal.signal(signal.SIGTERM, old)
-    assert not list(tmp_path.glob("escaped-*"))
-    assert job._pid is None
-
-
-@pytest.mark.skipif(not LINUX, reason="reads /proc")
-def test_the_child_has_default_sigint_and_sigterm():
-    def raising(signum, frame):
-        raise KeyboardInterrupt
-    old = signal.signal(signal.SIGTERM, raising)
-    try:
-        job = overlap.Job(_echo, (), {}, fork=True, inbox=True)
-        assert _caught_signals(os.getpid()) == {signal.SIGINT, signal.SIGTERM}
-        end = time.monotonic() + 5
-        while _caught_signals(job._pid) and time.monotonic() < end:
-            time.sleep(0.01)
-        assert _caught_signals(job._pid) == set()
-        job.send(1)
-        job.close()
-        assert job.result() == [1]
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-def test_a_child_gone_is_one_clear_error_not_a_traceback():
-    job = overlap.Job(_echo, (), {}, fork=True, inbox=True)
-    os.kill(job._pid, signal.SIGKILL)
-    time.sleep(0.1)
-    job.send("work")                               # broken pipe: no exception here
-    with pytest.raises(overlap.BackgroundError, match=r"killed by signal 9"):
-        job.result()
-    job.close()                                    # nothing left to do, no error
-    assert job._pid is None
-    cancelled = overlap.Job(time.sleep, (30,), {}, fork=True)
-    cancelled.cancel()
-    with pytest.raises(overlap.BackgroundError, match="no result .cancelled"):
-        cancelled.result()
-
-
-def test_a_result_larger_than_the_pipe_buffer_comes_back_whole():
-    with deadline(20):
-        job = overlap.Job(_big, (3 << 20,), {}, fork=True)
-        time.sleep(0.2)
-        assert job.result() == b"x" * (3 << 20)
-        blocked = overlap.Job(_big, (3 << 20,), {}, fork=True)
-        time.sleep(0.2)                            # blocked in its write
-        t0 = time.monotonic()
-        blocked.cancel()
-        assert time.monotonic() - t0 < 1.5 and blocked._pid is None
-
-
-def test_a_later_child_does_not_hold_an_earlier_inbox_open():
-    """The figure inbox's write end inherited by the audit child used to keep the figure
-    child waiting (and close() with it) until the audit child ended; with a result over
-    64 KiB that nobody read, forever."""
-    figures = overlap.Job(_echo, (), {}, fork=True, inbox=True)
-    audit = overlap.Job(_big, (1 << 20,), {}, fork=True)     # never read: blocks for good
-    with deadline(20):
-        t0 = time.monotonic()
-        figures.close()
-        assert time.monotonic() - t0 < 2
-        assert figures.result() == []
-        assert _alive(audit._pid)
-        audit.cancel()
-    assert audit._pid is None and figures._pid is None
-
-
-def test_cancel_all_reaps_every_child_left():
-    jobs = [overlap.Job(time.sleep, (30,), {}, fork=True) for _ in range(2)]
-    pids = [j._pid for j in jobs]
-    overlap.cancel_all()
-    assert all(j._pid is None for j in jobs) and not any(_alive(p) for p in pids)
-    assert not set(pids) & set(_zombie_children())
 
 
 # --------------------------------------------------------------------------------------------
