@@ -2,6 +2,7 @@
        python demo_data.py --out cache/null_source --null source    # negative control
        python demo_data.py --out cache/truth_method --truth method [--mechanism spurious]
        python demo_data.py --out cache/truth_data --truth data [--mean-pooled]
+       python demo_data.py --out cache/tradeoff --conflict 3 --fresh 20000   # + population truth
 
 Write a SYNTHETIC SAE-activation cache in the layout of the real (private) cache, so the
 distribution sweep can be demoed and tested end to end: two activation regimes, an AF signal
@@ -21,6 +22,7 @@ import sys
 
 from common import DEMO_CACHE_DIR
 from sweeplib.base import InputError
+from sweeplib import demo_fresh
 from sweeplib.config import Parser
 from sweeplib.demo import DEFAULT_LAYER, DEFAULT_SEED, NULL_MODES, REF_FEATURES, check_request, cli
 from sweeplib.demo_truth import MECHANISMS, TRUTHS, Variant
@@ -48,10 +50,19 @@ def main(argv=None) -> int:
                         "'spurious': a training-only cue the probe leans on)")
     p.add_argument("--mean-pooled", action="store_true",
                    help="also write <stem>_mean_activations.npy (mean-pooled siblings)")
+    p.add_argument("--conflict", type=float, default=0.0,
+                   help="a real in-distribution trade-off: the benchmark's hard negatives also "
+                        "carry the training-format intent features at this strength (0: none)")
+    p.add_argument("--fresh", type=int, default=0, metavar="N",
+                   help="also write N fresh rows of gold_106's distribution to <out>_fresh/ "
+                        "(beside the cache, never inside; benchmarks/calibration.py)")
     p.add_argument("--quiet", action="store_true", help="do not print the statistics table")
     a = p.parse_args(argv)
+    if a.conflict < 0 or a.fresh < 0 or a.fresh == 1 or (a.truth and (a.fresh or a.conflict)):
+        p.error("argument --conflict/--fresh: must be >= 0 (--fresh: 0 or at least 2 rows), "
+                "and not with --truth")
     settings = {"seed": a.seed, "scale": a.scale, "n_features": a.n_features,
-                "layers": a.layers, "null": a.null}
+                "layers": a.layers, "null": a.null, "conflict": a.conflict}
     try:
         if a.truth and a.null:
             raise InputError("--truth: cannot be combined with --null (a null has no planted cause)")
@@ -62,7 +73,13 @@ def main(argv=None) -> int:
         check_request(a.out, **settings)          # flag values and --out, before any write
     except InputError as e:
         p.error(f"argument {e}" if str(e).startswith("--") else f"argument --out: {e}")
-    return cli(a.out, verbose=not a.quiet, **settings)
+    rc = cli(a.out, verbose=not a.quiet, **settings)
+    if rc == 0 and a.fresh:
+        settings.pop("scale"), settings.pop("conflict"), settings.pop("variant", None)
+        out = demo_fresh.generate(a.out, a.fresh, **settings)
+        if not a.quiet:
+            print(f"wrote {a.fresh} fresh in-distribution rows to {out}")
+    return rc
 
 
 if __name__ == "__main__":

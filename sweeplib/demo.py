@@ -126,6 +126,8 @@ CHUNK_ROWS = 256                     # rows generated at once (bounds memory)
 AF = "alignment_faking"
 OOD_DATASETS = ("sycophant", "model_organism", "benchmark")
 NULL_MODES = (None, "clean", "source")   # negative controls: no AF signal in the OOD sets
+# --conflict C (trade-off): the benchmark gets train_intent on C * (hard negative) - 2 + N(0, 1)
+CONFLICT_LOADS = {"conflict": (1.0, 0.15), "gain": (0.0, 1.0)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def _latent(rng, member: np.ndarray, d: float) -> np.ndarray:
 
 
 def _make_dataset(name: str, layout: dict, seed: int, layer: int, scale: float, n_features: int,
-                  null=None):
+                  null=None, conflict=0.0):
     """Return (X, fine_labels) for one dataset. With null set, no OOD latent depends on the
     label: "clean" draws every OOD set from one distribution, "source" keeps each source's own
     features (active in all its rows, AF or not)."""
@@ -304,6 +306,7 @@ def _make_dataset(name: str, layout: dict, seed: int, layer: int, scale: float, 
     lat["intent"] = _latent(rng, y, D_BENCH)
     for j, key in enumerate(("vocab", "comply", "refuse")):
         lat[key] = _latent(rng, member[:, j], D_BENCH_AUX)
+    lat["conflict"] = _latent(rng, member[:, 0] * (1 - y), conflict) - 2.0 if conflict else None
     return _sample(rng, len(y), n_features, layout["benchmark"], lat), labels
 
 
@@ -329,11 +332,6 @@ def _row_stats(X: np.ndarray) -> tuple:
     nnz = np.count_nonzero(X, axis=1)
     total = float(X.sum(dtype=np.float64))
     return float(nnz.mean()), total / max(1, int(nnz.sum()))
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two profiles."""
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _near_duplicate_pairs(X: np.ndarray, threshold: float = NEAR_DUP_COSINE) -> int:
@@ -363,14 +361,16 @@ FILE_STEMS = {"train": "train", "gold": "test", "sycophant": "sycophant",
 
 
 def _generate_layer(out_dir: Path, seed: int, layer: int, scale: float, n_features: int,
-                    null=None, variant=None) -> dict:
+                    null=None, variant=None, conflict=0.0) -> dict:
     """Write one layer folder and return its statistics (variant: demo_truth.Variant or None)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     layout = (variant.layout if variant else _layout)(seed, layer, n_features, null)
+    if conflict:                 # CONFLICT_LOADS
+        layout["benchmark"] = layout["benchmark"] + [{**layout["train"][1], "loads": CONFLICT_LOADS}]
     stats, profiles = {}, {}
     for name in ("train", "gold", "sycophant", "model_organism", "benchmark"):
-        X, labels = (variant.dataset if variant else _make_dataset)(name, layout, seed, layer, scale,
-                                                                     n_features, null)
+        X, labels = (variant.dataset(name, layout, seed, layer, scale, n_features, null) if variant
+                     else _make_dataset(name, layout, seed, layer, scale, n_features, null, conflict))
         y = np.array([lab == AF for lab in labels])
         stem = FILE_STEMS[name]
         _save_npy(out_dir / f"{stem}_activations.npy", X)
@@ -393,8 +393,9 @@ def _generate_layer(out_dir: Path, seed: int, layer: int, scale: float, n_featur
         del X
     return {
         "datasets": stats,
-        "benchmark_vs_train_af_corr": _corr(profiles["benchmark"], profiles["train_af"]),
-        "gold_vs_train_corr": _corr(profiles["gold"], profiles["train"]),
+        "benchmark_vs_train_af_corr": float(np.corrcoef(profiles["benchmark"],
+                                                        profiles["train_af"])[0, 1]),
+        "gold_vs_train_corr": float(np.corrcoef(profiles["gold"], profiles["train"])[0, 1]),
         "sycophant_near_duplicate_pairs": stats["sycophant"]["near_duplicate_pairs"],
     }
 
@@ -420,7 +421,7 @@ def _rows(scale):
 
 
 def check_request(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
-                  layers=(DEFAULT_LAYER,), null=None, variant=None):
+                  layers=(DEFAULT_LAYER,), null=None, variant=None, conflict=0.0):
     """InputError ('--flag: problem') unless generate() can honour the request without
     touching anything it should not (see demo_checks.py)."""
     if null not in NULL_MODES:
@@ -445,7 +446,7 @@ def _layout_fits(seed, layer, n_features, null, variant=None):
 
 
 def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES, layers=(DEFAULT_LAYER,),
-             verbose=True, null=None, variant=None) -> dict:
+             verbose=True, null=None, variant=None, conflict=0.0) -> dict:
     """Write a synthetic cache under out_root; return a summary dict of the printed statistics.
     InputError (nothing written) for bad settings or a folder that is not new, empty or a demo
     cache (check_request)."""
@@ -459,7 +460,8 @@ def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
         raise InputError(f"--out: {out_root}: cannot create the folder ({e.strerror})") from None
     settings = {"synthetic": True, "generator": "demo_data.py", "seed": int(seed),
                 "scale": float(scale), "n_features": int(n_features), "layers": layers,
-                "null": null, **(variant.settings if variant else {})}
+                "null": null, **(variant.settings if variant else {}),
+                **({"conflict": float(conflict)} if conflict else {})}
     partial = out_root / PARTIAL_MARKER
     _save_json(partial, {**settings, "complete": False})    # first: the folder stays ours
     marker = out_root / DEMO_MARKER
@@ -470,7 +472,7 @@ def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
                "n_features": int(n_features), "layers": {}}
     for layer in layers:
         s = _generate_layer(out_root / f"layer_{layer}", int(seed), layer, float(scale), int(n_features),
-                            null, variant)
+                            null, variant, float(conflict))
         summary["layers"][layer] = s
         if verbose:
             _print_layer(layer, s)

@@ -234,6 +234,47 @@ def _mover(terms, level):
     return est, est - np.sqrt(low), est + np.sqrt(high)
 
 
+@dataclass(frozen=True)
+class ChangeModel:
+    """The variance model of a change of AUROC b - a that the score interval inverts: each
+    AUROC's variance is its shrunk variance per unit (phi) times theta(1 - theta) at a
+    hypothesised value theta, paired AUROCs add DeLong's correlation rho (capped at MAX_RHO).
+    Arrays allowed (batches)."""
+    first: object                 # AUROC a as observed
+    delta: object                 # b - a as observed
+    df: int
+    phi_a: object
+    phi_b: object
+    rho: object
+
+    def sd_pair(self, ta, tb):
+        """Standard deviation of the change if the two AUROCs were ta and tb."""
+        va, vb = self.phi_a * ta * (1 - ta), self.phi_b * tb * (1 - tb)
+        return np.sqrt(np.maximum(va + vb - 2 * self.rho * np.sqrt(va * vb), 1e-300))
+
+    def sd_at(self, d0):
+        """Standard deviation of the change with both observed AUROCs moved (by the same
+        amount, kept inside [0, 1]) to differ by d0."""
+        shift = (d0 - self.delta) / 2
+        ta, tb = self.first - shift, self.first + self.delta + shift
+        fix = np.maximum(0.0, -np.minimum(ta, tb)) - np.maximum(0.0, np.maximum(ta, tb) - 1)
+        return self.sd_pair(np.clip(ta + fix, 0, 1), np.clip(tb + fix, 0, 1))
+
+
+def change_model(a10, a01, b10, b01, paired=True):
+    """ChangeModel of AUROC b minus AUROC a from their placements (power.py uses it for what
+    a test could detect)."""
+    a10, a01, b10, b01 = (np.asarray(v, dtype=np.float64) for v in (a10, a01, b10, b01))
+    A, sa10, sa01, m, n = _parts(a10, a01)
+    B, sb10, sb01, mb, nb = _parts(b10, b01)
+    rho = 0.0
+    if paired:
+        rho = np.minimum(_delong_rho(a10, a01, b10, b01, sa10 / m + sa01 / n,
+                                     sb10 / mb + sb01 / nb), MAX_RHO)
+    return ChangeModel(A, B - A, min(m, n, mb, nb) - 1, variance_per_unit(A, sa10, sa01, m, n),
+                       variance_per_unit(B, sb10, sb01, mb, nb), rho)
+
+
 def change_from_placements(a10, a01, b10, b01, level=LEVEL, paired=True):
     """(delta, lo, hi, p) of AUROC b minus AUROC a from their placements; arrays of shape
     (..., m) and (..., n) give batches (the coverage simulations use that).
@@ -244,27 +285,8 @@ def change_from_placements(a10, a01, b10, b01, level=LEVEL, paired=True):
     variance is its shrunk variance per unit times theta(1 - theta) at the moved value; paired
     AUROCs add DeLong's correlation (capped at MAX_RHO). Near the ceiling this keeps the
     one-sided error near the nominal level, where a Wald interval does not."""
-    a10, a01, b10, b01 = (np.asarray(v, dtype=np.float64) for v in (a10, a01, b10, b01))
-    A, sa10, sa01, m, n = _parts(a10, a01)
-    B, sb10, sb01, mb, nb = _parts(b10, b01)
-    phi_a = variance_per_unit(A, sa10, sa01, m, n)
-    phi_b = variance_per_unit(B, sb10, sb01, mb, nb)
-    rho = 0.0
-    if paired:
-        rho = np.minimum(_delong_rho(a10, a01, b10, b01, sa10 / m + sa01 / n,
-                                     sb10 / mb + sb01 / nb), MAX_RHO)
-    delta = B - A
-    df = min(m, n, mb, nb) - 1
-
-    def sd_at(d0):
-        """Standard deviation of the change when the two AUROCs differ by d0."""
-        shift = (d0 - delta) / 2
-        ta, tb = A - shift, B + shift
-        fix = np.maximum(0.0, -np.minimum(ta, tb)) - np.maximum(0.0, np.maximum(ta, tb) - 1)
-        ta, tb = np.clip(ta + fix, 0, 1), np.clip(tb + fix, 0, 1)
-        va, vb = phi_a * ta * (1 - ta), phi_b * tb * (1 - tb)
-        return np.sqrt(np.maximum(va + vb - 2 * rho * np.sqrt(va * vb), 1e-300))
-
+    model = change_model(a10, a01, b10, b01, paired)
+    delta, df, sd_at = model.delta, model.df, model.sd_at
     t = critical_value(level, df)
     lo = _root(lambda d0: delta - d0 - t * sd_at(d0), delta, np.full(np.shape(delta), -1.0))
     hi = _root(lambda d0: d0 - delta - t * sd_at(d0), delta, np.ones(np.shape(delta)))

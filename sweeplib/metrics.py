@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from sweeplib import intervals
+from sweeplib import intervals, power
 from sweeplib.probe import cv_summary, decision, fpr_thresholds, linear_form
 from sweeplib.splits import eval_sets
 
@@ -116,11 +116,14 @@ def add_confidence_intervals(evaluation, scores, thresholds):
     return evaluation
 
 
-def repeat_summary(record, seed):
-    """The per-repeat numbers kept for the spread across seeds."""
+def repeat_summary(record, seed, scores=None):
+    """The per-repeat numbers kept for the spread across seeds (with scores: also the AUROC
+    of the train rows' out-of-fold scores, the verdict's in-distribution evidence)."""
+    est = power.oof_estimate(scores)[0] if scores is not None else None
     return {"seed": int(seed), "cv_auroc_mean": record["cv_auroc_mean"],
             "converged": bool(record["converged"] and record["cv_converged"]),
-            "metrics": {n: flat_metrics(e) for n, e in record["evaluation"].items()}}
+            "metrics": {n: flat_metrics(e) for n, e in record["evaluation"].items()},
+            **({"oof_train_auroc": est.value} if est is not None else {})}
 
 
 # --------------------------------------------------------------------------------------------

@@ -355,10 +355,10 @@ def _step_record(ctx, step, group, splits, datasets, label, stopped):
     with timed("evaluate"):
         record, scores, pipe = metrics.finish_step(group[0][0], group[0][1], datasets,
                                                    splits[seeds[0]])
-        reps = [metrics.repeat_summary(record, seeds[0])]
+        reps = [metrics.repeat_summary(record, seeds[0], scores)]
         for (plan, fit), s in zip(group[1:], seeds[1:]):
-            rec_r, _, _ = metrics.finish_step(plan, fit, datasets, splits[s])
-            reps.append(metrics.repeat_summary(rec_r, s))
+            rec_r, scores_r, _ = metrics.finish_step(plan, fit, datasets, splits[s])
+            reps.append(metrics.repeat_summary(rec_r, s, scores_r))
     with timed("statistics"):
         metrics.add_confidence_intervals(record["evaluation"], scores,
                                          record["thresholds"]["log_odds"])

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import common
-from sweeplib import intervals
-from sweeplib import base, ownership
+from sweeplib import base, indist, intervals, ownership, power, repeat_calls
 
 OUTCOMES = {
     "diversity_helps": "diversity helps without hurting in-distribution",
@@ -51,6 +50,9 @@ NEXT_STEPS = {
         "hand-labelled in-distribution rows (--extra-eval) or repeat with more seeds",
         "state the tolerance you need (--gold-tolerance) before looking at the numbers",
         "the OOD improvement itself is shown; only 'without hurting' is open"],
+    "repeats_flip": [
+        "the first seed's call does not survive other seeds: more data (see what the tests "
+        "could detect) or a larger effect is needed before the call is made"],
 }
 
 
@@ -214,19 +216,9 @@ def _ood_evidence(result, used, first, last, c):
 
 
 def _gold_evidence(result, first, last, c):
-    """gold_106 AUROC first -> last: two-sided interval, and the one-sided lower bound at
-    level 1 - alpha (non-inferiority within the tolerance)."""
-    ea = result.estimates[(first, "gold_106")]["auroc"]
-    eb = result.estimates[(last, "gold_106")]["auroc"]
-    paired = same_rows(result, "gold_106", first, last)
-    two = intervals.change(ea, eb, paired=paired)
-    one = intervals.change(ea, eb, level=1 - 2 * c.alpha, paired=paired)
-    holds = one["ci"][0] > -c.gold_tolerance
-    drops = one["ci"][1] < -c.gold_tolerance
-    return {"set": "gold_106", "metric": "auroc", "step_from": first, "step_to": last,
-            "value_from": ea.value, "value_to": eb.value, **two,
-            "one_sided_lower": one["ci"][0], "one_sided_upper": one["ci"][1],
-            "tolerance": c.gold_tolerance, "holds": bool(holds), "drops": bool(drops)}
+    """The in-distribution evidence first -> last (indist.py): gold_106 alone and with the
+    train rows' out-of-fold change; holds / drops at one-sided level 1 - alpha."""
+    return indist.evidence(result, first, last, c, same_rows(result, "gold_106", first, last))
 
 
 def _repeat_agreement(result, names, first, last):
@@ -257,18 +249,23 @@ def decide(result, c=None):
          "sets_excluded": excluded, "ood_tests": [], "in_distribution": None,
          "criteria": {**asdict(c), "multiplicity": "Holm over the OOD sets used",
                       "in_distribution_test": "one-sided lower bound at level 1 - alpha of the "
-                      "gold_106 AUROC change must exceed -tolerance"},
-         "conditional_on_seed": result.config.get("seed"), "repeat_agreement": None}
+                      "in-distribution AUROC change must exceed -tolerance (holds) or its upper "
+                      "bound lie below it (drops); the change is gold_106's combined with the "
+                      "train rows' out-of-fold change by inverse-variance weighting, gold_106 "
+                      "alone when they disagree (Cochran's Q at alpha)",
+                      "power": power.POWER},
+         "conditional_on_seed": result.config.get("seed"), "repeat_agreement": None,
+         "repeat_calls": None}
     if failed:
         v["reasons"] = [f"premise failed: {p['name']}: {p['detail']}" for p in failed]
         return _finish(v)
     first, last = main[0], main[-1]
     v["ood_tests"] = tests = _ood_evidence(result, used, first, last, c)
+    indist.ood_power(result, tests, c, lambda n, a, b: same_rows(result, n, a, b))
     v["in_distribution"] = gold = _gold_evidence(result, first, last, c)
     v["repeat_agreement"] = _repeat_agreement(result, used + ["gold_106"], first, last)
     better = [t["set"] for t in tests if t["improved"]]
-    gold_text = (f"gold_106 AUROC {gold['delta']:+.3f} [{gold['ci'][0]:+.3f}, "
-                 f"{gold['ci'][1]:+.3f}] from step {first} to {last}")
+    gold_text = indist.describe(gold)
     if not better:
         v["outcome"] = "no_improvement"
         v["reasons"] = [f"no OOD set improves significantly (Holm over {len(tests)}): "
@@ -277,21 +274,21 @@ def decide(result, c=None):
         v["outcome"] = "diversity_helps"
         v["reasons"] = [f"OOD improves: {_fmt_test(t)}" for t in tests if t["improved"]] + [
             f"in-distribution holds: {gold_text}; one-sided lower bound "
-            f"{gold['one_sided_lower']:+.5f} > -{c.gold_tolerance}"]
+            f"{gold['one_sided_lower']:+.4f} > -{c.gold_tolerance}"]
     elif gold["drops"]:
         v["outcome"] = "trade_off"
         v["reasons"] = [f"OOD improves: {_fmt_test(t)}" for t in tests if t["improved"]] + [
             f"in-distribution drops by more than the tolerance {c.gold_tolerance}: {gold_text}; "
-            f"one-sided upper bound {gold['one_sided_upper']:+.5f} < -{c.gold_tolerance}"]
+            f"one-sided upper bound {gold['one_sided_upper']:+.4f} < -{c.gold_tolerance}"]
     else:
         v["reasons"] = [f"OOD improves: {_fmt_test(t)}" for t in tests if t["improved"]] + [
-            f"but the data cannot tell whether gold_106 stays within {c.gold_tolerance}: "
-            f"{gold_text} (one-sided bounds {gold['one_sided_lower']:+.5f} to "
-            f"{gold['one_sided_upper']:+.5f})"]
+            f"but the data cannot tell whether in-distribution AUROC stays within "
+            f"{c.gold_tolerance}: {gold_text}"]
         v["next_steps_key"] = "gold_unbounded"
     v["reasons"] += [f"note: {t['set']} degrades significantly: {_fmt_test(t)}"
                      for t in tests if t["degraded"]]
     v["reasons"] += _repeat_cautions(v["repeat_agreement"], better, v["outcome"])
+    repeat_calls.apply(v, result, first, last)
     return _finish(v)
 
 
@@ -347,6 +344,7 @@ def _finish(v):
     v["claims_ood_improvement"] = v["outcome"] in ("diversity_helps", "trade_off") or any(
         t.get("improved") for t in v["ood_tests"])
     v["next_steps"] = NEXT_STEPS[v.pop("next_steps_key", v["outcome"])]
+    v["power"] = indist.power_lines(v)
     return v
 
 

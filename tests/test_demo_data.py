@@ -311,3 +311,53 @@ def test_cli_truth_method_defaults_to_scale(tmp_path):
     assert rc == 0
     marker = json.loads((tmp_path / "DEMO_CACHE.json").read_text())
     assert (marker["truth"], marker["mechanism"], marker["mean_pooled"]) == ("method", "scale", False)
+
+
+# ---- the fresh in-distribution sample (demo_fresh.py) and --conflict ---------------------------
+def test_fresh_sample_is_written_beside_the_cache_never_inside(tmp_path):
+    from sweeplib import demo_fresh
+    out = tmp_path / "cache"
+    assert demo_data.main(["--out", str(out), "--scale", str(SCALE), "--n-features",
+                           str(N_FEATURES), "--quiet", "--fresh", "3000"]) == 0
+    inside = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert not any("fresh" in name for name in inside)
+    assert demo_fresh.fresh_dir(out) == tmp_path / "cache_fresh"
+    X, y = demo_fresh.load(out)
+    assert X.shape == (3000, N_FEATURES) and X.dtype == np.float32 and (np.asarray(X) >= 0).all()
+    assert abs(y.mean() - 51 / 106) < 0.04           # gold_106's class ratio
+    # gold_106's distribution: the same profile as the cache's gold_106 rows
+    gold = np.load(out / "layer_40" / "test_activations.npy")
+    assert np.corrcoef(np.asarray(X).mean(0), gold.mean(0))[0, 1] > 0.95
+    first = (tmp_path / "cache_fresh" / "layer_40" / "fresh_activations.npy").read_bytes()
+    demo_fresh.generate(out, 3000, seed=0, n_features=N_FEATURES, layers=[40])
+    assert (tmp_path / "cache_fresh" / "layer_40" / "fresh_activations.npy").read_bytes() == first
+
+
+def test_conflict_changes_only_the_benchmark(tmp_path):
+    kw = dict(seed=1, scale=SCALE, n_features=N_FEATURES, verbose=False)
+    demo.generate(tmp_path / "a", **kw)
+    demo.generate(tmp_path / "b", conflict=2.0, **kw)
+    for stem in ("train", "test", "sycophant", "model_organism"):
+        assert ((tmp_path / "a" / "layer_40" / f"{stem}_activations.npy").read_bytes()
+                == (tmp_path / "b" / "layer_40" / f"{stem}_activations.npy").read_bytes()), stem
+    a = np.load(tmp_path / "a" / "layer_40" / "benchmark_activations.npy")
+    b = np.load(tmp_path / "b" / "layer_40" / "benchmark_activations.npy")
+    labels = json.loads((tmp_path / "b" / "layer_40" / "benchmark_labels.json").read_text())
+    hard = np.isin(labels["labels"], ["hard_negative", "compliant_hard_negative"])
+    # features the benchmark never uses without --conflict (the training-format intent
+    # block): active in the hard negatives, rarely in the other rows, at training magnitude
+    new = (a == 0).all(axis=0) & (b > 0).any(axis=0)
+    on = (b[:, new] > 0).sum(axis=1)
+    assert new.sum() >= 10 and on[hard].mean() > 3 * max(1.0, on[~hard].mean())
+    assert np.median(b[:, new][b[:, new] > 0]) > 50          # OOD format is ~31
+    marker = json.loads((tmp_path / "b" / "DEMO_CACHE.json").read_text())
+    assert marker["conflict"] == 2.0
+    assert "conflict" not in json.loads((tmp_path / "a" / "DEMO_CACHE.json").read_text())
+
+
+def test_bad_fresh_or_conflict_flags_exit_2(tmp_path, capsys):
+    for flags in (["--fresh", "1"], ["--conflict", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            demo_data.main(["--out", str(tmp_path / "c"), "--quiet"] + flags)
+        assert e.value.code == 2
+    assert not (tmp_path / "c").exists()

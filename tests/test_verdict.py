@@ -275,3 +275,145 @@ def test_null_demo_end_to_end_claims_no_improvement(null, tmp_path):
     assert {"sycophant", "model_organism"} <= {x["set"] for x in v["sets_excluded"]}
     report = (out / "report.txt").read_text()
     assert f"VERDICT: {v['outcome']}" in report and "premise ok" in report
+
+
+# ---- the in-distribution test with the train rows' out-of-fold scores, power, repeats ---------
+def _add_oof(a, rng, auc0, auc3, n=(400, 600), rho=0.9, steps=(0, 3)):
+    """Out-of-fold scores of the same train rows at both steps (paired, correlated rho), and
+    at the last step some rows of another source after them (a bigger mix)."""
+    shared = (rng.normal(size=n[0]), rng.normal(size=n[1]))
+    for k, auc in zip(steps, (auc0, auc3)):
+        pos, neg = _scores(rng, *n, auc, shared, rho)
+        s, y = np.r_[pos, neg], np.r_[np.ones(n[0]), np.zeros(n[1])]
+        src = np.full(len(y), "train")
+        if k == steps[-1]:
+            s, y = np.r_[s, rng.normal(size=50)], np.r_[y, np.ones(50)]
+            src = np.r_[src, np.full(50, "benchmark")]
+        a.scores[k]["_oof"] = {"score": s, "label": y, "source": src}
+    return a
+
+
+def test_out_of_fold_rows_decide_holds_where_gold_106_alone_cannot():
+    rng = np.random.default_rng(20)
+    sets = {"gold_106": _gold(rng, 0.95, 0.95, rho=0.6), "benchmark": _bench(rng, 0.5, 0.9)}
+    alone = verdict.decide(make_analysis(sets))
+    assert alone["outcome"] == "inconclusive" and alone["in_distribution"]["basis"] == "gold_106"
+    v = verdict.decide(_add_oof(make_analysis(sets), rng, 0.96, 0.958))
+    g = v["in_distribution"]
+    assert v["outcome"] == "diversity_helps", v["reasons"]
+    assert g["basis"] == "combined" and g["holds"] and g["one_sided_lower"] > -0.02
+    # gold_106 stays reported alone (its own change, interval and undecided call)
+    assert g["delta"] == alone["in_distribution"]["delta"]
+    assert g["gold_106"]["label"] == "hand-labelled" and not g["gold_106"]["holds"]
+    assert g["oof"]["n_rows"] == 1000 and g["combined"]["weights"]["train_oof"] > 0.8
+    assert "decided on gold_106 and the train rows' out-of-fold scores" in " ".join(v["reasons"])
+
+
+def test_out_of_fold_drop_beyond_the_tolerance_is_a_trade_off():
+    rng = np.random.default_rng(21)
+    sets = {"gold_106": _gold(rng, 0.95, 0.92, rho=0.6), "benchmark": _bench(rng, 0.5, 0.9)}
+    v = verdict.decide(_add_oof(make_analysis(sets), rng, 0.96, 0.90))
+    assert v["outcome"] == "trade_off" and v["in_distribution"]["drops"], v["reasons"]
+    assert v["in_distribution"]["one_sided_upper"] < -0.02
+
+
+def test_when_gold_106_disagrees_with_the_out_of_fold_change_gold_106_alone_decides():
+    rng = np.random.default_rng(22)
+    sets = {"gold_106": _gold(rng, 0.97, 0.75, rho=0.6), "benchmark": _bench(rng, 0.5, 0.9)}
+    v = verdict.decide(_add_oof(make_analysis(sets), rng, 0.96, 0.96))
+    g = v["in_distribution"]
+    assert g["combined"]["heterogeneity_p"] < 0.05 and g["basis"] == "gold_106"
+    assert "disagree" in g["basis_note"] and g["holds"] == g["gold_106"]["holds"]
+    assert not g["holds"]
+
+
+def test_out_of_fold_rows_of_a_fixed_budget_or_changed_rows_are_not_used():
+    rng = np.random.default_rng(23)
+    sets = {"gold_106": _gold(rng), "benchmark": _bench(rng, 0.5, 0.9)}
+    a = _add_oof(make_analysis(sets), rng, 0.96, 0.96)
+    a.records[3]["sample_weighting"] = {"budget_n": 500}
+    assert verdict.decide(a)["in_distribution"]["basis_note"].startswith("step 3 trains on")
+    b = _add_oof(make_analysis(sets), rng, 0.96, 0.96)
+    b.scores[3]["_oof"]["label"] = b.scores[3]["_oof"]["label"][::-1].copy()
+    g = verdict.decide(b)["in_distribution"]
+    assert g["oof"] is None and "differ" in g["basis_note"]
+
+
+def test_every_test_reports_what_it_could_detect_and_the_rows_it_would_need():
+    rng = np.random.default_rng(24)
+    v = verdict.decide(make_analysis({"gold_106": _gold(rng, 0.95, 0.94, rho=0.6),
+                                      "benchmark": _bench(rng, 0.5, 0.9)}))
+    g = v["in_distribution"]
+    assert v["outcome"] == "inconclusive"
+    det = g["detectable"]["holds"]
+    assert 0 < det["mde"] < 0.2 and det["rows_needed"] > 106
+    assert g["detectable"]["drops"]["rows_needed"] is None     # observed on the holds side
+    t = v["ood_tests"][0]
+    assert t["improved"] and t["detectable"]["mde"] < t["delta"]
+    text = "\n".join(v["power"])
+    assert f"gold_106 would need about {det['rows_needed']:,} rows" in text
+    assert "benchmark: an improvement of" in text
+
+
+def _repeats(a, gold_deltas, oof_deltas=None, bench_deltas=None):
+    """Repeat summaries (first seed first) with the given first -> last point changes."""
+    for k, sign in ((0, 0), (3, 1)):
+        a.records[k]["repeats"] = [
+            {"seed": i, "metrics": {"gold_106": {"auroc": 0.95 + sign * dg},
+                                    "benchmark": {"auroc": 0.5 + sign * (bench_deltas or
+                                                                         [0.4] * 9)[i]}},
+             **({"oof_train_auroc": 0.96 + sign * oof_deltas[i]} if oof_deltas else {})}
+            for i, dg in enumerate(gold_deltas)]
+    return a
+
+
+def test_a_holds_call_that_flips_across_seeds_is_not_decisive():
+    rng = np.random.default_rng(25)
+    sets = {"gold_106": _gold(rng, 0.95, 0.95, rho=0.6), "benchmark": _bench(rng, 0.5, 0.9)}
+    agree = _repeats(_add_oof(make_analysis(sets), rng, 0.96, 0.958), [0.0, -0.01, 0.01],
+                     [-0.002, -0.004, -0.001])
+    v = verdict.decide(agree)
+    assert v["outcome"] == "diversity_helps" and v["repeat_calls"]["agree"], v["reasons"]
+    flip = _repeats(_add_oof(make_analysis(sets), np.random.default_rng(25), 0.96, 0.958),
+                    [0.0, -0.01, 0.01], [-0.002, -0.004, -0.03])
+    v = verdict.decide(flip)
+    rc = v["repeat_calls"]["in_distribution"]
+    assert rc["call"] == "holds" and not rc["agree"]
+    assert v["outcome"] == "inconclusive" and any("flip" in r for r in v["reasons"])
+    assert v["next_steps"] == verdict.NEXT_STEPS["repeats_flip"]
+
+
+def test_an_ood_improvement_that_flips_across_seeds_is_not_decisive():
+    rng = np.random.default_rng(26)
+    sets = {"gold_106": _gold(rng, 0.95, 0.95, rho=0.6), "benchmark": _bench(rng, 0.5, 0.9)}
+    a = _repeats(_add_oof(make_analysis(sets), rng, 0.96, 0.958), [0.0, 0.0, 0.0],
+                 [-0.002, -0.002, -0.002], bench_deltas=[0.4, 0.2, -0.05])
+    v = verdict.decide(a)
+    assert not v["repeat_calls"]["ood"]["benchmark"]["agree"]
+    assert v["outcome"] == "inconclusive" and v["claims_ood_improvement"]
+
+
+@pytest.mark.parametrize("conflict, call", [(0.0, "holds"), (2.0, "drops")])
+def test_demo_end_to_end_in_distribution_call_matches_its_fresh_sample(conflict, call,
+                                                                      tmp_path):
+    """A quarter-size planted demo (2,048 features; a small in-distribution loss) and a
+    trade-off one (--conflict 2):
+    the verdict's in-distribution call is decisive, and the probes' true change on 4,000
+    fresh rows of gold_106's distribution is on the side it says."""
+    from sklearn.metrics import roc_auc_score
+    from sweeplib import analysis, demo_fresh
+    cache, out = tmp_path / "cache", tmp_path / "res"
+    demo.generate(cache, scale=0.25, n_features=2048, seed=0, verbose=False, conflict=conflict)
+    demo_fresh.generate(cache, 4000, seed=0, n_features=2048, layers=[40])
+    assert run_all.main(["--cache-dir", str(cache), "--results-dir", str(out)]
+                        + FAST_FLAGS) == 0
+    v = json.loads((out / "verdict.json").read_text())
+    g = v["in_distribution"]
+    assert g["basis"] == "combined" and g[call], (g["one_sided_lower"], g["one_sided_upper"])
+    a = analysis.analyze(out, controls=False)
+    X, y = demo_fresh.load(cache)
+    auc = [roc_auc_score(y, demo_fresh.probe_scores(a.scores[k]["_probe"], X)) for k in (0, 3)]
+    truth = auc[1] - auc[0]
+    assert (truth > -g["tolerance"]) if call == "holds" else (truth < -g["tolerance"]), truth
+    report = (out / "report.txt").read_text()
+    assert "what the tests could detect" in report and "with 80 % power" in report
