@@ -393,7 +393,8 @@ def test_an_ood_improvement_that_flips_across_seeds_is_not_decisive():
     assert v["outcome"] == "inconclusive" and v["claims_ood_improvement"]
 
 
-@pytest.mark.parametrize("conflict, call", [(0.0, "holds"), (2.0, "drops")])
+@pytest.mark.parametrize("conflict, call", [(0.0, "holds"),
+                                            pytest.param(2.0, "drops", marks=pytest.mark.slow)])
 def test_demo_end_to_end_in_distribution_call_matches_its_fresh_sample(conflict, call,
                                                                       tmp_path):
     """A quarter-size planted demo (2,048 features; a small in-distribution loss) and a
