@@ -57,13 +57,13 @@ def calls(v, result, first, last):
     if g and (g["holds"] or g["drops"]):
         vals = _in_distribution_values(pairs, g)
         tol = g["tolerance"]
-        ok = all(x is not None for x in vals) and all(
+        ok = None if any(x is None for x in vals) else all(    # None: not recorded
             (x > -tol) if g["holds"] else (x < -tol) for x in vals)
         out["in_distribution"] = {"call": "holds" if g["holds"] else "drops",
-                                  "values": vals, "agree": bool(ok)}
+                                  "values": vals, "agree": ok}
     parts = list(out["ood"].values()) + ([out["in_distribution"]]
                                          if out["in_distribution"] else [])
-    out["agree"] = all(p["agree"] for p in parts)
+    out["agree"] = all(p["agree"] is not False for p in parts)
     return out
 
 
@@ -77,16 +77,20 @@ def apply(v, result, first, last):
              for name, p in rc["ood"].items() if not p["agree"]]
     ood_all_flip = rc["ood"] and all(not p["agree"] for p in rc["ood"].values())
     g = rc["in_distribution"]
-    if g and not g["agree"]:
+    if g and g["agree"] is False:
         flips.append(f"in-distribution '{g['call']}' (changes {_fmt(g['values'])}, tolerance "
                      f"{v['in_distribution']['tolerance']})")
-    if ood_all_flip or (g and not g["agree"]):
+    if ood_all_flip or (g and g["agree"] is False):
         v["reasons"].append(f"not decisive: across {rc['repeats']} seeds the call(s) "
                             + "; ".join(flips) + " flip")
         v["outcome"] = "inconclusive"
         v["next_steps_key"] = "repeats_flip"
     elif flips:
         v["reasons"].append("note: across seeds " + "; ".join(flips) + " flip")
+    if g and g["agree"] is None:
+        v["reasons"].append("note: the repeated seeds do not record the out-of-fold AUROC "
+                            "(results written before it): the in-distribution call is not "
+                            "checked across seeds")
     return v
 
 

@@ -381,6 +381,12 @@ def test_a_holds_call_that_flips_across_seeds_is_not_decisive():
     assert rc["call"] == "holds" and not rc["agree"]
     assert v["outcome"] == "inconclusive" and any("flip" in r for r in v["reasons"])
     assert v["next_steps"] == verdict.NEXT_STEPS["repeats_flip"]
+    # repeats written without the out-of-fold AUROC: not checked, not a flip
+    old = _repeats(_add_oof(make_analysis(sets), np.random.default_rng(25), 0.96, 0.958),
+                   [0.0, -0.01, 0.01])
+    v = verdict.decide(old)
+    assert v["repeat_calls"]["in_distribution"]["agree"] is None
+    assert v["outcome"] == "diversity_helps" and any("not checked" in r for r in v["reasons"])
 
 
 def test_an_ood_improvement_that_flips_across_seeds_is_not_decisive():
