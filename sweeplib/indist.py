@@ -157,3 +157,10 @@ def power_lines(v):
     if v["in_distribution"]:
         out += _indist_power_lines(v["in_distribution"])
     return out
+
+
+def power_text(v):
+    """The report's block of what the tests could detect (None when there is nothing)."""
+    lines = v.get("power") or []
+    return ("what the tests could detect:\n" + "\n".join(f"- {x}" for x in lines)
+            if lines else None)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import common
-from sweeplib import analysis, metrics, solver_check
+from sweeplib import analysis, indist, metrics, solver_check
 from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, printable,
                              render_table_text, render_text, step_label)
 
@@ -321,18 +321,17 @@ def verdict_section(result):
     left = "; ".join(f"{x['set']} ({x['reason']})" for x in v["sets_excluded"]) or "none"
     criteria = (f"criteria: family-wise alpha {c['alpha']:.2f} (Holm over the OOD sets used, "
                 f"first -> last step); in-distribution holds when the one-sided "
-                f"{1 - c['alpha']:.0%} lower bound of the in-distribution AUROC change (gold_106 "
-                f"with the train rows' out-of-fold change) exceeds -{c['gold_tolerance']}; premises: base gold_106 AUROC lower bound >= "
-                f"{c['min_base_auroc']}, >= {c['min_per_class']} rows per class, < "
-                f"{c['max_duplicate_share']:.0%} of held-out rows duplicating training rows, "
-                f"converged fits. Intervals and tests are conditional on seed "
+                f"{1 - c['alpha']:.0%} lower bound of its AUROC change (gold_106 with the train "
+                f"rows' out-of-fold change) exceeds -{c['gold_tolerance']}; premises: base "
+                f"gold_106 AUROC lower bound >= {c['min_base_auroc']}, >= {c['min_per_class']} "
+                f"rows per class, < {c['max_duplicate_share']:.0%} of held-out rows duplicating "
+                f"training rows, converged fits. Intervals and tests are conditional on seed "
                 f"{v['conditional_on_seed']} (its split and fits).")
     return Section("Findings and verdict", [
         "\n".join(f"- {f}" for f in result.findings),
         f"VERDICT: {v['outcome']} ({v['summary']})",
         "because:\n" + "\n".join(f"- {r}" for r in v["reasons"]),
-        *(["what the tests could detect:\n" + "\n".join(f"- {x}" for x in v["power"])]
-          if v.get("power") else []),
+        *filter(None, [indist.power_text(v)]),
         f"sets used: {used}; left out: {left}",
         criteria,
         "next steps:\n" + "\n".join(f"- {s}" for s in v["next_steps"])])

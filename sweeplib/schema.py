@@ -145,7 +145,7 @@ STEP_RECORD = {
     "top_features": Opt([{"id": int, "weight": NUMBER}]), "top100_ids": Opt([int]),
     "solver": Opt({"final": FIT, "cv_folds": [FIT]}),
     "repeats": Opt([{"seed": int, "cv_auroc_mean": NUM, "converged": bool,
-                     "metrics": Map(Map(NUM))}]),
+                     "metrics": Map(Map(NUM)), "oof_train_auroc": Opt(NUM)}]),
     "data_warnings": Opt([str]), "data_source": Opt(Null(str)), "layer": Opt(Null(int)),
     "inputs": Opt(Map({"bytes": Opt(int), "sha256": Opt(str)})),
 }
