@@ -198,8 +198,9 @@ def truth_table(runs):
           f"{_rate(sum(wrong(r) for r in rs), len(rs)):<31}")
     bad = [r for r in runs if r["outcome"] in DECISIVE and r["true_change"] is not None
            and (r["outcome"] == "diversity_helps") != (r["true_change"] > -r["gold"]["tolerance"])]
+    n_dec = sum(r["outcome"] in DECISIVE and r["true_change"] is not None for r in runs)
     print(f"decisive verdicts (diversity_helps / trade_off) whose in-distribution half the "
-          f"fresh sample contradicts: {len(bad)}/{sum(r['outcome'] in DECISIVE for r in runs)}")
+          f"fresh sample contradicts: {len(bad)}/{n_dec}")
 
 
 def _rate(k, n):
