@@ -178,6 +178,9 @@ def _scale_rows(X, inv):
 _SPARSE_VS_DENSE_COST = 250.0
 # Cost of densifying one matrix element, in dense multiply-adds.
 _DENSIFY_COST = 60.0
+# Values of one densified block (64 MB of float32): 1,024 rows up to 16,384 features, fewer
+# rows of a wider matrix, so the audit's memory never grows with width x rows.
+DENSE_BLOCK_CELLS = 1024 * 16384
 # Cosine above which a pair is checked for exact equality (float32 rounding of an
 # identical pair stays far above this).
 _EXACT_CANDIDATE_COS = 1.0 - 1e-3
@@ -217,6 +220,8 @@ def _densify(X, a0, a1, buf, inv):
 def _cosine_blocks(A, invA, B, invB, chunk, method, same=False):
     """Yield (a0, b0, block): float32 cosines of A[a0:a0+c] x B[b0:b0+c], at most chunk rows per side densified at once."""
     nA, nB = A.shape[0], B.shape[0]
+    if method == "dense":        # densified rows per side: at most DENSE_BLOCK_CELLS values
+        chunk = max(1, min(chunk, DENSE_BLOCK_CELLS // max(1, A.shape[1])))
     if method == "sparse":
         An = _scale_rows(A, invA)
         Bn = An if same else _scale_rows(B, invB)
