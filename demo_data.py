@@ -1,4 +1,5 @@
 """python demo_data.py --out cache/demo [--seed 0] [--scale 1.0] [--n-features 16384] [--layers 40 ...]
+       python demo_data.py --out /tmp/wide --n-features 262144 --sparse   # a wide SAE's sparse cache
        python demo_data.py --out cache/null_source --null source    # negative control
        python demo_data.py --out cache/truth_method --truth method [--mechanism spurious]
        python demo_data.py --out cache/truth_data --truth data [--mean-pooled]
@@ -24,6 +25,7 @@ from sweeplib.base import InputError
 from sweeplib.config import Parser
 from sweeplib.demo import DEFAULT_LAYER, DEFAULT_SEED, NULL_MODES, REF_FEATURES, check_request, cli
 from sweeplib.demo_truth import MECHANISMS, TRUTHS, Variant
+from sweeplib.demo_wide import DENSITIES
 
 
 def main(argv=None) -> int:
@@ -48,10 +50,16 @@ def main(argv=None) -> int:
                         "'spurious': a training-only cue the probe leans on)")
     p.add_argument("--mean-pooled", action="store_true",
                    help="also write <stem>_mean_activations.npy (mean-pooled siblings)")
+    p.add_argument("--sparse", action="store_true",
+                   help="write <stem>_activations.npz (scipy.sparse.save_npz) instead of .npy")
+    p.add_argument("--density", choices=DENSITIES, default="real",
+                   help="above 16,384 features: 'real' keeps ~3,700 / ~850 active features per "
+                        "row (features split into finer ones); 'proportional' grows them with "
+                        "the width")
     p.add_argument("--quiet", action="store_true", help="do not print the statistics table")
     a = p.parse_args(argv)
     settings = {"seed": a.seed, "scale": a.scale, "n_features": a.n_features,
-                "layers": a.layers, "null": a.null}
+                "layers": a.layers, "null": a.null, "sparse": a.sparse, "density": a.density}
     try:
         if a.truth and a.null:
             raise InputError("--truth: cannot be combined with --null (a null has no planted cause)")

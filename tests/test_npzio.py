@@ -27,7 +27,7 @@ def to_sparse(cache, fmt=FORMATS, width=None):
         stem = path.name[:-len("_activations.npy")]
         X = sp.csr_matrix(np.load(path))
         if width:
-            X = demo_wide.widen(X, width, lambda key: np.random.default_rng(list(key)),
+            X = demo_wide.widen(X, width, lambda key: np.random.default_rng(key),
                                 np.random.default_rng(7))
         sp.save_npz(path.with_suffix(".npz"), X.asformat(fmt.get(stem, "coo")))
         path.unlink()
