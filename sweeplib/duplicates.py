@@ -389,16 +389,22 @@ def duplicate_groups(X, threshold=None, chunk=1024, *, method="auto") -> np.ndar
 # ---------------------------------------------------------------------------
 # The leakage audit
 # ---------------------------------------------------------------------------
-def support_candidates(A, B, threshold):
+def _squared_mass(A):
+    """(element-wise squares of A as CSR, squared norm of each row)."""
+    sq = A.multiply(A).tocsr()
+    return sq, np.asarray(sq.sum(axis=1)).ravel()
+
+
+def support_candidates(A, B, threshold, mass=None):
     """Rows of A that can reach cosine >= threshold with some row of B (exact bound).
 
     cos(a, b) <= |a restricted to supp(b)| / |a|, and supp(b) lies in the union of B's
     supports, so rows with less than threshold^2 of their squared mass there are skipped.
+    mass: _squared_mass(A), when already computed.
     """
-    sq = A.multiply(A).tocsr()
-    total = np.asarray(sq.sum(axis=1)).ravel()
+    sq, total = _squared_mass(A) if mass is None else mass
     support = np.zeros(A.shape[1], dtype=np.float32)
-    support[np.unique(B.indices)] = 1.0
+    support[B.indices] = 1.0                       # the union of B's supports
     on = np.asarray(sq @ support).ravel()
     return np.flatnonzero((total == 0) | (on >= threshold ** 2 * total * (1 - 1e-6)))
 
@@ -409,8 +415,9 @@ def leakage_audit(datasets, splits, threshold, log=print):
     evals = {n: datasets[n].X[s.eval] for n, s in splits.items() if len(s.eval)}
     pairs = []
     for tn, A in train_parts.items():
+        mass = _squared_mass(A)
         for en, B in evals.items():
-            rows = support_candidates(A, B, threshold)
+            rows = support_candidates(A, B, threshold, mass)
             c = (duplicate_counts(A[rows], B, threshold=threshold) if len(rows)
                  else {"exact": 0, "near": 0, "near_rows": []})
             pairs.append({"train": tn, "eval": en, "exact": int(c["exact"]), "near": int(c["near"]),
