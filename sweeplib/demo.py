@@ -330,15 +330,6 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _near_duplicate_pairs(X: np.ndarray, threshold: float = NEAR_DUP_COSINE) -> int:
-    """Number of row pairs with cosine similarity >= threshold."""
-    Xn = X.astype(np.float64)
-    norms = np.linalg.norm(Xn, axis=1, keepdims=True)
-    Xn /= np.where(norms > 0, norms, 1.0)
-    cos = Xn @ Xn.T
-    return int(np.count_nonzero(np.triu(cos >= threshold, k=1)))
-
-
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
@@ -387,9 +378,8 @@ def _generate_layer(out_dir: Path, seed: int, layer: int, scale: float, n_featur
         if name == "train":
             profiles["train_af"] = demo_wide.column_means(X[y])
         if name == "sycophant":
-            stats[name]["near_duplicate_pairs"] = (
-                _near_duplicate_pairs(X) if isinstance(X, np.ndarray)
-                else demo_wide.near_duplicate_pairs(X, NEAR_DUP_COSINE))
+            stats[name]["near_duplicate_pairs"] = demo_wide.near_duplicate_pairs(
+                X, NEAR_DUP_COSINE)
         del X
     return {
         "datasets": stats,

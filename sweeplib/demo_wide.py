@@ -119,6 +119,12 @@ def column_means(X):
 
 def near_duplicate_pairs(X, threshold):
     """Row pairs with cosine similarity >= threshold (dense or CSR; rows x rows products)."""
+    if not sp.issparse(X):
+        Xn = X.astype(np.float64)
+        norms = np.linalg.norm(Xn, axis=1, keepdims=True)
+        Xn /= np.where(norms > 0, norms, 1.0)
+        cos = Xn @ Xn.T
+        return int(np.count_nonzero(np.triu(cos >= threshold, k=1)))
     Xn = sp.csr_matrix(X, dtype=np.float64)
     norms = np.sqrt(np.asarray(Xn.multiply(Xn).sum(axis=1)).ravel())
     Xn = sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ Xn
