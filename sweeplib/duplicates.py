@@ -409,16 +409,24 @@ def support_candidates(A, B, threshold, mass=None):
     return np.flatnonzero((total == 0) | (on >= threshold ** 2 * total * (1 - 1e-6)))
 
 
+def _take(X, rows):
+    """Rows of a CSR matrix; X itself (no copy) when that is all of them in order."""
+    rows = np.asarray(rows)
+    if len(rows) == X.shape[0] and np.array_equal(rows, np.arange(X.shape[0])):
+        return X
+    return X[rows]
+
+
 def leakage_audit(datasets, splits, threshold, log=print):
     """Exact / near duplicate counts between every training part and every eval set."""
-    train_parts = {n: datasets[n].X[s.train] for n, s in splits.items() if len(s.train)}
-    evals = {n: datasets[n].X[s.eval] for n, s in splits.items() if len(s.eval)}
+    train_parts = {n: _take(datasets[n].X, s.train) for n, s in splits.items() if len(s.train)}
+    evals = {n: _take(datasets[n].X, s.eval) for n, s in splits.items() if len(s.eval)}
     pairs = []
     for tn, A in train_parts.items():
         mass = _squared_mass(A)
         for en, B in evals.items():
             rows = support_candidates(A, B, threshold, mass)
-            c = (duplicate_counts(A[rows], B, threshold=threshold) if len(rows)
+            c = (duplicate_counts(_take(A, rows), B, threshold=threshold) if len(rows)
                  else {"exact": 0, "near": 0, "near_rows": []})
             pairs.append({"train": tn, "eval": en, "exact": int(c["exact"]), "near": int(c["near"]),
                           "n_eval": int(B.shape[0]),
