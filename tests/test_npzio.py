@@ -97,6 +97,26 @@ def test_sparse_and_dense_forms_give_identical_results(tiny_cache, tiny_run, tmp
     assert normalized(body(out), roots) == normalized(body(tiny_run), roots)
 
 
+@pytest.mark.slow
+def test_sparse_and_dense_forms_give_identical_controls(tiny_cache, tmp_path):
+    """The controls too (format baseline, orderings, transfer matrix, fixed budget): every
+    JSON file of a run on the .npz form equals the dense run's."""
+    flags = ["--baseline", "format", "--orderings", "all", "--transfer", "--budget", "base"]
+    cache = to_sparse(shutil.copytree(tiny_cache, tmp_path / "cache"))
+    outs = {}
+    for form, root in (("dense", tiny_cache), ("sparse", cache)):
+        outs[form] = tmp_path / form
+        assert run_all.main(["--cache-dir", str(root), "--results-dir", str(outs[form])]
+                            + flags + FAST_FLAGS) == 0
+    roots = {tiny_cache: "CACHE", cache: "CACHE", outs["dense"]: "OUT", outs["sparse"]: "OUT"}
+    files = sorted(p.relative_to(outs["dense"]) for p in outs["dense"].rglob("*.json"))
+    assert len(files) > 20 and files == sorted(p.relative_to(outs["sparse"])
+                                               for p in outs["sparse"].rglob("*.json"))
+    for rel in files:
+        dense, sparse = (json.loads((outs[f] / rel).read_text()) for f in ("dense", "sparse"))
+        assert normalized(sparse, roots) == normalized(dense, roots), rel
+
+
 def test_sparse_file_is_read_once_hashed_and_canonical(tmp_path):
     """Duplicates summed, explicit zeros dropped, unsorted indices sorted, float64 and int
     values as float32: the dense path's matrix, bit for bit; the fingerprint is the sha256 of
