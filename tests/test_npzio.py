@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 import run_all
 from conftest import FAST_FLAGS
-from sweeplib import data, datacheck, demo_wide, overlap
+from sweeplib import data, datacheck, demo_wide
 from sweeplib.base import InputError
 
 LAYER = "layer_40"
@@ -231,17 +231,15 @@ def traced_peak(cache, out, argv):
         tracemalloc.stop()
 
 
-def test_wide_sparse_cache_runs_in_memory_that_follows_the_non_zeros(tiny_cache, tmp_path,
-                                                                     monkeypatch):
+def test_wide_sparse_cache_runs_in_memory_that_follows_the_non_zeros(tiny_cache, tmp_path):
     """The tiny cache spread over 262,144 features (each value on one of 1,024 finer ones,
-    the same non-zeros): one step (3 fits, audit in this process) needs less extra traced
+    the same non-zeros): one step (3 fits and the audit, in this process) needs less extra traced
     memory than half a float32 rows x width array. What the width costs is per fit (L-BFGS
     keeps about 25 width-sized float64 vectors per fit), never per row."""
     width = 262144
     narrow = to_sparse(shutil.copytree(tiny_cache, tmp_path / "narrow"))
     wide = to_sparse(shutil.copytree(tiny_cache, tmp_path / "wide"), width=width)
     rows = sum(sp.load_npz(p).shape[0] for p in (wide / LAYER).glob("*_activations.npz"))
-    monkeypatch.setattr(overlap, "can_fork", lambda: False)
     argv = ["--steps", "0", "--cv-folds", "2"] + FAST_FLAGS
     rc0, base = traced_peak(narrow, tmp_path / "out0", argv)
     rc1, peak = traced_peak(wide, tmp_path / "out1", argv)
