@@ -1,4 +1,5 @@
 """python demo_data.py --out cache/demo [--seed 0] [--scale 1.0] [--n-features 16384] [--layers 40 ...]
+       python demo_data.py --out /tmp/wide --n-features 262144 --sparse   # a wide SAE's sparse cache
        python demo_data.py --out cache/null_source --null source    # negative control
        python demo_data.py --out cache/truth_method --truth method [--mechanism spurious]
        python demo_data.py --out cache/truth_data --truth data [--mean-pooled]
@@ -26,6 +27,16 @@ from sweeplib import demo_fresh
 from sweeplib.config import Parser
 from sweeplib.demo import DEFAULT_LAYER, DEFAULT_SEED, NULL_MODES, REF_FEATURES, check_request, cli
 from sweeplib.demo_truth import MECHANISMS, TRUTHS, Variant
+from sweeplib.demo_wide import DENSITIES
+
+
+def _check_fresh_flags(p, a) -> None:
+    """Exit 2 (one line) for --fresh / --conflict values generate() cannot honour."""
+    if a.fresh and (a.sparse or a.n_features > REF_FEATURES):
+        p.error("argument --fresh: only for dense demo caches of at most 16,384 features")
+    if a.conflict < 0 or a.fresh < 0 or a.fresh == 1 or (a.truth and (a.fresh or a.conflict)):
+        p.error("argument --conflict/--fresh: must be >= 0 (--fresh: 0 or at least 2 rows), "
+                "and not with --truth")
 
 
 def main(argv=None) -> int:
@@ -56,13 +67,18 @@ def main(argv=None) -> int:
     p.add_argument("--fresh", type=int, default=0, metavar="N",
                    help="also write N fresh rows of gold_106's distribution to <out>_fresh/ "
                         "(beside the cache, never inside; benchmarks/calibration.py)")
+    p.add_argument("--sparse", action="store_true",
+                   help="write <stem>_activations.npz (scipy.sparse.save_npz) instead of .npy")
+    p.add_argument("--density", choices=DENSITIES, default="real",
+                   help="above 16,384 features: 'real' keeps ~3,700 / ~850 active features per "
+                        "row (features split into finer ones); 'proportional' grows them with "
+                        "the width")
     p.add_argument("--quiet", action="store_true", help="do not print the statistics table")
     a = p.parse_args(argv)
-    if a.conflict < 0 or a.fresh < 0 or a.fresh == 1 or (a.truth and (a.fresh or a.conflict)):
-        p.error("argument --conflict/--fresh: must be >= 0 (--fresh: 0 or at least 2 rows), "
-                "and not with --truth")
+    _check_fresh_flags(p, a)
     settings = {"seed": a.seed, "scale": a.scale, "n_features": a.n_features,
-                "layers": a.layers, "null": a.null, "conflict": a.conflict}
+                "layers": a.layers, "null": a.null, "conflict": a.conflict,
+                "sparse": a.sparse, "density": a.density}
     try:
         if a.truth and a.null:
             raise InputError("--truth: cannot be combined with --null (a null has no planted cause)")
@@ -75,7 +91,8 @@ def main(argv=None) -> int:
         p.error(f"argument {e}" if str(e).startswith("--") else f"argument --out: {e}")
     rc = cli(a.out, verbose=not a.quiet, **settings)
     if rc == 0 and a.fresh:
-        settings.pop("scale"), settings.pop("conflict"), settings.pop("variant", None)
+        for key in ("scale", "conflict", "variant", "sparse", "density"):
+            settings.pop(key, None)
         out = demo_fresh.generate(a.out, a.fresh, **settings)
         if not a.quiet:
             print(f"wrote {a.fresh} fresh in-distribution rows to {out}")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from bench_measure import ChildFailed, log_tail, run_measured
 
@@ -23,26 +24,37 @@ def demo_marker(cache_dir):
         return None
 
 
-def cache_matches(cache_dir, seed, scale, n_features):
+def density(n_features, sparse):
+    """The demo density of a cell: dense cells wider than 16,384 keep the layout they were
+    first measured with (proportional); sparse cells have the real density."""
+    return "real" if sparse or n_features <= 16384 else "proportional"
+
+
+def cache_matches(cache_dir, seed, scale, n_features, sparse=False):
     """True when cache_dir holds a complete demo cache made with these parameters."""
     m = demo_marker(cache_dir)
     return (m is not None and m.get("seed") == seed and float(m.get("scale", -1)) == scale
             and m.get("n_features") == n_features and LAYER in m.get("layers", [])
+            and m.get("sparse", False) == sparse
+            and m.get("density", "real" if n_features <= 16384 else "proportional")
+            == density(n_features, sparse)
             and (Path(cache_dir) / f"layer_{LAYER}").is_dir())
 
 
-def ensure_cache(cache_dir, seed, scale, n_features, work_dir, scratch=False):
-    """Reuse or generate (in a measured subprocess) a demo cache; return a description.
-    A cache outside the work dir (scratch=False) without DEMO_CACHE.json is never overwritten."""
+def ensure_cache(cache_dir, seed, scale, n_features, work_dir, scratch=False, sparse=False):
+    """Reuse or generate (in a measured subprocess) a demo cache (sparse: .npz files at the
+    real density); return a description. A cache outside the work dir (scratch=False) without
+    DEMO_CACHE.json is never overwritten."""
     cache_dir = Path(cache_dir)
-    if cache_matches(cache_dir, seed, scale, n_features):
+    if cache_matches(cache_dir, seed, scale, n_features, sparse):
         return {"generated": False}
     if (not scratch and (cache_dir / f"layer_{LAYER}").is_dir()
             and demo_marker(cache_dir) is None):
         raise SystemExit(f"error: {cache_dir}: holds layer_{LAYER}/ but no DEMO_CACHE.json "
                          "(not a demo cache); refusing to overwrite it")
     argv = ["--out", str(cache_dir), "--seed", str(seed), "--scale", f"{scale:g}",
-            "--n-features", str(n_features), "--layers", str(LAYER), "--quiet"]
+            "--n-features", str(n_features), "--layers", str(LAYER), "--quiet",
+            "--density", density(n_features, sparse)] + (["--sparse"] if sparse else [])
     print(f"  generating demo cache scale={scale:g} n_features={n_features} in {cache_dir} ...",
           flush=True)
     m = run_measured("demo_data", argv, REPO, work_dir, f"generate_{cache_dir.name}")
@@ -56,6 +68,13 @@ def cache_size(cache_dir):
     """(rows, features, non-zero activations, bytes of activation files) of one layer."""
     rows = nnz = nbytes = 0
     n_features = None
+    for path in sorted((Path(cache_dir) / f"layer_{LAYER}").glob("*_activations.npz")):
+        X = sp.load_npz(path)
+        n_features = X.shape[1]
+        X.sum_duplicates()
+        nnz += int(np.count_nonzero(X.data))
+        rows += X.shape[0]
+        nbytes += path.stat().st_size
     for path in sorted((Path(cache_dir) / f"layer_{LAYER}").glob("*_activations.npy")):
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
         n_features = arr.shape[1]

@@ -57,6 +57,7 @@ SCALES = (0.5, 1.0, 2.0)                # scaling table: demo `scale` ...
 FEATURES = (4096, 16384, 49152)         # ... x SAE width
 QUICK_SCALES = (0.5, 1.0)               # --quick: leave out the 2x and 49,152-feature cells
 QUICK_FEATURES = (4096, 16384)
+WIDE_CELLS = ((1.0, 262144), (4.0, 262144))   # --wide: sparse .npz caches at the real density
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +119,10 @@ def parse_args(argv):
     p.add_argument("--skip-original", action="store_true",
                    help="do not run the emulated original scripts (nor their agreement check)")
     p.add_argument("--skip-scaling", action="store_true", help="no scaling table")
+    p.add_argument("--wide", action="store_true",
+                   help="add the sparse 262,144-feature cells (1x and 4x rows) to the scaling")
+    p.add_argument("--wide-only", action="store_true",
+                   help="only the sparse 262,144-feature scaling cells (nothing else)")
     p.add_argument("--quick", action="store_true",
                    help="scaling on 0.5x/1x samples and 4,096/16,384 features only")
     p.add_argument("--keep", action="store_true",
@@ -208,6 +213,11 @@ def _run_benchmark(args, work, created, doc):
           f"scipy {m['scipy']}, scikit-learn {m['scikit-learn']}, load average "
           + " ".join(f"{x:.2f}" for x in m["loadavg_at_start"]))
     print(f"  work dir: {work}")
+    if args.wide_only:
+        doc["scaling"] = [_scaling_cell(args, work, created, sc, nf, sparse=True)
+                          for sc, nf in WIDE_CELLS]
+        print_scaling(doc["scaling"])
+        return
     ref_dir = None
     if args.compare_ref:
         ref_dir, commit = compare.export_revision(REPO, args.compare_ref, work / "reference")
@@ -293,17 +303,20 @@ def _scaling(args, work, created):
     feats = QUICK_FEATURES if args.quick else FEATURES
     print(f"\n  scaling: {len(scales) * len(feats)} cells"
           f"{' (--quick: largest cells skipped)' if args.quick else ''}", flush=True)
-    return [_scaling_cell(args, work, created, scale, nf) for scale in scales for nf in feats]
+    wide = [_scaling_cell(args, work, created, sc, nf, sparse=True) for sc, nf in WIDE_CELLS]
+    return [_scaling_cell(args, work, created, scale, nf)
+            for scale in scales for nf in feats] + (wide if args.wide else [])
 
 
-def _scaling_cell(args, work, created, scale, nf):
+def _scaling_cell(args, work, created, scale, nf, sparse=False):
     """One scaling cell: its cache (reused when it is the full-size one) and one run."""
-    default = (scale == DEMO_SCALE and nf == DEMO_FEATURES
+    default = (scale == DEMO_SCALE and nf == DEMO_FEATURES and not sparse
                and cache_matches(args.cache_dir, DEMO_SEED, DEMO_SCALE, DEMO_FEATURES))
-    cache = args.cache_dir if default else work / f"cache_s{scale:g}_f{nf}"
+    cache = (args.cache_dir if default
+             else work / f"cache_s{scale:g}_f{nf}{'_sparse' if sparse else ''}")
     if not default:
         created.append(cache)
-    g = ensure_cache(cache, DEMO_SEED, scale, nf, work, scratch=not default)
+    g = ensure_cache(cache, DEMO_SEED, scale, nf, work, scratch=not default, sparse=sparse)
     sz = cache_size(cache)
     results = work / f"results_s{scale:g}_f{nf}"
     created.append(results)
@@ -316,7 +329,8 @@ def _scaling_cell(args, work, created, scale, nf):
         shutil.rmtree(results, ignore_errors=True)
         if not default:
             shutil.rmtree(cache, ignore_errors=True)
-    return {"scale": scale, "features": nf, **sz, **r, "gen_wall_s": g.get("gen_wall_s"),
+    return {"scale": scale, "features": nf, "sparse": sparse, **sz, **r,
+            "gen_wall_s": g.get("gen_wall_s"),
             "gen_peak_rss_bytes": g.get("gen_peak_rss_bytes")}
 
 

@@ -89,7 +89,8 @@ def print_scaling(cells):
     rows = []
     for c in cells:
         t = c["timings"]
-        rows.append([f"{c['scale']:g}x", str(c["features"]), str(c["rows"]),
+        rows.append([f"{c['scale']:g}x", f"{c['features']}{' sparse' if c.get('sparse') else ''}",
+                     str(c["rows"]),
                      f"{c['nnz'] / 1e6:.1f}", f"{c['bytes'] / GB:.2f}",
                      f"{c['wall_s']:.1f}", f"{t.get('load', 0):.1f}", f"{t.get('fit + CV', 0):.1f}",
                      gb(c["peak_rss_bytes"]), gb(c["tree_pss_peak_bytes"]),

@@ -104,7 +104,7 @@ def _path(text):
 OWN_FILE_PATTERNS = ("step_*.json", "step_*_scores.npz", "step_*_probe.pkl", "verdict.json",
                      "transfer_matrix.json", "grid_summary.json", "sweep.png",
                      "score_distributions.png", "transfer_matrix.png", "*_activations.npy",
-                     "*_activations.csr.npz", "*_labels.npy", "*_labels.json", "DEMO_CACHE.json",
+                     "*_activations.npz", "*_activations.csr.npz", "*_labels.npy", "*_labels.json", "DEMO_CACHE.json",
                      "DEMO_CACHE.partial.json", "JOURNAL.json", "OWNER.json", ".sweep.lock")
 
 
@@ -267,7 +267,7 @@ def _add_fit_flags(p):
                    default=d["source_weight"],
                    help="each source's share of the loss: by its size, or equal")
     p.add_argument("--extra-eval", type=_extra_name, nargs="+", default=None, metavar="NAME",
-                   help="also evaluate <NAME>_activations.npy + <NAME>_labels.json|.npy whole, "
+                   help="also evaluate <NAME>_activations.npy|.npz + <NAME>_labels.json|.npy whole, "
                         "at every step (never trained on)")
     p.add_argument("--sidecar-dir", type=_path, default=d["sidecar_dir"], metavar="DIR",
                    help="where the sparse sidecar copies of the activations go (default: next "

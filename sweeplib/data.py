@@ -3,8 +3,8 @@ activations, feature ids), input fingerprints, and what the demo marker says.
 
     datasets, feature_ids, n_features = load_cache(cache_dir, layer, names)
 
-Layout: <cache_dir>/layer_<L>/<stem>_activations.npy and <stem>_labels.json|.npy, with the
-stems and roles of common.DATASETS.
+Layout: <cache_dir>/layer_<L>/<stem>_activations.npy (dense) or .npz (scipy.sparse.save_npz;
+never both) and <stem>_labels.json|.npy, with the stems and roles of common.DATASETS.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from sweeplib.base import InputError, check_folder, entry_state, open_regular
 from sweeplib.config import check_extra_eval_name
 from sweeplib.npyio import (HashingReader, activation_shape, dense_to_csr, npy_from_bytes,
                             parse_json, read_small_file)
+from sweeplib.npzio import read_sparse, sparse_shape
 
 
 @dataclass
@@ -68,11 +69,19 @@ def layer_dir(cache_dir, layer):
 
 
 def dataset_files(cache_dir, layer, spec):
-    """(activations path, labels path or None) of a dataset (its DatasetSpec); labels may be
-    .npy or .json, never both (InputError naming both: which one holds the truth?)."""
+    """(activations path, labels path or None) of a dataset (its DatasetSpec); activations
+    may be dense .npy or sparse .npz and labels .npy or .json, never both of a kind (InputError
+    naming both: which one holds the truth?). A missing activations file is named as .npy."""
     d = layer_dir(cache_dir, layer)
     stem = spec.stem
     acts = d / f"{stem}_activations.npy"
+    sparse = d / f"{stem}_activations.npz"
+    if entry_state(sparse, "activations file") is not None:
+        if entry_state(acts, "activations file") is not None:
+            raise InputError(f"{acts}: two activations files for dataset {spec.name}, "
+                             f"{acts.name} (dense) and {sparse.name} (sparse); keep one "
+                             "(move the other away)")
+        acts = sparse
     found = [d / f"{stem}_labels.{ext}" for ext in ("npy", "json")
              if entry_state(d / f"{stem}_labels.{ext}", "labels file") is not None]
     if len(found) == 2:
@@ -99,7 +108,7 @@ def layout_help(cache_dir, layer, table=DATASETS):
     lines = [f"expected layout under {layer_dir(cache_dir, layer)}/:"]
     for name, d in table.items():
         lab = "json" if d.role == "split" else ("json|.npy" if d.regime == "extra" else "npy")
-        lines.append(f"  {d.stem}_activations.npy  {d.stem}_labels.{lab}   ({name})")
+        lines.append(f"  {d.stem}_activations.npy|.npz  {d.stem}_labels.{lab}   ({name})")
     lines.append("no real cache? run: python run_all.py --demo")
     return "\n".join(lines)
 
@@ -203,6 +212,21 @@ def check_present(cache_dir, layer, names, table=DATASETS):
                          + f"\n{layout}")
 
 
+def is_sparse(path):
+    """Whether an activations file is the sparse (.npz) form."""
+    return Path(path).suffix == ".npz"
+
+
+def activations_shape(path):
+    """(rows, features) of a dense or sparse activations file, validated (headers only)."""
+    if not is_sparse(path):
+        return activation_shape(path)
+    shape = sparse_shape(path)
+    if shape[1] == 0:
+        raise InputError(f"{path}: activations have no features (shape {shape})")
+    return shape
+
+
 def load_activations(path, feature_ids=None, sidecar=None):
     """CSR float32 activations (optionally a column subset) and the negative-value count (of
     the columns used): read_activations without the fingerprint."""
@@ -211,15 +235,23 @@ def load_activations(path, feature_ids=None, sidecar=None):
 
 def read_activations(path, feature_ids=None, sidecar=None):
     """(CSR float32 activations, negative-value count of the columns used, fingerprint of the
-    bytes the numbers come from). With a sidecar store (sidecar.Store) the whole matrix comes
-    from its verified sparse sidecar (whose fingerprint is the dense file's sha256, hashed now),
-    or is converted and stored there. One rule with and without a sidecar: the whole file is
-    converted and checked, so a non-finite value (or a float64 value beyond float32) is
-    refused in any column, also one --feature-ids leaves out."""
-    shape = activation_shape(path)
+    bytes the numbers come from). Dense: with a sidecar store (sidecar.Store) the whole matrix
+    comes from its verified sparse sidecar (whose fingerprint is the dense file's sha256,
+    hashed now), or is converted and stored there. Sparse (.npz, npzio.py): read once into
+    memory, hashed and parsed from those bytes; no sidecar. One rule for every form: the whole
+    file is converted and checked, so a non-finite value (or a float64 value beyond float32)
+    is refused in any column, also one --feature-ids leaves out."""
+    shape = activations_shape(path)
     if shape[0] == 0:
         raise InputError(f"{path}: activations file has no rows")
-    cached = None if sidecar is None else sidecar.load(path, shape, fingerprint)
+    cached = None
+    if is_sparse(path):
+        cached = read_sparse(path)
+        if cached[0].shape != tuple(shape):
+            raise InputError(f"{path}: the file changed while it was read (shape "
+                             f"{cached[0].shape}, {tuple(shape)} a moment before); run again")
+    elif sidecar is not None:
+        cached = sidecar.load(path, shape, fingerprint)
     if cached is None:
         cached = dense_to_csr(path, shape)
         if sidecar is not None:
@@ -242,7 +274,7 @@ def load_cache(cache_dir, layer, names, feature_ids_path=None, warn=print, sidec
     Returns (datasets: dict name -> Dataset, feature_ids list or None, n_features_in_cache).
     """
     check_present(cache_dir, layer, names, table)
-    shapes = {name: activation_shape(dataset_files(cache_dir, layer, table[name])[0])
+    shapes = {name: activations_shape(dataset_files(cache_dir, layer, table[name])[0])
               for name in names}
     n_features = None
     for name, shape in shapes.items():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import scipy.sparse as sp
 
 from sweeplib.base import InputError
 
@@ -141,11 +142,24 @@ def check_mix(step, datasets, rows, cv_folds):
     nnz = np.concatenate([np.diff(datasets[n].X.indptr)[idx] for n, idx in rows])
     if len(np.unique(nnz)) > 1:
         return
-    X = np.vstack([datasets[n].X[idx].toarray() for n, idx in rows])
-    if not np.any(X != X[0]):
+    if _rows_identical(sp.vstack([datasets[n].X[idx] for n, idx in rows], format="csr")):
         raise InputError(f"{first}: every row of the training mix of step {step.number} "
                          f"({', '.join(step.training)}) is identical (no feature varies); "
                          "cannot train a probe")
+
+
+def _rows_identical(X):
+    """True when every row of a CSR matrix with the same number of stored values per row
+    equals the first (compared on the non-zeros: never densified)."""
+    X = X.copy()
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    counts = np.diff(X.indptr)
+    if len(np.unique(counts)) > 1:
+        return False
+    k = int(counts[0]) if len(counts) else 0
+    idx, val = X.indices.reshape(X.shape[0], k), X.data.reshape(X.shape[0], k)
+    return bool(np.all(idx == idx[0]) and np.all(val == val[0]))
 
 
 def check_fit(label, step, scores):

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from common import DEMO_MARKER
+from sweeplib import demo_wide
 from sweeplib.base import InputError, WriteError, atomic_write, die
 from sweeplib.demo_checks import PARTIAL_MARKER, check_out, check_settings
 
@@ -327,20 +328,9 @@ def _add_near_duplicates(rng, X: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 # Statistics
 # --------------------------------------------------------------------------------------------
-def _row_stats(X: np.ndarray) -> tuple:
-    """(mean active features per row, mean non-zero value)."""
-    nnz = np.count_nonzero(X, axis=1)
-    total = float(X.sum(dtype=np.float64))
-    return float(nnz.mean()), total / max(1, int(nnz.sum()))
-
-
-def _near_duplicate_pairs(X: np.ndarray, threshold: float = NEAR_DUP_COSINE) -> int:
-    """Number of row pairs with cosine similarity >= threshold."""
-    Xn = X.astype(np.float64)
-    norms = np.linalg.norm(Xn, axis=1, keepdims=True)
-    Xn /= np.where(norms > 0, norms, 1.0)
-    cos = Xn @ Xn.T
-    return int(np.count_nonzero(np.triu(cos >= threshold, k=1)))
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two profiles."""
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,41 +351,45 @@ FILE_STEMS = {"train": "train", "gold": "test", "sycophant": "sycophant",
 
 
 def _generate_layer(out_dir: Path, seed: int, layer: int, scale: float, n_features: int,
-                    null=None, variant=None, conflict=0.0) -> dict:
-    """Write one layer folder and return its statistics (variant: demo_truth.Variant or None)."""
+                    null=None, variant=None, sparse=False, density="real", conflict=0.0) -> dict:
+    """Write one layer folder; return its statistics (variant: demo_truth; width: demo_wide)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    layout = (variant.layout if variant else _layout)(seed, layer, n_features, null)
+    width = demo_wide.layout_width(n_features, density, REF_FEATURES)
+    layout = (variant.layout if variant else _layout)(seed, layer, width, null)
     if conflict:                 # CONFLICT_LOADS
         layout["benchmark"] = layout["benchmark"] + [{**layout["train"][1], "loads": CONFLICT_LOADS}]
     stats, profiles = {}, {}
     for name in ("train", "gold", "sycophant", "model_organism", "benchmark"):
-        X, labels = (variant.dataset(name, layout, seed, layer, scale, n_features, null) if variant
-                     else _make_dataset(name, layout, seed, layer, scale, n_features, null, conflict))
+        X, labels = (variant.dataset(name, layout, seed, layer, scale, width, null) if variant
+                     else _make_dataset(name, layout, seed, layer, scale, width, null, conflict))
+        for suffix, sibling in variant.siblings(name, X, seed, layer) if variant else ():
+            _save_npy(out_dir / f"{FILE_STEMS[name]}_{suffix}.npy", sibling)
+        if sparse or width != n_features:     # one feature split for every dataset
+            X = demo_wide.widen(X, n_features, lambda key: _rng(seed, layer, key),
+                                _rng(seed, layer, 100))
         y = np.array([lab == AF for lab in labels])
         stem = FILE_STEMS[name]
-        _save_npy(out_dir / f"{stem}_activations.npy", X)
-        for suffix, sibling in variant.siblings(name, X, seed, layer) if variant else ():
-            _save_npy(out_dir / f"{stem}_{suffix}.npy", sibling)
+        demo_wide.save_activations(out_dir / stem, X, sparse)
         if name in ("train", "gold"):
             _save_npy(out_dir / f"{stem}_labels.npy", y.astype(np.int64))
         else:
             _save_json(out_dir / f"{stem}_labels.json",
                        {"labels": labels, "unique_labels": sorted(set(labels)), "layer": layer,
                         "note": "synthetic demo data"})
-        active, magnitude = _row_stats(X)
+        active, magnitude = demo_wide.row_stats(X)
         stats[name] = {"n": len(labels), "af": int(y.sum()), "active_per_sample": active,
                        "mean_nonzero": magnitude}
-        profiles[name] = X.mean(axis=0, dtype=np.float64)
+        profiles[name] = demo_wide.column_means(X)
         if name == "train":
-            profiles["train_af"] = X[y].mean(axis=0, dtype=np.float64)
+            profiles["train_af"] = demo_wide.column_means(X[y])
         if name == "sycophant":
-            stats[name]["near_duplicate_pairs"] = _near_duplicate_pairs(X)
+            stats[name]["near_duplicate_pairs"] = demo_wide.near_duplicate_pairs(
+                X, NEAR_DUP_COSINE)
         del X
     return {
         "datasets": stats,
-        "benchmark_vs_train_af_corr": float(np.corrcoef(profiles["benchmark"],
-                                                        profiles["train_af"])[0, 1]),
-        "gold_vs_train_corr": float(np.corrcoef(profiles["gold"], profiles["train"])[0, 1]),
+        "benchmark_vs_train_af_corr": _corr(profiles["benchmark"], profiles["train_af"]),
+        "gold_vs_train_corr": _corr(profiles["gold"], profiles["train"]),
         "sycophant_near_duplicate_pairs": stats["sycophant"]["near_duplicate_pairs"],
     }
 
@@ -421,14 +415,17 @@ def _rows(scale):
 
 
 def check_request(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
-                  layers=(DEFAULT_LAYER,), null=None, variant=None, conflict=0.0):
+                  layers=(DEFAULT_LAYER,), null=None, variant=None, sparse=False, density="real",
+                  conflict=0.0):
     """InputError ('--flag: problem') unless generate() can honour the request without
     touching anything it should not (see demo_checks.py)."""
     if null not in NULL_MODES:
         raise InputError(f"--null: must be one of {NULL_MODES[1:]}, got {null!r}")
-    check_settings(seed, scale, n_features, layers, _rows)
+    demo_wide.check_request(variant, sparse, density, n_features, REF_FEATURES)
+    check_settings(seed, scale, n_features, layers, _rows, sparse=sparse,
+                   size_width=demo_wide.layout_width(n_features, density, REF_FEATURES))
     for layer in sorted(set(layers)):
-        if not _layout_fits(seed, layer, n_features, null, variant):
+        if not _layout_fits(seed, layer, min(n_features, REF_FEATURES), null, variant):
             least = next(n for n in range(n_features + 1, REF_FEATURES + 1)
                          if _layout_fits(seed, layer, n, null, variant))
             raise InputError(f"--n-features: {n_features} is too small for the feature layout "
@@ -446,12 +443,13 @@ def _layout_fits(seed, layer, n_features, null, variant=None):
 
 
 def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES, layers=(DEFAULT_LAYER,),
-             verbose=True, null=None, variant=None, conflict=0.0) -> dict:
+             verbose=True, null=None, variant=None, sparse=False, density="real",
+             conflict=0.0) -> dict:
     """Write a synthetic cache under out_root; return a summary dict of the printed statistics.
     InputError (nothing written) for bad settings or a folder that is not new, empty or a demo
-    cache (check_request)."""
+    cache (check_request). sparse: .npz activations; density: demo_wide.py."""
     check_request(out_root, seed=seed, scale=scale, n_features=n_features, layers=layers,
-                  null=null, variant=variant)
+                  null=null, variant=variant, sparse=sparse, density=density)
     layers = [int(layer) for layer in layers]
     out_root = Path(out_root)
     try:
@@ -462,6 +460,7 @@ def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
                 "scale": float(scale), "n_features": int(n_features), "layers": layers,
                 "null": null, **(variant.settings if variant else {}),
                 **({"conflict": float(conflict)} if conflict else {})}
+    settings.update(demo_wide.marker(sparse, density, n_features, REF_FEATURES))
     partial = out_root / PARTIAL_MARKER
     _save_json(partial, {**settings, "complete": False})    # first: the folder stays ours
     marker = out_root / DEMO_MARKER
@@ -472,7 +471,7 @@ def generate(out_root, *, seed=DEFAULT_SEED, scale=1.0, n_features=REF_FEATURES,
                "n_features": int(n_features), "layers": {}}
     for layer in layers:
         s = _generate_layer(out_root / f"layer_{layer}", int(seed), layer, float(scale), int(n_features),
-                            null, variant, float(conflict))
+                            null, variant, sparse, density, float(conflict))
         summary["layers"][layer] = s
         if verbose:
             _print_layer(layer, s)

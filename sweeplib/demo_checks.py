@@ -91,9 +91,10 @@ def check_out(out):
                          "(give a new or empty folder)")
 
 
-def check_settings(seed, scale, n_features, layers, rows_at):
+def check_settings(seed, scale, n_features, layers, rows_at, sparse=False, size_width=None):
     """InputError ('--flag: problem') for settings the generator cannot honour. rows_at(scale):
-    the rows of one layer at that scale (the size check)."""
+    the rows of one layer at that scale (the size check: dense float32 at size_width features,
+    default n_features; sparse: 8 bytes per value, at most one per cell of that width)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise InputError(f"--seed: must be an integer in [0, {MAX_SEED}], got {seed}")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
@@ -110,7 +111,8 @@ def check_settings(seed, scale, n_features, layers, rows_at):
         raise InputError(f"--layers: a layer must be an integer in [1, {MAX_LAYER}], got "
                          f"{bad[0]}")
     n_rows = rows_at(scale)
-    size = n_rows * n_features * 4 * len(set(layers))
+    width, cell = ((size_width or n_features), 8) if sparse else (n_features, 4)
+    size = n_rows * width * cell * len(set(layers))
     if size > MAX_BYTES:
         raise InputError(f"--scale/--n-features: the cache would take about {size / 2**30:.3g} "
                          f"GiB ({n_rows} rows x {n_features} features x {len(set(layers))} "

@@ -178,6 +178,9 @@ def _scale_rows(X, inv):
 _SPARSE_VS_DENSE_COST = 250.0
 # Cost of densifying one matrix element, in dense multiply-adds.
 _DENSIFY_COST = 60.0
+# Values of one densified block (64 MB of float32): 1,024 rows up to 16,384 features, fewer
+# rows of a wider matrix, so the audit's memory never grows with width x rows.
+DENSE_BLOCK_CELLS = 1024 * 16384
 # Cosine above which a pair is checked for exact equality (float32 rounding of an
 # identical pair stays far above this).
 _EXACT_CANDIDATE_COS = 1.0 - 1e-3
@@ -217,6 +220,8 @@ def _densify(X, a0, a1, buf, inv):
 def _cosine_blocks(A, invA, B, invB, chunk, method, same=False):
     """Yield (a0, b0, block): float32 cosines of A[a0:a0+c] x B[b0:b0+c], at most chunk rows per side densified at once."""
     nA, nB = A.shape[0], B.shape[0]
+    if method == "dense":        # densified rows per side: at most DENSE_BLOCK_CELLS values
+        chunk = max(1, min(chunk, DENSE_BLOCK_CELLS // max(1, A.shape[1])))
     if method == "sparse":
         An = _scale_rows(A, invA)
         Bn = An if same else _scale_rows(B, invB)
@@ -384,29 +389,44 @@ def duplicate_groups(X, threshold=None, chunk=1024, *, method="auto") -> np.ndar
 # ---------------------------------------------------------------------------
 # The leakage audit
 # ---------------------------------------------------------------------------
-def support_candidates(A, B, threshold):
+def _squared_mass(A):
+    """(element-wise squares of A as CSR, squared norm of each row)."""
+    sq = A.multiply(A).tocsr()
+    return sq, np.asarray(sq.sum(axis=1)).ravel()
+
+
+def support_candidates(A, B, threshold, mass=None):
     """Rows of A that can reach cosine >= threshold with some row of B (exact bound).
 
     cos(a, b) <= |a restricted to supp(b)| / |a|, and supp(b) lies in the union of B's
     supports, so rows with less than threshold^2 of their squared mass there are skipped.
+    mass: _squared_mass(A), when already computed.
     """
-    sq = A.multiply(A).tocsr()
-    total = np.asarray(sq.sum(axis=1)).ravel()
+    sq, total = _squared_mass(A) if mass is None else mass
     support = np.zeros(A.shape[1], dtype=np.float32)
-    support[np.unique(B.indices)] = 1.0
+    support[B.indices] = 1.0                       # the union of B's supports
     on = np.asarray(sq @ support).ravel()
     return np.flatnonzero((total == 0) | (on >= threshold ** 2 * total * (1 - 1e-6)))
 
 
+def _take(X, rows):
+    """Rows of a CSR matrix; X itself (no copy) when that is all of them in order."""
+    rows = np.asarray(rows)
+    if len(rows) == X.shape[0] and np.array_equal(rows, np.arange(X.shape[0])):
+        return X
+    return X[rows]
+
+
 def leakage_audit(datasets, splits, threshold, log=print):
     """Exact / near duplicate counts between every training part and every eval set."""
-    train_parts = {n: datasets[n].X[s.train] for n, s in splits.items() if len(s.train)}
-    evals = {n: datasets[n].X[s.eval] for n, s in splits.items() if len(s.eval)}
+    train_parts = {n: _take(datasets[n].X, s.train) for n, s in splits.items() if len(s.train)}
+    evals = {n: _take(datasets[n].X, s.eval) for n, s in splits.items() if len(s.eval)}
     pairs = []
     for tn, A in train_parts.items():
+        mass = _squared_mass(A)
         for en, B in evals.items():
-            rows = support_candidates(A, B, threshold)
-            c = (duplicate_counts(A[rows], B, threshold=threshold) if len(rows)
+            rows = support_candidates(A, B, threshold, mass)
+            c = (duplicate_counts(_take(A, rows), B, threshold=threshold) if len(rows)
                  else {"exact": 0, "near": 0, "near_rows": []})
             pairs.append({"train": tn, "eval": en, "exact": int(c["exact"]), "near": int(c["near"]),
                           "n_eval": int(B.shape[0]),

@@ -18,6 +18,7 @@ from sweeplib.base import InputError, open_regular
 
 LOAD_CHUNK_ROWS = 256
 MAX_HEADER_BYTES = 100_000       # numpy's own default limit is 10,000
+LOAD_CHUNK_BYTES = 64 << 20      # at most this much of a wide dense file read at once
 
 
 def read_small_file(path, what, limit=MAX_SIDECAR_BYTES):
@@ -166,6 +167,7 @@ def _blocks(f, path, shape, fortran, dtype):
     n_rows, n_cols = (shape[1], shape[0]) if fortran else shape
     step = max(1, LOAD_CHUNK_ROWS * shape[1] // max(1, shape[0])) if fortran else LOAD_CHUNK_ROWS
     row_bytes = n_cols * dtype.itemsize
+    step = max(1, min(step, LOAD_CHUNK_BYTES // max(1, row_bytes)))   # a wide file: fewer rows
     for start in range(0, n_rows, step):
         k = min(step, n_rows - start)
         buf = f.read(k * row_bytes)

@@ -95,15 +95,22 @@ def _exact_variance(universe, j, member, n, mean, c):
     return (var - corr) / n
 
 
+def _constant_features(var, mean, n_seen):
+    """Columns whose variance is indistinguishable from zero: at most the rounding-error bound
+    of a two-pass float64 variance (Chan, Golub and LeVeque), the rule StandardScaler applies
+    (var <= n eps var + (n eps mean)^2, eps of float64)."""
+    eps = np.finfo(np.float64).eps
+    return var <= n_seen * eps * var + (n_seen * mean * eps) ** 2
+
+
 def _scaler_attributes(mean32, mean64, var, n):
     """What StandardScaler(with_mean=False).fit stores, from the float64 mean and the float32
-    variance (scikit-learn casts both through float32)."""
-    from sklearn.preprocessing._data import _handle_zeros_in_scale, _is_constant_feature
+    variance (scikit-learn casts both through float32; a constant column gets scale 1)."""
     v32, recomputed = var
     mean_ = mean64.astype(np.float32).astype(np.float64)
     var_ = v32.astype(np.float64)
     n_seen = np.float32(n)
-    constant = _is_constant_feature(var_, mean_, n_seen)
-    scale_ = _handle_zeros_in_scale(np.sqrt(var_), copy=False, constant_mask=constant)
+    scale_ = np.sqrt(var_)
+    scale_[_constant_features(var_, mean_, n_seen)] = 1.0
     return {"mean": np.asarray(mean32, dtype=np.float64), "mean_": mean_, "var_": var_,
             "scale_": scale_, "n_samples_seen_": n_seen, "exact_recomputed": recomputed}

@@ -356,8 +356,58 @@ def test_conflict_changes_only_the_benchmark(tmp_path):
 
 
 def test_bad_fresh_or_conflict_flags_exit_2(tmp_path, capsys):
-    for flags in (["--fresh", "1"], ["--conflict", "-1"]):
+    for flags in (["--fresh", "1"], ["--conflict", "-1"], ["--fresh", "100", "--sparse"]):
         with pytest.raises(SystemExit) as e:
             demo_data.main(["--out", str(tmp_path / "c"), "--quiet"] + flags)
         assert e.value.code == 2
     assert not (tmp_path / "c").exists()
+def test_sparse_demo_is_the_dense_demo_as_npz(cache, tmp_path):
+    """--sparse writes <stem>_activations.npz only, holding exactly the dense demo's values;
+    the marker says so."""
+    root, layer_dir, _ = cache
+    import scipy.sparse as sp
+    out = tmp_path / "sparse"
+    assert demo_data.main(["--out", str(out), "--scale", str(SCALE), "--n-features",
+                           str(N_FEATURES), "--quiet", "--sparse"]) == 0
+    assert not list((out / "layer_40").glob("*.npy")) or all(
+        p.name.endswith("_labels.npy") for p in (out / "layer_40").glob("*.npy"))
+    for dense in layer_dir.glob("*_activations.npy"):
+        X = sp.load_npz(out / "layer_40" / dense.name.replace(".npy", ".npz"))
+        assert X.format == "csr" and X.dtype == np.float32
+        assert np.array_equal(X.toarray(), np.load(dense))
+    assert json.loads((out / "DEMO_CACHE.json").read_text())["sparse"] is True
+
+
+def test_wide_demo_keeps_the_real_density(tmp_path):
+    """Above 16,384 features the rows keep the reference's active counts (--density real;
+    --density proportional multiplies them), the values spread over the whole width, and the
+    same arguments give the same files."""
+    import scipy.sparse as sp
+    args = ["--scale", "0.05", "--quiet", "--sparse"]
+    ref = demo.generate(tmp_path / "ref", scale=0.05, n_features=16384, sparse=True,
+                        verbose=False)
+    wide = demo.generate(tmp_path / "wide", scale=0.05, n_features=65536, sparse=True,
+                         verbose=False)
+    for name, d in ref["layers"][40]["datasets"].items():
+        w = wide["layers"][40]["datasets"][name]
+        assert w["active_per_sample"] == pytest.approx(d["active_per_sample"], rel=0.02), name
+        assert w["mean_nonzero"] == pytest.approx(d["mean_nonzero"], rel=0.02), name
+    X = sp.load_npz(tmp_path / "wide" / "layer_40" / "train_activations.npz")
+    assert X.shape[1] == 65536 and len(np.unique(X.indices)) > 20000     # beyond 16,384
+    assert wide["layers"][40]["gold_vs_train_corr"] > 0.8                # one profile
+    assert json.loads((tmp_path / "wide" / "DEMO_CACHE.json").read_text())["density"] == "real"
+    assert demo_data.main(["--out", str(tmp_path / "again"), "--n-features", "65536"]
+                          + args) == 0
+    for p in (tmp_path / "wide" / "layer_40").iterdir():
+        assert p.read_bytes() == (tmp_path / "again" / "layer_40" / p.name).read_bytes(), p.name
+    prop = demo.generate(tmp_path / "prop", scale=0.05, n_features=32768, sparse=True,
+                         density="proportional", verbose=False)
+    assert prop["layers"][40]["datasets"]["train"]["active_per_sample"] > \
+        1.8 * ref["layers"][40]["datasets"]["train"]["active_per_sample"]
+
+
+def test_sparse_size_limit_follows_the_values_not_the_width(tmp_path):
+    """A 262,144-feature cache at 4x the rows is refused dense (over 8 GiB) but not sparse."""
+    with pytest.raises(demo.InputError, match="--scale/--n-features"):
+        demo.check_request(tmp_path / "a", scale=4.0, n_features=262144)
+    demo.check_request(tmp_path / "a", scale=4.0, n_features=262144, sparse=True)
