@@ -14,6 +14,9 @@ Controls (each writes into its own subfolder or file of the results folder):
     --transfer             train on each source alone / all-but-one (transfer_matrix.json)
     --solver-check [TOL]   every step refitted at --tol TOL (1e-8): does the verdict depend on
                            where the solver stops? (solver_check/)
+    --methods lr massmean ...
+                           probe families / representations as arms next to the reference
+                           (methods.json; default: methods.DEFAULT_METHODS; lr = none)
     --layers 16 31 40 53, -C 0.1 1 10, --penalty l1 l2
                            a grid: every cell in grid/layer_<L>/C_<C>/penalty_<p>/
 """
@@ -26,7 +29,7 @@ if __name__ == "__main__":      # first: Ctrl-C during the imports below is one 
 import sys
 
 import common
-from sweeplib import results_io, runner, solver_check
+from sweeplib import methods, results_io, runner, solver_check
 from sweeplib.config import (RunConfig, add_verdict_flags, bounded_float, budget_flag,
                              build_parser)
 
@@ -59,6 +62,13 @@ def main(argv=None):
                    help="also refit every step at a tight tolerance (default 1e-8) into "
                         "solver_check/: do the numbers and the verdict depend on where the "
                         "solver stops?")
+    p.add_argument("--methods", nargs="+", default=list(methods.DEFAULT_METHODS),
+                   metavar="FAMILY[+REP]",
+                   help="method arms fitted next to the reference on the same mixes, folds "
+                        f"and held-out rows (families: {', '.join(methods.FAMILIES)}; "
+                        f"representations: {', '.join(methods.REPRESENTATIONS)}; default: "
+                        f"{' '.join(methods.DEFAULT_METHODS)}; 'lr' alone: the reference "
+                        "only, as before)")
     args = p.parse_args(argv)
 
     return results_io.run_cli(lambda: runner.run(RunConfig.from_args(args),

@@ -83,7 +83,7 @@ def atomic_write(path, data):
 
 # outputs computed from a folder's step files (report, dashboard, verdict, figures)
 DERIVED = ("report.txt", "report.md", "report.csv", "dashboard.html", "verdict.json", "sweep.png",
-           "score_distributions.png", "transfer_matrix.png")
+           "score_distributions.png", "transfer_matrix.png", "methods.png")
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from sweeplib import analysis
 import common
 from sweeplib import results_io
 from sweeplib import results_read
-from sweeplib import verdict
+from sweeplib import answer_view, verdict
 from sweeplib import base, ownership
 from sweeplib import config
 from sweeplib import metrics
@@ -173,7 +173,8 @@ def dashboard_data(results_dir, result=None):
     summary, left_out = None, []
     if result is not None:                       # one rule with the console and the report
         summary = {"verdict": result.verdict, "findings": result.findings,
-                   "data_source": result.data_source}
+                   "data_source": result.data_source,
+                   "methods": answer_view.dashboard_data(result)}
         keep = analysis.run_folders(result)
         left_out = [label for label, _ in cells if label not in keep]
         cells = [(label, folder) for label, folder in cells if label in keep]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import common
-from sweeplib import analysis
+from sweeplib import analysis, answer_view
 from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import ownership
@@ -47,6 +47,7 @@ MISSING_NOTE = "note: matplotlib is not installed; no figures written (pip insta
 SWEEP_FILE = "sweep.png"
 SCORES_FILE = "score_distributions.png"
 TRANSFER_FILE = "transfer_matrix.png"
+METHODS_FILE = answer_view.FIGURE          # method x step, per intent-measuring OOD set
 TRANSFER_JSON = "transfer_matrix.json"
 ARM_DIR = "arm_budget"
 DPI = 100
@@ -386,6 +387,8 @@ def write_figures(results_dir, result=None, allow_mixed=False, only=None):
             paths.append(_save(sweep_figure(result, arm), results_dir / SWEEP_FILE))
         if want(SCORES_FILE):
             paths.append(_save(score_figure(result, scores), results_dir / SCORES_FILE))
+        if result.methods is not None and want(METHODS_FILE):
+            paths.append(_save(answer_view.methods_figure(result), results_dir / METHODS_FILE))
         if transfer is not None and want(TRANSFER_FILE):
             paths.append(_save(transfer_figure(result, transfer), results_dir / TRANSFER_FILE))
     return paths

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import common
-from sweeplib import analysis, indist, metrics, solver_check
+from sweeplib import analysis, answer_view, indist, metrics, solver_check
 from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, printable,
                              render_table_text, render_text, step_label)
 
@@ -327,7 +327,7 @@ def verdict_section(result):
                 f"rows per class, < {c['max_duplicate_share']:.0%} of held-out rows duplicating "
                 f"training rows, converged fits. Intervals and tests are conditional on seed "
                 f"{v['conditional_on_seed']} (its split and fits).")
-    return Section("Findings and verdict", [
+    return Section("Findings and verdict", answer_view.answer_blocks(result) + [
         "\n".join(f"- {f}" for f in result.findings),
         f"VERDICT: {v['outcome']} ({v['summary']})",
         "because:\n" + "\n".join(f"- {r}" for r in v["reasons"]),

@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 
 import common
-from sweeplib import (analysis, base, controls, execution, outputs, pipeline, results_io,
-                      results_read, verdict)
+from sweeplib import (analysis, base, controls, execution, methods, methods_run, outputs,
+                      pipeline, results_io, results_read, verdict)
 from sweeplib.report import grid_table, render_console, transfer_table
 
 
@@ -27,13 +27,15 @@ class Request:
     transfer: bool = False
     solver_check: float | None = None  # the tight tolerance
     criteria: verdict.Criteria = verdict.Criteria()
+    methods: tuple = (methods.REFERENCE,)   # method arms (methods.py); the reference alone: none
 
     @classmethod
     def from_args(cls, args):
         """The request run_all.py's flags make."""
         return cls(tuple(sorted(set(args.steps))), args.resume, args.compare_only, args.figures,
                    args.budget, args.baseline, args.orderings, args.transfer,
-                   args.solver_check, verdict.Criteria.from_args(args))
+                   args.solver_check, verdict.Criteria.from_args(args),
+                   tuple(methods.parse_methods(args.methods)))
 
 
 def run(cfg, req):
@@ -93,7 +95,9 @@ def _sweep_and_controls(cfg, req, results_dir):
         rewritten = {"arm_budget": req.budget, "baseline_format": req.baseline,
                      "orderings": req.orderings, "transfer": req.transfer}
         results_read.check_controls(results_dir, [k for k, v in rewritten.items() if v])
-        pipeline.run_steps(ctx, steps, results_dir, cfg, req.resume)
+        records = pipeline.run_steps(ctx, steps, results_dir, cfg, req.resume)
+        if len(req.methods) > 1:
+            methods_run.run(ctx, req.methods, steps, results_dir, cfg, records)
         if req.budget:
             controls.run_budget_arm(ctx, steps, results_dir, cfg, req.budget, req.resume)
         if req.baseline == "format":

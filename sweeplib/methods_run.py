@@ -1,0 +1,189 @@
+"""Fit the method arms (methods.py) next to the sweep and write them into the results folder.
+
+    python run_all.py --demo --methods lr massmean ksparse+rownorm
+
+Every arm trains, at every step the run fits, on the reference's training mix of the run's
+first seed: the same rows, loss weights and CV folds (probe.plan_step on the same splits), and
+is scored on the same held-out rows. Three files, staged with the sweep's own files and
+switched in with them:
+
+    methods.json          arms, what each fit chose, AUROCs, config/inputs/run ids of the sweep
+    methods_scores.npz    "<arm>|<step>|<set>" -> float64 scores of the set's held-out rows,
+                          "<step>|<set>|row" -> those rows (the step files' rows)
+    methods_probes.npz    "<arm>|<step>|w" / "|b": the linear probe in its representation;
+                          "rep|srcstd|<dataset>|mean" / "|sd": srcstd's per-dataset statistics
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+import common
+from sweeplib import data, execution, methods, pipeline, probe, results_io
+from sweeplib.base import timed
+from sweeplib.splits import eval_sets, training_rows
+
+SCHEMA_VERSION = 1
+FILES = {"json": "methods.json", "scores": "methods_scores.npz",
+         "probes": "methods_probes.npz"}
+
+
+@dataclass
+class Job:
+    """One step of the arms: the reference's plan (mix, folds, weights), its splits and the
+    (dataset, rows) pairs its mix is made of."""
+    plan: probe.Plan
+    splits: dict
+    parts: list
+
+
+def jobs_for(ctx, steps, cfg):
+    """The reference's plan of every sweep step, first seed."""
+    seed = cfg.seed
+    splits = ctx.splits(seed)
+    return [Job(probe.plan_step(step, ctx.datasets, splits, cfg, seed), splits,
+                training_rows(step, splits)) for step in steps]
+
+
+def train_of(job, rep):
+    """What a family sees at a step: the mix's rows in the representation, labels, weights,
+    folds (never an eval label)."""
+    mix = job.plan.mix
+    sw = job.plan.sample_weight
+    return methods.Train(methods.stack(rep, job.parts), mix.y,
+                         np.ones(len(mix.y)) if sw is None else sw, job.plan.folds)
+
+
+def fit_arm(ctx, arm, rep, jobs):
+    """The arm's Linear at every job's step."""
+    fam = methods.FAMILIES[arm.family]
+    if fam.batch is not None and all(r.shift is None for r in rep.values()):
+        if arm.representation == "raw":          # reuses the sweep's own fits at its C
+            execute = lambda plans: pipeline.fit_plans(ctx, plans, ctx.datasets)[0]  # noqa: E731
+            rep_datasets = ctx.datasets
+        else:
+            execute = lambda plans: execution.execute(plans, ctx.cfg.jobs)  # noqa: E731
+            rep_datasets = {n: replace(d, X=rep[n].X) for n, d in ctx.datasets.items()}
+        return fam.batch(jobs, rep_datasets, execute)
+    return [fam.fit(train_of(job, rep), job.plan.cfg) for job in jobs]
+
+
+def representation(ctx, name, cache):
+    """A representation's data for the loaded datasets (made once per run; None: unavailable)."""
+    if name not in cache:
+        cache[name] = methods.REPRESENTATIONS[name].build(ctx.datasets, ctx.cfg)
+    return cache[name]
+
+
+def run(ctx, arms, steps, results_dir, cfg, records):
+    """Fit and score every arm but the reference at the given sweep steps; stage the files.
+    records: {step: record} of the sweep (their run ids tie the arms to the sweep)."""
+    steps = [s for s in steps if s.number in common.STEP_BY_NUMBER]
+    arms = [a for a in arms if a.name != methods.REFERENCE]
+    if not steps or not arms:
+        return None
+    jobs = jobs_for(ctx, steps, cfg)
+    evals = eval_sets(ctx.datasets, jobs[0].splits)
+    cache, done, skipped, fits = {}, [], [], {}
+    for arm in arms:
+        rep = representation(ctx, arm.representation, cache)
+        if rep is None:
+            why = (f"{methods.MEAN_SUFFIX} files not in {data.layer_dir(ctx.cache_dir, ctx.layer)}"
+                   if arm.representation == "mean" else "representation unavailable")
+            skipped.append({"name": arm.name, "reason": why})
+            continue
+        with timed(f"methods: {arm.family}"):
+            fits[arm.name] = fit_arm(ctx, arm, rep, jobs)
+        done.append(arm)
+    reps = {a.representation: cache[a.representation] for a in done}
+    doc, scores, probes = _outputs(ctx, done, skipped, jobs, evals, fits, reps, cfg, records)
+    for s in skipped:
+        print(f"note: method {s['name']} skipped: {s['reason']}", file=sys.stderr)
+    ctx.log(_summary_line(doc))
+    _stage(results_dir, doc, scores, probes)
+    return doc
+
+
+def _outputs(ctx, arms, skipped, jobs, evals, fits, reps, cfg, records):
+    """(methods.json document, score arrays, probe arrays)."""
+    scores, probes, steps = {}, {}, {}
+    for j, job in enumerate(jobs):
+        k = job.plan.step.number
+        entry = {"run_id": records[k].get("run_id"), "arms": {}}
+        for name, _, idx in evals:
+            scores[f"{k}|{name}|row"] = np.asarray(idx)
+        for arm in arms:
+            lin, rep = fits[arm.name][j], reps[arm.representation]
+            auroc = {}
+            for name, ds, idx in evals:
+                s = lin.score(methods.stack(rep, [(name, idx)]))
+                scores[f"{arm.name}|{k}|{name}"] = s
+                y = ds.y[idx]
+                auroc[name] = (methods._auroc(y, s) if len(np.unique(y)) == 2 else None)
+            for key, a in lin.arrays().items():
+                probes[f"{arm.name}|{k}|{key}"] = a
+            entry["arms"][arm.name] = {"record": lin.record, "auroc": auroc}
+        steps[str(k)] = entry
+    for rep_name, rep in reps.items():
+        for n, r in rep.items():
+            for key, a in r.arrays.items():
+                probes[f"rep|{rep_name}|{n}|{key}"] = a
+    doc = {"schema_version": SCHEMA_VERSION, "reference": methods.REFERENCE,
+           "methods": [_describe(a) for a in arms], "skipped": skipped,
+           "k_grid": list(methods.K_GRID), "c_grid": list(methods.C_GRID),
+           "seed": cfg.seed, "steps": steps, "config": cfg.record(), "data_source": ctx.source,
+           "layer": ctx.layer, "inputs": ctx.fingerprints,
+           "mean_inputs": _mean_inputs(ctx) if "mean" in reps else {}}
+    return doc, scores, probes
+
+
+def _mean_inputs(ctx):
+    """sha256 of the mean-pooled files the `mean` representation read."""
+    return {str(methods.mean_path(d)): data.fingerprint(methods.mean_path(d))
+            for d in ctx.datasets.values()}
+
+
+def _describe(arm):
+    """An arm's entry in methods.json."""
+    return {"name": arm.name, "family": arm.family, "representation": arm.representation,
+            "transductive": arm.transductive,
+            "sees": f"{methods.FAMILIES[arm.family].sees}; "
+                    f"{methods.REPRESENTATIONS[arm.representation].sees}"}
+
+
+def _npz_bytes(arrays):
+    """Arrays as uncompressed .npz bytes."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _stage(results_dir, doc, scores, probes):
+    """Write the three files into the results folder's stage (switched in with the sweep)."""
+    stage = results_io.stage(results_dir)
+    files = {}
+    for key, arrays in (("scores", scores), ("probes", probes)):
+        blob = _npz_bytes(arrays)
+        stage.write(FILES[key], blob)
+        files[key], files[f"{key}_sha256"] = FILES[key], hashlib.sha256(blob).hexdigest()
+    doc["files"] = files
+    stage.write(FILES["json"], (json.dumps(doc, indent=2, default=float) + "\n").encode())
+    results_io.done(stage)
+
+
+def _summary_line(doc):
+    """One console line: the arms and their AUROC at the first step on the benchmark."""
+    k = min(doc["steps"], key=int)
+    arms = doc["steps"][k]["arms"]
+    shown = ", ".join(f"{n} {_fmt(a['auroc'].get('benchmark'))}" for n, a in arms.items())
+    return f"methods at step {k} (benchmark AUROC): {shown}"
+
+
+def _fmt(x):
+    """3 decimals or n/a."""
+    return "n/a" if x is None else f"{x:.3f}"
