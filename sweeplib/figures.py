@@ -387,10 +387,10 @@ def write_figures(results_dir, result=None, allow_mixed=False, only=None):
             paths.append(_save(sweep_figure(result, arm), results_dir / SWEEP_FILE))
         if want(SCORES_FILE):
             paths.append(_save(score_figure(result, scores), results_dir / SCORES_FILE))
-        if result.methods is not None and want(METHODS_FILE):
-            paths.append(_save(answer_view.methods_figure(result), results_dir / METHODS_FILE))
         if transfer is not None and want(TRANSFER_FILE):
             paths.append(_save(transfer_figure(result, transfer), results_dir / TRANSFER_FILE))
+        if result.methods is not None and want(METHODS_FILE):
+            paths.append(_save(answer_view.methods_figure(result), results_dir / METHODS_FILE))
     return paths
 
 

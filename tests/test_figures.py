@@ -76,7 +76,9 @@ def test_full_run_writes_sweep_and_score_figures_deterministically(run_copy):
     assert figures.HAVE_MATPLOTLIB
     a = analysis.analyze(run_copy)
     paths = figures.write_figures(run_copy, a)
-    assert paths == [run_copy / figures.SWEEP_FILE, run_copy / figures.SCORES_FILE]
+    assert paths == [run_copy / figures.SWEEP_FILE, run_copy / figures.SCORES_FILE,
+                     run_copy / figures.METHODS_FILE]           # the default method arms
+    check_png(paths[2])
     sweep_wh = check_png(paths[0])
     w, h = check_png(paths[1])
     assert h > w * 0.5                       # 4 step rows for 4 eval set columns
@@ -157,8 +159,8 @@ def test_transfer_matrix_when_json_exists(run_copy):
     (run_copy / figures.TRANSFER_JSON).write_text(json.dumps(TRANSFER))
     paths = figures.write_figures(run_copy, a)
     assert [p.name for p in paths] == [figures.SWEEP_FILE, figures.SCORES_FILE,
-                                       figures.TRANSFER_FILE]
-    check_png(paths[-1], min_wh=(400, 200))
+                                       figures.TRANSFER_FILE, figures.METHODS_FILE]
+    check_png(paths[2], min_wh=(400, 200))
     fig = figures.transfer_figure(a, results_read.read_transfer(run_copy / figures.TRANSFER_JSON))
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["0.97", "n/a", "0.95", "0.41"]
@@ -193,7 +195,8 @@ def test_partial_run_steps_0_1(tiny_cache, tmp_path):
     assert run_all.main(["--cache-dir", str(tiny_cache), "--results-dir", str(out),
                          "--steps", "0", "1"] + FAST_FLAGS) == 0
     assert figures.main(["--results-dir", str(out), "--quiet"]) == 0      # CLI, end to end
-    assert sorted(p.name for p in out.glob("*.png")) == [figures.SCORES_FILE, figures.SWEEP_FILE]
+    assert sorted(p.name for p in out.glob("*.png")) == [figures.METHODS_FILE, figures.SCORES_FILE,
+                                                         figures.SWEEP_FILE]
     check_png(out / figures.SWEEP_FILE)
     w, h = check_png(out / figures.SCORES_FILE, min_wh=(500, 200))
     assert h == round((2.1 * 2 + 1.9) * figures.DPI)     # two step rows

@@ -424,3 +424,117 @@ def test_demo_end_to_end_in_distribution_call_matches_its_fresh_sample(conflict,
     assert (truth > -g["tolerance"]) if call == "holds" else (truth < -g["tolerance"]), truth
     report = (out / "report.txt").read_text()
     assert "what the tests could detect" in report and "with 80 % power" in report
+
+# ---- the answer: data, method, both, neither (answer.decide) ------------------------------
+from sweeplib import answer  # noqa: E402
+
+
+def _answer(a, arms):
+    """(answer, evidence) of a hand-made analysis with method arms at step 0: arms = {name:
+    {set: (pos, neg)}}, each set's rows those of the reference's scores there."""
+    a.verdict = verdict.decide(a)
+    mr = answer.MethodResults({}, ["lr"] + list(arms))
+    for name, sets in arms.items():
+        for s, (pos, neg) in sets.items():
+            mr.estimates[(name, 0, s)] = intervals.auroc_estimate(pos, neg)
+    return answer.decide(a, mr, verdict.Criteria())
+
+
+def _arm(rng, auc, n, base=None, rho=0.5):
+    """Scores of an arm on a set's rows, correlated with the reference's noise `base`."""
+    return _scores(rng, *n, auc, base, rho)
+
+
+def _case(seed, bench=(0.5, 0.5), gold=(0.97, 0.97)):
+    """A hand-made analysis (gold_106, benchmark) and the shared per-row noise of each set."""
+    rng = np.random.default_rng(seed)
+    g, b = _gold(rng, *gold, rho=0.95), _bench(rng, *bench)
+    a = make_analysis({"gold_106": g, "benchmark": b})
+    return rng, a, g, b
+
+
+def _same_gold(g):
+    """An arm's gold_106 scores: the reference's at step 0 (no in-distribution change)."""
+    return g["scores"][0]
+
+
+def test_a_method_that_fixes_step_0_is_a_method_problem():
+    rng, a, g, b = _case(10)
+    arms = {"massmean": {"benchmark": _arm(rng, 0.9, (100, 350)), "gold_106": _same_gold(g)}}
+    ans, ev = _answer(a, arms)
+    assert ans == "method", ev
+    t = ev["method_effect"]["best"]
+    assert t["claimed"] and t["above_chance"] and t["in_distribution"]["status"] == "holds"
+    assert not ev["data_effect"]["shown"]
+    assert answer.sentence(ans, ev).startswith("a method problem: ")
+
+
+def test_data_and_method_together_are_both_and_data_alone_is_data():
+    rng, a, g, b = _case(11, bench=(0.5, 0.9))
+    fix = {"massmean": {"benchmark": _arm(rng, 0.9, (100, 350)), "gold_106": _same_gold(g)}}
+    assert _answer(a, fix)[0] == "both"
+    rng, a, g, b = _case(11, bench=(0.5, 0.9))
+    none = {"massmean": {"benchmark": _arm(rng, 0.5, (100, 350)), "gold_106": _same_gold(g)}}
+    ans, ev = _answer(a, none)
+    assert ans == "data" and "in-distribution: holds" in answer.sentence(ans, ev)
+
+
+def test_neither_when_no_arm_beats_the_reference():
+    rng, a, g, b = _case(12)
+    arms = {m: {"benchmark": _arm(rng, 0.5, (100, 350)), "gold_106": _same_gold(g)}
+            for m in ("massmean", "ksparse")}
+    ans, ev = _answer(a, arms)
+    assert ans == "neither" and len(ev["method_effect"]["tests"]) == 2
+
+
+def _modest_arm():
+    """A case and an arm whose gain over the reference has 0.01 < p < 0.03 unadjusted (the
+    first seed that gives one)."""
+    for seed in range(200):
+        rng, a, g, b = _case(seed)
+        base = (rng.normal(size=100), rng.normal(size=350))
+        ref = _arm(rng, 0.5, (100, 350), base, 0.5)
+        arm = _arm(rng, 0.62, (100, 350), base, 0.5)
+        a.estimates[(0, "benchmark")]["auroc"] = intervals.auroc_estimate(*ref)
+        p = intervals.change(intervals.auroc_estimate(*ref), intervals.auroc_estimate(*arm))
+        if 0.01 < p["p_value"] < 0.03 and p["delta"] > 0 and intervals.interval(
+                intervals.auroc_estimate(*arm))[0] > 0.5:
+            return a, g, arm
+    raise AssertionError("no seed gives a modest gain")
+
+
+def test_the_method_family_is_holm_adjusted():
+    a, g, arm = _modest_arm()
+    alone = {"massmean": {"benchmark": arm, "gold_106": _same_gold(g)}}
+    assert _answer(a, alone)[0] == "method"
+    # the same gain found among eight arms searched on the same rows is not a claim
+    many = {f"m{i}": {"benchmark": arm, "gold_106": _same_gold(g)} for i in range(8)}
+    ans, ev = _answer(a, many)
+    assert ans == "neither", ev
+    tests = ev["method_effect"]["tests"]
+    assert all(t["p_value"] < 0.05 and t["p_adjusted"] >= 0.05 for t in tests)
+
+
+def test_a_method_below_chance_or_giving_up_gold_claims_nothing():
+    rng, a, g, b = _case(13, bench=(0.1, 0.1))          # the reference is inverted
+    weak = {"massmean": {"benchmark": _arm(rng, 0.45, (100, 350)), "gold_106": _same_gold(g)}}
+    ans, ev = _answer(a, weak)
+    t = ev["method_effect"]["tests"][0]
+    assert ans == "neither" and t["beats_reference"] and not t["above_chance"]
+    rng, a, g, b = _case(14)
+    worse_gold = _scores(rng, 51, 55, 0.75)
+    drop = {"massmean": {"benchmark": _arm(rng, 0.9, (100, 350)), "gold_106": worse_gold}}
+    ans, ev = _answer(a, drop)
+    t = ev["method_effect"]["tests"][0]
+    assert ans == "neither" and t["beats_reference"] and t["in_distribution"]["status"] == "drops"
+
+
+def test_a_failed_premise_or_no_arm_is_inconclusive():
+    rng, a, g, b = _case(15, gold=(0.55, 0.55))         # gold_106 near chance: premise fails
+    arms = {"massmean": {"benchmark": _arm(rng, 0.95, (100, 350)), "gold_106": _same_gold(g)}}
+    ans, ev = _answer(a, arms)
+    assert ans == "inconclusive" and "base_probe_above_chance" in ev["reasons"][0]
+    rng, a, g, b = _case(16, bench=(0.5, 0.9))
+    a.verdict = verdict.decide(a)
+    ans, ev = answer.decide(a, None, verdict.Criteria())
+    assert ans == "inconclusive" and "not tested" in ev["reasons"][0]
