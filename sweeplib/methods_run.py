@@ -43,10 +43,12 @@ class Job:
 
 
 def jobs_for(ctx, steps, cfg):
-    """The reference's plan of every sweep step, first seed."""
+    """The reference's plan of every sweep step, first seed (the sweep's own plan when this
+    run made it)."""
     seed = cfg.seed
     splits = ctx.splits(seed)
-    return [Job(probe.plan_step(step, ctx.datasets, splits, cfg, seed), splits,
+    return [Job(ctx.plans.get((step.number, seed))
+                or probe.plan_step(step, ctx.datasets, splits, cfg, seed), splits,
                 training_rows(step, splits)) for step in steps]
 
 
@@ -73,73 +75,80 @@ def fit_arm(ctx, arm, rep, jobs):
     return [fam.fit(train_of(job, rep), job.plan.cfg) for job in jobs]
 
 
-def representation(ctx, name, cache):
-    """A representation's data for the loaded datasets (made once per run; None: unavailable)."""
-    if name not in cache:
-        cache[name] = methods.REPRESENTATIONS[name].build(ctx.datasets, ctx.cfg)
-    return cache[name]
-
-
 def run(ctx, arms, steps, results_dir, cfg, records):
     """Fit and score every arm but the reference at the given sweep steps; stage the files.
-    records: {step: record} of the sweep (their run ids tie the arms to the sweep)."""
+    records: {step: record} of the sweep (their run ids tie the arms to the sweep). Arms are
+    grouped by representation, each representation held only while its arms are fitted."""
     steps = [s for s in steps if s.number in common.STEP_BY_NUMBER]
     arms = [a for a in arms if a.name != methods.REFERENCE]
     if not steps or not arms:
         return None
     jobs = jobs_for(ctx, steps, cfg)
     evals = eval_sets(ctx.datasets, jobs[0].splits)
-    cache, done, skipped, fits = {}, [], [], {}
-    for arm in arms:
-        rep = representation(ctx, arm.representation, cache)
+    out = Outputs(jobs, evals, records)
+    skipped, done = [], []
+    for rep_name in dict.fromkeys(a.representation for a in arms):
+        rep = methods.REPRESENTATIONS[rep_name].build(ctx.datasets, ctx.cfg)
+        group = [a for a in arms if a.representation == rep_name]
         if rep is None:
             why = (f"{methods.MEAN_SUFFIX} files not in {data.layer_dir(ctx.cache_dir, ctx.layer)}"
-                   if arm.representation == "mean" else "representation unavailable")
-            skipped.append({"name": arm.name, "reason": why})
+                   if rep_name == "mean" else "representation unavailable")
+            skipped += [{"name": a.name, "reason": why} for a in group]
             continue
-        with timed(f"methods: {arm.family}"):
-            fits[arm.name] = fit_arm(ctx, arm, rep, jobs)
-        done.append(arm)
-    reps = {a.representation: cache[a.representation] for a in done}
-    doc, scores, probes = _outputs(ctx, done, skipped, jobs, evals, fits, reps, cfg, records)
+        for arm in group:
+            with timed(f"methods: {arm.family}"):
+                out.add(arm, fit_arm(ctx, arm, rep, jobs), rep)
+            done.append(arm)
+        out.add_representation(rep_name, rep)
+        del rep                                       # before the next one is built
+    order = {a.name: i for i, a in enumerate(arms)}
+    done.sort(key=lambda a: order[a.name])
+    doc = {"schema_version": SCHEMA_VERSION, "reference": methods.REFERENCE,
+           "methods": [_describe(a) for a in done], "skipped": skipped,
+           "k_grid": list(methods.K_GRID), "c_grid": list(methods.C_GRID),
+           "seed": cfg.seed, "steps": out.steps, "config": cfg.record(),
+           "data_source": ctx.source, "layer": ctx.layer, "inputs": ctx.fingerprints,
+           "mean_inputs": _mean_inputs(ctx) if any(a.representation == "mean" for a in done)
+           else {}}
     for s in skipped:
         print(f"note: method {s['name']} skipped: {s['reason']}", file=sys.stderr)
-    ctx.log(_summary_line(doc))
-    _stage(results_dir, doc, scores, probes)
+    if done:
+        ctx.log(_summary_line(doc))
+    _stage(results_dir, doc, out.scores, out.probes)
     return doc
 
 
-def _outputs(ctx, arms, skipped, jobs, evals, fits, reps, cfg, records):
-    """(methods.json document, score arrays, probe arrays)."""
-    scores, probes, steps = {}, {}, {}
-    for j, job in enumerate(jobs):
-        k = job.plan.step.number
-        entry = {"run_id": records[k].get("run_id"), "arms": {}}
-        for name, _, idx in evals:
-            scores[f"{k}|{name}|row"] = np.asarray(idx)
-        for arm in arms:
-            lin, rep = fits[arm.name][j], reps[arm.representation]
+class Outputs:
+    """The arrays and per-step entries of methods.json, filled arm by arm."""
+
+    def __init__(self, jobs, evals, records):
+        self.jobs, self.evals = jobs, evals
+        self.scores, self.probes, self.steps = {}, {}, {}
+        for job in jobs:
+            k = job.plan.step.number
+            self.steps[str(k)] = {"run_id": records[k].get("run_id"), "arms": {}}
+            for name, _, idx in evals:
+                self.scores[f"{k}|{name}|row"] = np.asarray(idx)
+
+    def add(self, arm, fits, rep):
+        """An arm's fits (one per job): scores of every eval set, probe arrays, AUROCs."""
+        for job, lin in zip(self.jobs, fits):
+            k = job.plan.step.number
             auroc = {}
-            for name, ds, idx in evals:
+            for name, ds, idx in self.evals:
                 s = lin.score(methods.stack(rep, [(name, idx)]))
-                scores[f"{arm.name}|{k}|{name}"] = s
+                self.scores[f"{arm.name}|{k}|{name}"] = s
                 y = ds.y[idx]
-                auroc[name] = (methods._auroc(y, s) if len(np.unique(y)) == 2 else None)
+                auroc[name] = methods._auroc(y, s) if len(np.unique(y)) == 2 else None
             for key, a in lin.arrays().items():
-                probes[f"{arm.name}|{k}|{key}"] = a
-            entry["arms"][arm.name] = {"record": lin.record, "auroc": auroc}
-        steps[str(k)] = entry
-    for rep_name, rep in reps.items():
+                self.probes[f"{arm.name}|{k}|{key}"] = a
+            self.steps[str(k)]["arms"][arm.name] = {"record": lin.record, "auroc": auroc}
+
+    def add_representation(self, name, rep):
+        """The arrays that define a representation (its portable form)."""
         for n, r in rep.items():
             for key, a in r.arrays.items():
-                probes[f"rep|{rep_name}|{n}|{key}"] = a
-    doc = {"schema_version": SCHEMA_VERSION, "reference": methods.REFERENCE,
-           "methods": [_describe(a) for a in arms], "skipped": skipped,
-           "k_grid": list(methods.K_GRID), "c_grid": list(methods.C_GRID),
-           "seed": cfg.seed, "steps": steps, "config": cfg.record(), "data_source": ctx.source,
-           "layer": ctx.layer, "inputs": ctx.fingerprints,
-           "mean_inputs": _mean_inputs(ctx) if "mean" in reps else {}}
-    return doc, scores, probes
+                self.probes[f"rep|{name}|{n}|{key}"] = a
 
 
 def _mean_inputs(ctx):

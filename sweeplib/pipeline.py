@@ -138,6 +138,8 @@ class Context:
     audit_wanted: bool = True                    # start_audit() starts it (prepare(audit=))
     fits: dict = field(default_factory=dict)     # fitted probes per (data, mix, seed, config)
     made_splits: list = field(default_factory=list)   # [(datasets, seed, splits)] made so far
+    plans: dict = field(default_factory=dict)    # (step number, seed) -> probe.Plan of the
+    #                                              main sweep on the loaded data (method arms)
 
     def splits(self, seed=None, datasets=None):
         """The split of the loaded datasets (or of other datasets with the same rows: the
@@ -288,6 +290,8 @@ def run_steps(ctx, steps, results_dir, cfg, resume=False, datasets=None, label="
     with timed("plan"):
         plans = [probe.plan_step(step, datasets, splits[s], cfg, s)
                  for step in todo for s in seeds]
+    if datasets is ctx.datasets and cfg == ctx.cfg:
+        ctx.plans.update(((p.step.number, p.seed), p) for p in plans)
     flush_warnings()
     t = time.perf_counter()
     fitted, n_new = fit_plans(ctx, plans, datasets, _progress(ctx.log, label, plans, t))
