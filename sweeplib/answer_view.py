@@ -65,19 +65,16 @@ def answer_blocks(result):
     blocks = [f"ANSWER: {v['answer']} - {v['answer_evidence']['sentence']}"]
     tables = method_tables(result)
     for name, rows in tables.items():
-        steps = sorted({k for r in rows for k in r["cells"]})
         blocks.append(f"{name}: AUROC by method and step [95% interval]; 'vs lr': the change "
                       "vs the reference at the same step (paired, per comparison; the answer's "
                       "test is Holm-adjusted); * transductive: uses unlabelled eval rows")
         lines = []
         for r in rows:
-            cells = [r["cells"].get(k) for k in steps]
-            lines.append([r["method"] + ("*" if r["transductive"] else "")]
-                         + [fmt(c["value"], c["ci"]) if c else "-" for c in cells])
-            if any(c and "delta" in c for c in cells):
-                lines.append(["  vs lr"] + [_delta(c) for c in cells])
-        blocks.append(Table(["method"] + [f"step {k}" for k in steps], lines,
-                            right=set(range(1, len(steps) + 1))))
+            for i, k in enumerate(sorted(r["cells"])):
+                c = r["cells"][k]
+                lines.append([r["method"] + ("*" if r["transductive"] else "") if i == 0 else "",
+                              str(k), fmt(c["value"], c["ci"]), _delta(c)])
+        blocks.append(Table(["method", "step", "AUROC", "vs lr"], lines, right={1, 2, 3}))
     skipped = (result.methods.doc.get("skipped") if result.methods else None) or []
     if skipped:
         blocks.append("methods skipped: " + "; ".join(f"{s['name']} ({s['reason']})"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 import common
-from sweeplib import data, execution, methods, pipeline, probe, results_io
+from sweeplib import data, execution, methods, pipeline, probe, results_io, results_read
 from sweeplib.base import timed
 from sweeplib.splits import eval_sets, training_rows
 
@@ -83,6 +83,7 @@ def run(ctx, arms, steps, results_dir, cfg, records):
     arms = [a for a in arms if a.name != methods.REFERENCE]
     if not steps or not arms:
         return None
+    results_read.step_records(results_dir)     # a folder readers would refuse: before staging
     jobs = jobs_for(ctx, steps, cfg)
     evals = eval_sets(ctx.datasets, jobs[0].splits)
     out = Outputs(jobs, evals, records)
@@ -91,7 +92,8 @@ def run(ctx, arms, steps, results_dir, cfg, records):
         rep = methods.REPRESENTATIONS[rep_name].build(ctx.datasets, ctx.cfg)
         group = [a for a in arms if a.representation == rep_name]
         if rep is None:
-            why = (f"{methods.MEAN_SUFFIX} files not in {data.layer_dir(ctx.cache_dir, ctx.layer)}"
+            why = (f"no mean-pooled files (<stem>{methods.MEAN_SUFFIX}) in "
+                   f"{data.layer_dir(ctx.cache_dir, ctx.layer).name}/"
                    if rep_name == "mean" else "representation unavailable")
             skipped += [{"name": a.name, "reason": why} for a in group]
             continue
@@ -110,8 +112,10 @@ def run(ctx, arms, steps, results_dir, cfg, records):
            "data_source": ctx.source, "layer": ctx.layer, "inputs": ctx.fingerprints,
            "mean_inputs": _mean_inputs(ctx) if any(a.representation == "mean" for a in done)
            else {}}
-    for s in skipped:
-        print(f"note: method {s['name']} skipped: {s['reason']}", file=sys.stderr)
+    for why in dict.fromkeys(s["reason"] for s in skipped):     # one note per reason
+        names = [s["name"] for s in skipped if s["reason"] == why]
+        print(f"note: method arm{'s' * (len(names) > 1)} {', '.join(names)} skipped: {why}",
+              file=sys.stderr)
     if done:
         ctx.log(_summary_line(doc))
     _stage(results_dir, doc, out.scores, out.probes)

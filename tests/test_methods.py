@@ -260,7 +260,7 @@ def test_default_run_writes_the_method_arms_and_the_answer(tiny_run):
     assert v["answer"] in answer.ANSWERS and v["outcome"]
     assert v["answer_evidence"]["sentence"]
     report = (tiny_run / "report.txt").read_text()
-    assert f"ANSWER: {v['answer']}" in report and "  vs lr" in report
+    assert f"ANSWER: {v['answer']}" in report and "vs lr" in report
     assert "ANSWER: " in (tiny_run / "dashboard.html").read_text() or \
         '"answer"' in (tiny_run / "dashboard.html").read_text()
 
