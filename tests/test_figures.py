@@ -243,7 +243,8 @@ def test_figures_only_on_request_and_the_same_bytes(tiny_cache, tmp_path, capsys
     assert run_all.main(args + ["--results-dir", str(tmp_path / "fig"), "--figures",
                                 "--quiet"]) == 0
     drawn = {p.name: p.read_bytes() for p in (tmp_path / "fig").glob("*.png")}
-    assert sorted(drawn) == sorted([figures.SWEEP_FILE, figures.SCORES_FILE])
+    assert sorted(drawn) == sorted([figures.SWEEP_FILE, figures.SCORES_FILE,
+                                    figures.METHODS_FILE])
     later = {p.name: p.read_bytes() for p in figures.write_figures(tmp_path / "plain")}
     assert later == drawn                      # same numbers, same figures, whenever drawn
 
