@@ -208,8 +208,7 @@ def rep_mean(datasets, ctx):
 
 def mean_path(d):
     """The mean-pooled file of a dataset."""
-    acts = d.files["activations"]
-    return acts.with_name(acts.name.replace("_activations.npy", MEAN_SUFFIX))
+    return d.files["activations"].with_name(d.spec.stem + MEAN_SUFFIX)
 
 
 @dataclass(frozen=True)
