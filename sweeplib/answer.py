@@ -280,10 +280,11 @@ def sentence(answer, ev):
 
 def add_answer(result, mr, c):
     """Put the answer, its sentence and evidence into result.verdict (verdict.json's
-    top-level 'answer' and 'answer_evidence')."""
+    top-level 'answer', 'answer_sentence' and 'answer_evidence')."""
     if result.verdict is None:
         return
     answer, ev = decide(result, mr, c)
     ev["sentence"] = sentence(answer, ev)
     result.verdict["answer"] = answer
+    result.verdict["answer_sentence"] = ev["sentence"]
     result.verdict["answer_evidence"] = ev

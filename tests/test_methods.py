@@ -258,7 +258,7 @@ def test_default_run_writes_the_method_arms_and_the_answer(tiny_run):
         assert "rep|srcstd|train|sd" in pz.files
     v = json.loads((tiny_run / "verdict.json").read_text())
     assert v["answer"] in answer.ANSWERS and v["outcome"]
-    assert v["answer_evidence"]["sentence"]
+    assert v["answer_evidence"]["sentence"] == v["answer_sentence"]
     report = (tiny_run / "report.txt").read_text()
     assert f"ANSWER: {v['answer']}" in report and "vs lr" in report
     assert "ANSWER: " in (tiny_run / "dashboard.html").read_text() or \
