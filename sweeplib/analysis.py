@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import common
-from sweeplib import answer, base, config, controls_analysis, intervals, results_read
+from sweeplib import base, cause, config, controls_analysis, intervals, results_read
 from sweeplib import solver_check, verdict
 from sweeplib.metrics import set_estimates
 
@@ -61,7 +61,7 @@ class Analysis:
     transfer: dict | None = None
     grid: dict | None = None
     solver: dict | None = None        # solver_summary(), made when first asked for
-    methods: object = None            # answer.MethodResults of methods.json (controls=True)
+    methods: object = None            # cause.MethodResults of methods.json (controls=True)
 
 
 def step_files(results_dir):
@@ -98,8 +98,8 @@ def analyze(results_dir, allow_mixed=False, controls=True, criteria=None):
         result.orderings = orderings_summary(results_dir, result, allow_mixed)
         result.transfer = transfer_summary(results_dir, result, allow_mixed)
         result.grid = grid_summary(results_dir)
-        result.methods = answer.read(result, linked, allow_mixed)
-        answer.add_answer(result, result.methods, criteria or verdict.Criteria())
+        result.methods = cause.read(result, linked, allow_mixed)
+        cause.add_answer(result, result.methods, criteria or verdict.Criteria())
     return result
 
 

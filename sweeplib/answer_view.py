@@ -7,7 +7,7 @@ the same step.
 """
 from __future__ import annotations
 
-from sweeplib import answer, intervals
+from sweeplib import cause, intervals
 from sweeplib.render import Table, fmt
 
 FIGURE = "methods.png"
@@ -33,11 +33,11 @@ def method_tables(result):
         for arm in mr.arms:
             cells = {}
             for k in result.steps:
-                est = answer.estimate(result, mr, arm, k, name)
+                est = cause.estimate(result, mr, arm, k, name)
                 if est is None:
                     continue
                 cell = {"value": est.value, "ci": intervals.interval(est)}
-                ref = answer.estimate(result, mr, mr.arms[0], k, name)
+                ref = cause.estimate(result, mr, mr.arms[0], k, name)
                 if arm != mr.arms[0] and ref is not None:
                     d = intervals.change(ref, est, paired=True)
                     cell.update(delta=d["delta"], delta_ci=d["ci"], p_value=d["p_value"])

@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler, normalize
 import common
 import run_all
 from conftest import FAST_FLAGS
-from sweeplib import answer, config, methods, methods_run, pipeline, stepfiles
+from sweeplib import cause, config, methods, methods_run, pipeline, stepfiles
 from sweeplib.base import InputError
 from sweeplib.config import RunConfig
 
@@ -257,7 +257,7 @@ def test_default_run_writes_the_method_arms_and_the_answer(tiny_run):
                 assert pz[f"{arm}|{step.number}|w"].shape == (rec["n_features"],)
         assert "rep|srcstd|train|sd" in pz.files
     v = json.loads((tiny_run / "verdict.json").read_text())
-    assert v["answer"] in answer.ANSWERS and v["outcome"]
+    assert v["answer"] in cause.ANSWERS and v["outcome"]
     assert v["answer_evidence"]["sentence"] == v["answer_sentence"]
     report = (tiny_run / "report.txt").read_text()
     assert f"ANSWER: {v['answer']}" in report and "vs lr" in report

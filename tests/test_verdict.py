@@ -425,19 +425,19 @@ def test_demo_end_to_end_in_distribution_call_matches_its_fresh_sample(conflict,
     report = (out / "report.txt").read_text()
     assert "what the tests could detect" in report and "with 80 % power" in report
 
-# ---- the answer: data, method, both, neither (answer.decide) ------------------------------
-from sweeplib import answer  # noqa: E402
+# ---- the answer: data, method, both, neither (cause.decide) ------------------------------
+from sweeplib import cause  # noqa: E402
 
 
 def _answer(a, arms):
     """(answer, evidence) of a hand-made analysis with method arms at step 0: arms = {name:
     {set: (pos, neg)}}, each set's rows those of the reference's scores there."""
     a.verdict = verdict.decide(a)
-    mr = answer.MethodResults({}, ["lr"] + list(arms))
+    mr = cause.MethodResults({}, ["lr"] + list(arms))
     for name, sets in arms.items():
         for s, (pos, neg) in sets.items():
             mr.estimates[(name, 0, s)] = intervals.auroc_estimate(pos, neg)
-    return answer.decide(a, mr, verdict.Criteria())
+    return cause.decide(a, mr, verdict.Criteria())
 
 
 def _arm(rng, auc, n, base=None, rho=0.5):
@@ -466,7 +466,7 @@ def test_a_method_that_fixes_step_0_is_a_method_problem():
     t = ev["method_effect"]["best"]
     assert t["claimed"] and t["above_chance"] and t["in_distribution"]["status"] == "holds"
     assert not ev["data_effect"]["shown"]
-    assert answer.sentence(ans, ev).startswith("a method problem: ")
+    assert cause.sentence(ans, ev).startswith("a method problem: ")
 
 
 def test_data_and_method_together_are_both_and_data_alone_is_data():
@@ -476,7 +476,7 @@ def test_data_and_method_together_are_both_and_data_alone_is_data():
     rng, a, g, b = _case(11, bench=(0.5, 0.9))
     none = {"massmean": {"benchmark": _arm(rng, 0.5, (100, 350)), "gold_106": _same_gold(g)}}
     ans, ev = _answer(a, none)
-    assert ans == "data" and "in-distribution: holds" in answer.sentence(ans, ev)
+    assert ans == "data" and "in-distribution: holds" in cause.sentence(ans, ev)
 
 
 def test_neither_when_no_arm_beats_the_reference():
@@ -536,5 +536,5 @@ def test_a_failed_premise_or_no_arm_is_inconclusive():
     assert ans == "inconclusive" and "base_probe_above_chance" in ev["reasons"][0]
     rng, a, g, b = _case(16, bench=(0.5, 0.9))
     a.verdict = verdict.decide(a)
-    ans, ev = answer.decide(a, None, verdict.Criteria())
+    ans, ev = cause.decide(a, None, verdict.Criteria())
     assert ans == "inconclusive" and "not tested" in ev["reasons"][0]
