@@ -29,6 +29,7 @@ from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import verdict
 from sweeplib import base, ownership
+from sweeplib import hints
 from sweeplib import config
 from sweeplib import metrics
 
@@ -169,7 +170,9 @@ def dashboard_data(results_dir, result=None):
     results_read.check_folder(results_dir)
     cells = find_cells(results_dir)
     if not cells:
-        raise base.InputError(f"{results_dir}: no step results found (run run_all.py first)")
+        raise base.InputError(f"{results_dir}: no step results found (write them with "
+                              f"{hints.command('run_all.py', '--results-dir', results_dir)} "
+                              "and --cache-dir DIR or --demo)")
     summary, left_out = None, []
     if result is not None:                       # one rule with the console and the report
         summary = {"verdict": result.verdict, "findings": result.findings,

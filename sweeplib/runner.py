@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import common
 from sweeplib import (analysis, base, controls, execution, outputs, pipeline, results_io,
                       results_read, verdict)
+from sweeplib import hints
+from sweeplib.config import RunConfig, build_parser, check_single_values
 from sweeplib.report import grid_table, render_console, transfer_table
 
 
@@ -54,8 +57,8 @@ def run(cfg, req):
     log = pipeline.quiet_log(cfg.quiet)
     log("\nwrote " + ", ".join(str(p) for p in written))
     if not req.figures:
-        log(f"figures: python generate_report.py --results-dir {results_dir} "
-            "(or run_all.py --figures)")
+        log("figures: " + hints.command("generate_report.py", "--results-dir",
+                                        Path(results_dir)) + " (or run_all.py --figures)")
     return 0
 
 
@@ -106,3 +109,38 @@ def _sweep_and_controls(cfg, req, results_dir):
         if req.solver_check:
             controls.run_solver_check(ctx, steps, results_dir, cfg, req.solver_check, req.resume)
     results_io.commit_all()            # every folder of the run switched in together
+
+
+def main_step(number, argv=None):
+    """Entry point of a numbered step script: run that step alone, then write again, from the
+    folder's step files, the derived outputs (report, dashboard, verdict, figures) that its
+    switch removed as stale."""
+    step = common.step_spec(number)
+    args = build_parser(f"Step {number} ({step.slug}): {step.question}").parse_args(argv)
+
+    def body():
+        """Run the step; commit; refresh what went stale."""
+        check_single_values(args)
+        cfg = RunConfig.from_args(args)
+        results_io.claim(cfg.results_dir)
+        pipeline.run_sweep(cfg, [number])
+        results_io.commit_all()
+        refresh_outputs(cfg.results_dir, results_io.removed_outputs(), cfg.quiet)
+        return 0
+    return results_io.run_cli(body)
+
+
+def refresh_outputs(results_dir, removed, quiet=False):
+    """Write again the derived outputs in `removed` (paths in results_dir) from the folder as
+    it now is: the same formats, the figures only if some were there (about 0.1 s without)."""
+    names = {Path(p).name for p in removed if Path(p).parent == Path(results_dir)}
+    if not names:
+        return []
+    formats = [f for f in ("txt", "md", "csv") if f"report.{f}" in names]
+    formats += ["html"] if "dashboard.html" in names else []
+    figures = any(n.endswith(".png") for n in names)
+    written = outputs.write_outputs(results_dir, analysis.analyze(results_dir),
+                                    formats=tuple(formats), figures=figures)
+    pipeline.quiet_log(quiet)("refreshed from the folder's steps: "
+                              + ", ".join(str(p) for p in written))
+    return written
