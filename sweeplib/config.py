@@ -335,7 +335,8 @@ def _add_fit_flags(p):
     p.add_argument("--jobs", type=_bounded_int("jobs"), default=d["jobs"],
                    help="threads for the lockstep fits' products (L2); worker processes for "
                         "L1 fits and dask tasks; -1: all cores")
-    p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the answer (run_all.py), warnings and errors")
 
 
 def check_single_values(args):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeplib import analysis
+from sweeplib import answer
 import common
 from sweeplib import results_io
 from sweeplib import results_read
@@ -176,7 +177,8 @@ def dashboard_data(results_dir, result=None):
     summary, left_out = None, []
     if result is not None:                       # one rule with the console and the report
         summary = {"verdict": result.verdict, "findings": result.findings,
-                   "data_source": result.data_source}
+                   "data_source": result.data_source,
+                   "answer": answer.render_answer(answer.answer(result))}
         keep = analysis.run_folders(result)
         left_out = [label for label, _ in cells if label not in keep]
         cells = [(label, folder) for label, folder in cells if label in keep]

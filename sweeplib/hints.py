@@ -5,7 +5,7 @@ that reruns some steps with the flags a run was given.
     command("generate_report.py", "--results-dir", Path("results/demo"))
     # -> '.venv/bin/python generate_report.py --results-dir results/demo'
 
-Standard library only: every module may import it.
+Imports only the standard library and common.py: every module may import it.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+
+from common import DEFAULTS, DEMO_CACHE_DIR
 
 
 ROOT = Path(__file__).resolve().parent.parent      # the folder of the scripts
@@ -79,3 +81,28 @@ def rerun_command(argv, steps):
         skipping = False
         kept.append(word)
     return command("run_all.py", "--steps", *map(str, sorted(steps)), *kept)
+
+
+# Recorded config keys -> the flag that sets them (flags_of: a run's flags from its record)
+RECORDED_FLAGS = {"layer": "--layer", "C": "-C", "penalty": "--penalty", "max_iter": "--max-iter",
+                  "tol": "--tol", "seed": "--seed", "eval_fraction": "--eval-fraction",
+                  "cv_folds": "--cv-folds", "feature_ids_file": "--feature-ids",
+                  "repeats": "--repeats", "dedup_split": "--dedup-split",
+                  "near_dup_threshold": "--near-dup-threshold", "class_weight": "--class-weight",
+                  "source_weight": "--source-weight", "extra_eval": "--extra-eval"}
+
+
+def flags_of(recorded, data_source=None):
+    """The flags that make a run with a recorded config (a step JSON's `config`): the cache
+    (--demo for the default demo cache; another demo cache is known by its marker), then each
+    value that differs from its default (common.DEFAULTS; flags without one default to off)."""
+    demo = data_source == "demo"
+    cache = Path(recorded.get("cache_dir", DEFAULTS["cache_dir"]))
+    out = ["--demo"] if demo and cache == DEMO_CACHE_DIR else ["--cache-dir", cache]
+    for key, flag in RECORDED_FLAGS.items():
+        value = recorded.get(key)
+        if value is None or value is False or value == [] or value == DEFAULTS.get(key):
+            continue
+        words = value if isinstance(value, list) else [] if value is True else [value]
+        out += [flag] + [repr(w) if isinstance(w, float) else str(w) for w in words]
+    return out

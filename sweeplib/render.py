@@ -74,9 +74,13 @@ WIDTH = 100
 
 
 def wrap(text, width=WIDTH):
-    """Wrap each line of a paragraph; '- ' bullets get a hanging indent."""
+    """Wrap each line of a paragraph; '- ' bullets get a hanging indent; a line indented by
+    four spaces (a command to paste) is never broken."""
     out = []
     for line in text.split("\n"):
+        if line.startswith("    "):
+            out.append(line)
+            continue
         indent = "  " if line.startswith("- ") else ""
         out.append(textwrap.fill(line, width, subsequent_indent=indent,
                                  break_on_hyphens=False) if len(line) > width else line)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import common
-from sweeplib import analysis, indist, metrics, solver_check
+from sweeplib import analysis, answer, indist, metrics, solver_check
 from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, printable,
                              render_table_text, render_text, step_label)
 
@@ -416,8 +416,8 @@ def _num(x):
 
 
 def build_sections(result, header=True, n_metrics=2):
-    """All sections in report order (None-valued ones dropped)."""
-    secs = [header_section(result)] if header else []
+    """All sections in report order (None dropped): the answer, the run, then the details."""
+    secs = [answer.answer_section(result)] + ([header_section(result)] if header else [])
     secs += [progression_section(result)] + set_sections(result, n_metrics) + [
         per_class_section(result), inflection_section(result), gap_section(result),
         repeats_section(result), anatomy_section(result)] + arm_sections(result) + [
@@ -465,6 +465,7 @@ def render_console(result, stream=None):
         text = "*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***\n" + text
     if stream is not None and stream.isatty():
         for word, code in (("improved", "32"), ("degraded", "31"), ("VERDICT:", "1"),
+                           ("ANSWER:", "1"),
                            ("WARNING:", "33")):
             text = text.replace(word, f"\033[{code}m{word}\033[0m")
     return text

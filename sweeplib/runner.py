@@ -12,7 +12,7 @@ from pathlib import Path
 import common
 from sweeplib import (analysis, base, controls, execution, outputs, pipeline, results_io,
                       results_read, verdict)
-from sweeplib import hints
+from sweeplib import answer, hints
 from sweeplib.config import RunConfig, build_parser, check_single_values
 from sweeplib.report import grid_table, render_console, transfer_table
 
@@ -48,8 +48,8 @@ def run(cfg, req):
         _sweep_and_controls(cfg, req, results_dir)
     with base.timed("analysis"):
         result = analysis.analyze(results_dir, criteria=req.criteria)
-    if not cfg.quiet:
-        sys.stdout.write(render_console(result))
+    sys.stdout.write(answer.render_answer(answer.answer(result)) if cfg.quiet
+                     else render_console(result))
     if req.compare_only:                 # a reader: prints the comparison, writes nothing
         return 0
     with base.timed("report, figures, dashboard"):

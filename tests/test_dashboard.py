@@ -273,6 +273,10 @@ def test_verdict_premises_and_reasons_are_shown(tiny_run, tmp_path):
     text = html_lib.unescape(dom)
     for reason in doc["reasons"]:
         assert reason in text, reason
+    block = re.search(r'<pre id="answer">(.*?)</pre>', dom, re.S)      # the answer first
+    assert block and dom.index('id="answer"') < dom.index('id="verdict-outcome"')
+    assert html_lib.unescape(block.group(1)).startswith("ANSWER: ")
+    assert f"({doc['outcome']})" in html_lib.unescape(block.group(1)).splitlines()[0]
 
 
 def test_each_set_carries_its_headline_metric(dash):

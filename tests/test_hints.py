@@ -52,3 +52,16 @@ def test_the_rerun_command_keeps_every_flag_but_the_steps():
     argv = ("--steps", "0", "1", "--demo", "-C", "1", "--jobs", "-1", "--steps=2")
     line = hints.rerun_command(argv, {3, 0, 1})
     assert line.split(" ", 2)[2] == "--steps 0 1 3 --demo -C 1 --jobs -1"
+
+
+def test_flags_of_a_record_reproduce_its_config(tmp_path):
+    import common
+    from sweeplib import config
+    argv = ["--cache-dir", str(tmp_path), "-C", "0.1", "--tol", "1e-06", "--dedup-split",
+            "--extra-eval", "x", "y", "--source-weight", "equal", "--layer", "16"]
+    recorded = config.RunConfig.from_args(config.build_parser("t").parse_args(argv)).record()
+    flags = [str(f) for f in hints.flags_of(recorded, "cache")]
+    again = config.RunConfig.from_args(config.build_parser("t").parse_args(flags)).record()
+    assert again == recorded
+    assert hints.flags_of(config.RunConfig(cache_dir=str(common.DEMO_CACHE_DIR)).record(),
+                          "demo") == ["--demo"]

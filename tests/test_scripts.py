@@ -185,3 +185,38 @@ def test_rerunning_one_step_script_refreshes_the_derived_outputs(tiny_run, tiny_
     new_run = json.loads((folder / "step_1_add_sycophant.json").read_text())["run_id"]
     assert new_run in json.loads((folder / "verdict.json").read_text())["run_ids"]
     assert new_run in (folder / "dashboard.html").read_text()
+
+
+def test_the_answer_comes_first_on_the_console_in_the_report_and_alone_under_quiet(tiny_cache,
+                                                                                   tmp_path):
+    code, out, err = run_in(tmp_path, ROOT / "run_all.py", "--cache-dir", tiny_cache,
+                            "--results-dir", "res", "--jobs", "1")
+    assert code == 0, err
+    lines = out.splitlines()
+    first = next(i for i, x in enumerate(lines) if x.startswith("ANSWER: "))
+    assert first < lines.index("Training progression") < lines.index("Findings and verdict")
+    assert first < next(i for i, x in enumerate(lines) if x.startswith("step 0 base ")) + 12
+    report = (tmp_path / "res" / "report.txt").read_text().splitlines()
+    assert report[3:5] == ["Answer", "------"] and report[5].startswith("ANSWER: ")
+    verdict = json.loads((tmp_path / "res" / "verdict.json").read_text())
+    assert f"({verdict['outcome']})" in report[5]
+    code, quiet, err = run_in(tmp_path, ROOT / "run_all.py", "--results-dir", "res",
+                              "--compare-only", "--quiet")
+    assert code == 0, err
+    block = "\n".join(lines[first:lines.index("Training progression") - 1]).rstrip()
+    assert quiet.rstrip() == block                    # the one block, printed alone
+    assert "rests on:" in quiet and "next:" in quiet and max(map(len, quiet.splitlines())) <= 100
+
+
+@pytest.mark.slow
+def test_every_next_command_of_the_answer_runs_as_pasted(tiny_cache, tmp_path):
+    code, out, err = run_in(tmp_path, ROOT / "run_all.py", "--cache-dir", tiny_cache,
+                            "--results-dir", "res", "--jobs", "1", "--quiet")
+    assert code == 0, err
+    nxt = out[out.index("\nnext:\n") + 7:out.index("\n\nDetails follow")].splitlines()
+    commands = [c.strip() for c in "\n".join(x for x in nxt if x.startswith("    "))
+                .replace(" \\\n", " ").splitlines()]
+    assert commands and all("run_all.py" in c for c in commands)
+    for line in commands:
+        code, _, err = paste(tmp_path, line + " --jobs 1 --quiet", timeout=600)
+        assert code == 0, (line, err)

@@ -398,7 +398,8 @@ function summaryView() {
   const premises = (v.premises || []).map(p => tag("li", {class: p.passed ? "ok" : "failed"},
     `${p.passed ? "ok" : "FAILED"}: ${esc(p.name)}: ${esc(p.detail)}`)).join("");
   const left = (v.sets_excluded || []).map(x => `${x.set} (${x.reason})`);
-  return tag("h2", {}, "Main sweep: verdict") +
+  return (sm.answer ? tag("h2", {}, "Answer") + tag("pre", {id: "answer"}, esc(sm.answer)) : "") +
+    tag("h2", {}, "Main sweep: verdict") +
     tag("p", {id: "verdict-outcome"}, `<b>${esc(v.outcome)}</b>: ${esc(v.summary || "")}`) +
     list(v.reasons || []) +
     tag("h3", {}, "Premise checks") + tag("ul", {id: "premises"}, premises) +
