@@ -213,15 +213,15 @@ def flush_warnings():
 
 
 def quiet_log(quiet):
-    """print; under --quiet only warnings (lines starting 'warning:', to stderr)."""
-    if not quiet:
-        return print
-
-    def warnings_only(*a, **k):
-        """Print warnings only."""
-        if a and str(a[0]).startswith("warning:"):
+    """print; warnings (lines starting 'warning:') always to stderr, the rest to stdout and
+    only without --quiet."""
+    def log(*a, **k):
+        """Print one line where it belongs."""
+        if a and str(a[0]).lstrip("\n").startswith("warning:"):
             print(*a, file=sys.stderr)
-    return warnings_only
+        elif not quiet:
+            print(*a, **k)
+    return log
 
 
 def prepare(cfg, steps, audit=True):
@@ -342,13 +342,17 @@ def _progress(log, label, plans, t0):
     for plan in plans:
         n_fits[plan.step.number] += len(plan.folds) + 1
 
+    finished, order = {}, sorted(left)
+
     def done(plan):
-        """A plan's fits have finished."""
+        """A plan's fits have finished; print each finished step in step order."""
         k = plan.step.number
         left[k] -= 1
         if left[k] == 0:
-            log(f"{label}step {k} {plan.step.slug}: {n_fits[k]} fits done "
-                f"({time.perf_counter() - t0:.1f}s)")
+            finished[k] = (f"{label}step {k} {plan.step.slug}: {n_fits[k]} fits done "
+                           f"({time.perf_counter() - t0:.1f}s)")
+            while order and order[0] in finished:
+                log(finished.pop(order.pop(0)))
     return done
 
 

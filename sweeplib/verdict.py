@@ -181,7 +181,7 @@ def premises(result, c):
                                   and all(r.get("converged", True)
                                           for r in result.records[k].get("repeats") or []))]
     out.append(_premise("fits_converged", not bad,
-                        "every fit converged" if not bad else
+                        "every fit stopped by the tolerance (none at --max-iter)" if not bad else
                         f"fits at step(s) {', '.join(map(str, bad))} stopped at --max-iter"))
     for name, s in result.sets.items():
         if s["role"] not in ("OOD", "extra") or s["headline"] is None:

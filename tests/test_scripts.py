@@ -2,6 +2,7 @@
 imports, parses its flags and exits cleanly; the readers work on a results folder."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -220,3 +221,40 @@ def test_every_next_command_of_the_answer_runs_as_pasted(tiny_cache, tmp_path):
     for line in commands:
         code, _, err = paste(tmp_path, line + " --jobs 1 --quiet", timeout=600)
         assert code == 0, (line, err)
+
+
+def test_warnings_go_to_stderr_and_progress_comes_in_step_order(tiny_cache, tmp_path):
+    code, out, err = run_in(tmp_path, ROOT / "run_all.py", "--cache-dir", tiny_cache,
+                            "--results-dir", "res", "--jobs", "1")
+    assert code == 0, err
+    assert "warning: leakage audit" in err
+    assert not any(x.startswith("warning:") for x in out.splitlines())
+    progress = [int(x.split()[1]) for x in out.splitlines() if x.endswith("s)")
+                and " fits done (" in x]
+    assert progress == [0, 1, 2, 3]
+    lines = out.splitlines()                            # one vocabulary for where fits stopped
+    table = lines[lines.index("Training progression"):lines.index("Training progression") + 8]
+    assert any(x.endswith("stopped by") for x in table) and not any("conv." in x for x in table)
+    assert any("  tol, <= " in x for x in table)
+    assert "premise ok: fits_converged: every fit stopped by the tolerance" in out
+    assert "'ns after Holm'" in out                     # the interval / call legend
+
+
+def test_grid_and_transfer_tables_are_complete_and_labelled(tiny_cache, tmp_path):
+    code, out, err = run_in(tmp_path, ROOT / "run_all.py", "--cache-dir", tiny_cache,
+                            "--results-dir", "res", "--jobs", "1", "-C", "0.1", "10")
+    assert code == 0, err
+    head = next(x for x in out.splitlines() if x.startswith("layer  C "))
+    assert head.split() == ["layer", "C", "penalty", "step", "CV", "AUROC", "non-zero", "w",
+                            "gold_106", "sycophant", "model_organism", "benchmark", "answer"]
+    assert "model_organism AUROC vs ref. negatives" in " ".join(out.split())
+    code, out, err = run_in(tmp_path, ROOT / "run_all.py", "--cache-dir", tiny_cache,
+                            "--results-dir", "res", "--jobs", "1", "--steps", "0", "1",
+                            "--transfer")
+    assert code == 0, err
+    lines = out.splitlines()
+    top = next(i for i, x in enumerate(lines) if x.split()[:4] == ["training", "mix", "eval", "set"])
+    rows = lines[top + 2:lines.index("", top)]
+    trained = [x for x in rows if "(no probe)" not in x]
+    assert trained and all(re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] +\d+$", x)
+                           for x in trained)                          # value, interval, n
