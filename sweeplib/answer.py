@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import common
-from sweeplib import analysis, hints, solver_check
+from sweeplib import analysis, hints, solver_check, verdict
 from sweeplib.render import Section, wrap
 
 QUESTION = "Is the probe's OOD failure a data problem or a method problem?"
@@ -24,6 +24,7 @@ WORDS = {"diversity_helps": "data", "trade_off": "data, at a cost in distributio
          "no_improvement": "method (or too few rows to see a change)",
          "inconclusive": "cannot tell"}
 BORDERLINE = 0.1            # a bound within this share of the tolerance from it is borderline
+CANNOT_FIT = 0.6            # a first step's CV AUROC below this: the probe fits nothing
 
 
 @dataclass
@@ -45,7 +46,7 @@ def answer(result):
         return None
     word, sentence = _verdict_words(v)
     return Answer(word=word or WORDS[v["outcome"]], outcome=v["outcome"],
-                  sentence=sentence or _sentence(v), rests_on=_rests_on(v),
+                  sentence=sentence or _sentence(v), rests_on=_cannot_fit(result) + _rests_on(v),
                   caveats=[c for rule in CAVEATS for c in rule(result, v)],
                   next=_next(result, v)[:3])
 
@@ -106,6 +107,28 @@ def _rests_on(v):
                 f"straddle -{tol}: neither holding nor dropping is shown")
         out.append(f"gold_106 AUROC {g['value_from']:.3f} -> {g['value_to']:.3f}: "
                    f"{g['delta']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]; {test}")
+    return out
+
+
+def _cannot_fit(result):
+    """A first step whose probe cannot rank its own training data out of fold."""
+    first = next((p for p in result.progression), None)
+    if first is None or first["cv_mean"] >= CANNOT_FIT:
+        return []
+    return [f"the probe cannot fit its own training data (step {first['step']}'s CV AUROC "
+            f"{first['cv_mean']:.3f}, chance 0.5): check the labels, the features and the "
+            "layer before reading anything else"]
+
+
+def _duplicated_sets(result):
+    """[(eval set, share of its held-out rows with an exact duplicate in a training part)]
+    of the sets where that share reaches the verdict's limit (the leakage audit)."""
+    limit, out = verdict.Criteria().max_duplicate_share, []
+    for name in result.sets:
+        pairs = [p for p in (result.audit or {}).get("pairs", []) if p["eval"] == name]
+        exact = sum(p["exact"] for p in pairs)
+        if pairs and pairs[0]["n_eval"] and exact / pairs[0]["n_eval"] >= limit:
+            out.append((name, min(1.0, exact / pairs[0]["n_eval"])))
     return out
 
 
@@ -198,8 +221,13 @@ def _next(result, v):
     """(why, command) pairs, most useful first."""
     failed = [p["name"] for p in v["premises"] if not p["passed"]]
     out = []
+    dup = _duplicated_sets(result)
+    if dup and not result.config.get("dedup_split"):
+        out.append((", ".join(f"{n}: {s:.0%}" for n, s in dup) + " of the held-out rows "
+                    "duplicate training rows exactly: keep duplicates on one side of the split",
+                    _run(result, "--dedup-split", folder=_elsewhere(result, "dedup"))))
     for name in failed:
-        if name in NEXT_FOR_PREMISE:
+        if name in NEXT_FOR_PREMISE and not (dup and "--dedup-split" in NEXT_FOR_PREMISE[name][1]):
             why, flags, suffix = NEXT_FOR_PREMISE[name]
             out.append((why, _run(result, *flags, folder=suffix and _elsewhere(result, suffix))))
         elif name == "base_probe_above_chance":

@@ -414,7 +414,7 @@ def findings(result):
     audit = result.audit
     if audit and audit.get("n_pairs_with_duplicates"):
         out.append(f"leakage audit: duplicates found in {audit['n_pairs_with_duplicates']} "
-                   "training/eval pair(s); see the audit section")
+                   "training/eval pair(s); see the report's Leakage audit section")
     return out
 
 

@@ -258,3 +258,21 @@ def test_grid_and_transfer_tables_are_complete_and_labelled(tiny_cache, tmp_path
     trained = [x for x in rows if "(no probe)" not in x]
     assert trained and all(re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] +\d+$", x)
                            for x in trained)                          # value, interval, n
+
+
+def test_a_probe_that_cannot_fit_and_duplicated_held_out_rows_get_concrete_next_steps(
+        cache_copy, tmp_path):
+    import numpy as np
+    layer = cache_copy / "layer_40"
+    y = np.load(layer / "train_labels.npy")
+    np.save(layer / "train_labels.npy", np.random.default_rng(0).permutation(y))  # noise labels
+    x = np.load(layer / "sycophant_activations.npy")
+    np.save(layer / "sycophant_activations.npy", x[np.arange(len(x)) % 4])   # 4 rows, copied
+    code, out, err = run_in(tmp_path, ROOT / "run_all.py", "--cache-dir", cache_copy,
+                            "--results-dir", "res", "--jobs", "1", "--quiet", "--no-sidecar")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "rests on: - the probe cannot fit its own training data (step 0's CV AUROC 0." in text
+    assert "sycophant: 100% of the held-out rows duplicate training rows exactly" in text
+    nxt = " ".join(out[out.index("\nnext:\n"):].replace(" \\\n", " ").split())
+    assert "--results-dir res_dedup --dedup-split" in nxt
