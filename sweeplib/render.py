@@ -37,14 +37,14 @@ def fmt(x, ci=None, pct=False):
 
 def fmt_delta(d):
     """'+0.123 [+0.080, +0.160] improved, p_adj 0.003' (ns: no clear change; p_adj when the
-    call is Holm-adjusted: 'ns after Holm' when the per-comparison interval excludes 0)."""
+    call is Holm-adjusted: 'ns (Holm)' when the per-comparison interval excludes 0)."""
     if not d:
         return ""
     lo, hi = d["ci"]
     word = "ns" if d["verdict"] == "no clear change" else d["verdict"]
     adjusted = d.get("p_adjusted") is not None
     if adjusted and word == "ns" and (lo > 0 or hi < 0):
-        word = "ns after Holm"          # the interval is per comparison, the call adjusted
+        word = "ns (Holm)"          # the interval is per comparison, the call adjusted
     adj = f", p_adj {d['p_adjusted']:.2g}" if adjusted else ""
     return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {word}{adj}"
 

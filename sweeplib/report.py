@@ -131,7 +131,7 @@ def set_sections(result, n_metrics=2):
                           f"degraded / ns = no clear change) by the Holm-adjusted p (p_adj) "
                           f"over the {result.n_step_comparisons} step-to-step comparisons of "
                           "all sets' headline metrics, so an interval that excludes 0 can "
-                          "still be 'ns after Holm'.")
+                          "still be 'ns (Holm)'.")
         if s["kind"] == "two-class" and any("eval_fpr_5" in r for r in s["rows"].values()):
             blocks.append("false-positive rate on this set's own negatives at the 5 % train-FPR "
                           "threshold: " + ", ".join(

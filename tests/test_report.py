@@ -130,6 +130,6 @@ def test_an_interval_that_excludes_zero_is_never_a_bare_ns():
     from sweeplib.render import fmt_delta
     d = {"delta": -0.070, "ci": [-0.122, -0.017], "verdict": "no clear change",
          "p_adjusted": 0.09}
-    assert fmt_delta(d) == "-0.070 [-0.122, -0.017] ns after Holm, p_adj 0.09"
+    assert fmt_delta(d) == "-0.070 [-0.122, -0.017] ns (Holm), p_adj 0.09"
     assert fmt_delta({**d, "ci": [-0.122, 0.004]}) == "-0.070 [-0.122, +0.004] ns, p_adj 0.09"
     assert fmt_delta({**d, "p_adjusted": None}).endswith(" ns")    # per comparison: agree

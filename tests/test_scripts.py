@@ -237,7 +237,7 @@ def test_warnings_go_to_stderr_and_progress_comes_in_step_order(tiny_cache, tmp_
     assert any(x.endswith("stopped by") for x in table) and not any("conv." in x for x in table)
     assert any("  tol, <= " in x for x in table)
     assert "premise ok: fits_converged: every fit stopped by the tolerance" in out
-    assert "'ns after Holm'" in out                     # the interval / call legend
+    assert "'ns (Holm)'" in out                     # the interval / call legend
 
 
 def test_grid_and_transfer_tables_are_complete_and_labelled(tiny_cache, tmp_path):
