@@ -17,6 +17,7 @@ from pathlib import Path
 
 import common
 from sweeplib import analysis, hints, solver_check, verdict
+from sweeplib.console import printable
 from sweeplib.render import Section, wrap
 
 QUESTION = "Is the probe's OOD failure a data problem or a method problem?"
@@ -279,9 +280,10 @@ def render_answer(a):
 
 def _command_lines(cmd, width=96):
     """A command as lines of at most `width` columns, indented by four spaces, continued with
-    a backslash: it pastes into a shell as one command and is never re-wrapped."""
+    a backslash: it pastes into a shell as one command and is never re-wrapped. A word with
+    control characters (a hostile path) is shown escaped, never raw."""
     lines, line = [], "   "
-    for word in (shlex.quote(w) for w in shlex.split(cmd)):
+    for word in (shlex.quote(printable(w)) for w in shlex.split(cmd)):
         if len(line) + 1 + len(word) > width - 2 and line.strip():
             lines.append(line + " \\")
             line = "       "

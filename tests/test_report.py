@@ -123,7 +123,8 @@ def test_paths_are_escaped_for_text_and_markdown(tiny_run, tmp_path):
     at = next(i for i, line in enumerate(lines) if "real cache" in line)
     opening = next(line for line in reversed(lines[:at]) if line and set(line) == {"`"})
     assert len(opening) > 3                                # longer than the ``` inside
-    assert not any(line.startswith(opening) for line in lines[lines.index(opening) + 1:at])
+    start = max(i for i in range(at) if lines[i] == opening)   # this block's fence (the
+    assert not any(line.startswith(opening) for line in lines[start + 1:at])  # answer's first)
 
 
 def test_an_interval_that_excludes_zero_is_never_a_bare_ns():
