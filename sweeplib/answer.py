@@ -106,8 +106,10 @@ def _rests_on(v):
                 if g["drops"] else
                 f"one-sided bounds {g['one_sided_lower']:+.5f} to {g['one_sided_upper']:+.5f} "
                 f"straddle -{tol}: neither holding nor dropping is shown")
+        basis = g.get(g.get("basis")) if isinstance(g.get(g.get("basis")), dict) else {}
+        on = f" (decided on {basis['label']})" if basis.get("label") else ""
         out.append(f"gold_106 AUROC {g['value_from']:.3f} -> {g['value_to']:.3f}: "
-                   f"{g['delta']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]; {test}")
+                   f"{g['delta']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}]; {test}{on}")
     return out
 
 
