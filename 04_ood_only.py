@@ -13,8 +13,8 @@ if __name__ == "__main__":      # first: Ctrl-C during the imports below is one 
     from sweeplib import interrupt
     interrupt.install()
 import sys  # noqa: E402
-from sweeplib import pipeline  # noqa: E402
+from sweeplib import runner  # noqa: E402
 
 
 if __name__ == "__main__":
-    sys.exit(pipeline.main_step(4))
+    sys.exit(runner.main_step(4))

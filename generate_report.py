@@ -5,6 +5,8 @@ or the interactive dashboard (html); figures are written next to it.
                               [--format txt|md|csv|html] [--allow-mixed] [--no-figures]
 
 Reads the step files only (no retraining); the numbers are those of compare_all_steps.py.
+The figures are drawn by default (--figures says so, --no-figures skips them); --output NAME
+writes into the results folder, --output DIR/NAME or ./NAME where the path says.
 """
 from __future__ import annotations
 
@@ -15,18 +17,23 @@ if __name__ == "__main__":      # first: Ctrl-C during the imports below is one 
 import sys
 
 from sweeplib import analysis, outputs, results_io, verdict
-from sweeplib.config import output_path, results_parser
+from sweeplib.config import parse_output, path_flag, results_parser
 
 
 def main(argv=None):
     """CLI entry point."""
     p = results_parser(__doc__)
-    p.add_argument("--output", type=output_path, default=None,
-                   help="report path (default <results-dir>/report.<format>)")
+    p.add_argument("--output", type=path_flag, default=None,
+                   help="report file (default <results-dir>/report.<format>); a bare name "
+                        "goes into the results folder, a path (./r.txt, dir/r.txt) as given")
     p.add_argument("--format", choices=("txt", "md", "csv", "html"), default="txt",
                    help="report format (html: the interactive dashboard, dashboard.html)")
-    p.add_argument("--no-figures", action="store_true", help="write the report only")
-    args = p.parse_args(argv)
+    figs = p.add_mutually_exclusive_group()
+    figs.add_argument("--figures", dest="no_figures", action="store_false", default=False,
+                      help="also draw the PNG figures (the default)")
+    figs.add_argument("--no-figures", dest="no_figures", action="store_true",
+                      help="write the report only")
+    args = parse_output(p, p.parse_args(argv))
 
     def body():
         """Analyze, write the report, the verdict and the figures."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import common
-from sweeplib import base, cause, config, controls_analysis, intervals, results_read
+from sweeplib import base, cause, config, controls_analysis, hints, intervals, results_read
 from sweeplib import solver_check, verdict
 from sweeplib.metrics import set_estimates
 
@@ -77,7 +77,9 @@ def load_results(results_dir, allow_mixed=False):
     results_dir = Path(results_dir)
     records, scores = results_read.load_folder(results_dir)
     if not records:
-        raise base.InputError(f"{results_dir}: no step results found (run run_all.py first)")
+        raise base.InputError(f"{results_dir}: no step results found (write them with "
+                              f"{hints.command('run_all.py', '--results-dir', results_dir)} "
+                              "and --cache-dir DIR or --demo)")
     if not allow_mixed:
         _check_same_run(records, results_dir)
     missing = [k for k in common.STEP_BY_NUMBER if k not in records]

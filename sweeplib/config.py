@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import fnmatch
 import os
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 from common import (DATASETS, DEFAULTS, DEMO_CACHE_DIR, DEMO_RESULTS_DIR, EXTRA_EVAL_NAME,
                     LIMITS, ROOT)
 from sweeplib.base import InputError, file_kind, shown_path
+from sweeplib.hints import FLAG_OWNERS, command
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,6 +100,9 @@ def _path(text):
     return Path(text)
 
 
+path_flag = _path        # public name: the type of the scripts' own path flags
+
+
 # Names --output never takes: the tool's own result, input and bookkeeping files (writing a
 # report over one would destroy it, or make a folder unreadable). report.* and dashboard.html
 # are the outputs --output is for.
@@ -143,6 +148,25 @@ def output_path(text):
     return path
 
 
+def report_output(text, results_dir):
+    """The path --output names: a bare file name lands in the results folder (report.md ->
+    <results-dir>/report.md), a path (./report.md, out/report.md, /tmp/report.md) is taken
+    as given; then checked as output_path does (argparse.ArgumentTypeError)."""
+    text = str(text)
+    if text.strip() and "/" not in text and text not in (".", ".."):
+        text = str(Path(results_dir) / text)
+    return output_path(text)
+
+
+def parse_output(parser, args):
+    """args.output resolved by report_output, or the parser's one-line error (exit 2)."""
+    if args.output is not None:
+        try:
+            args.output = report_output(args.output, args.results_dir)
+        except argparse.ArgumentTypeError as e:
+            parser.error(f"argument --output: {e}")
+    return args
+
 def check_extra_eval_name(name):
     """InputError unless name can be an eval set's name: a letter, then letters, digits, '_'
     or '-' (at most 64), and not a dataset's name or file stem."""
@@ -181,13 +205,45 @@ def budget_flag(text):
 # Parsers
 # --------------------------------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors put the problem on the first line (then a usage hint)."""
+    """ArgumentParser whose errors put the problem on the first line (then a usage hint).
+    Flags are never abbreviated (--repeat is not --repeats); an unknown flag gets the flag it
+    was probably meant as, or the script that takes it."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         """Print 'error: <flag>: <problem>' first, the usage after; exit 2."""
         sys.stderr.write(f"error: {message}\n")
         self.print_usage(sys.stderr)
         raise SystemExit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        """The flags, or (exit 2) one line about the first unknown argument."""
+        words = list(sys.argv[1:] if args is None else args)
+        ns, extra = self.parse_known_args(words, namespace)
+        if extra:
+            sys.stderr.write(f"error: {self.unknown_argument(extra)}\n")
+            raise SystemExit(2)
+        ns.argv = tuple(words)          # the flags as given: hints repeat them
+        return ns
+
+    def unknown_argument(self, extra):
+        """One line about the first unrecognized argument: the flag a typo probably meant, or
+        the script that takes a flag of another script; then how to list every flag."""
+        word = next((a for a in extra if a.startswith("-")), extra[0])
+        flag = word.split("=", 1)[0]
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        script = Path(self.prog).name
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.7)
+        if flag in FLAG_OWNERS and flag not in known:
+            hint = f": a flag of {FLAG_OWNERS[flag]}, not of {script}"
+        elif close and flag.startswith("--"):
+            hint = f"; did you mean {close[0]}?"
+        else:
+            hint = ""
+        return f"unrecognized argument {word}{hint} (every flag: {command(script, '--help')})"
 
 
 def results_parser(doc, verdict_flags=True):
@@ -279,7 +335,8 @@ def _add_fit_flags(p):
     p.add_argument("--jobs", type=_bounded_int("jobs"), default=d["jobs"],
                    help="threads for the lockstep fits' products (L2); worker processes for "
                         "L1 fits and dask tasks; -1: all cores")
-    p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the answer (run_all.py), warnings and errors")
 
 
 def check_single_values(args):
@@ -371,6 +428,7 @@ class RunConfig:
     grid_layers: tuple = field(default=(), metadata=LOCAL)      # --layers
     grid_C: tuple = field(default=(DEFAULTS["C"],), metadata=LOCAL)
     grid_penalty: tuple = field(default=(DEFAULTS["penalty"],), metadata=LOCAL)
+    argv: tuple = field(default=(), metadata=LOCAL)             # the flags as given
 
     @classmethod
     def from_args(cls, args):
@@ -391,7 +449,7 @@ class RunConfig:
             sidecar=sidecar, results_dir=results_dir, demo=args.demo,
             sidecar_dir=args.sidecar_dir, use_sidecar=not args.no_sidecar,
             grid_layers=tuple(args.layers or ()), grid_C=tuple(args.C),
-            grid_penalty=tuple(args.penalty))
+            grid_penalty=tuple(args.penalty), argv=tuple(getattr(args, "argv", ())))
 
     def record(self):
         """The recorded configuration: a JSON-ready dict in field order (tuples as lists)."""

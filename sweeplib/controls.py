@@ -145,12 +145,15 @@ def run_transfer(ctx, results_dir, cfg):
     fitted, _ = fit_plans(ctx, plans, ctx.datasets)
     evals = data.eval_names(ctx.datasets)
     for plan, fit, name in zip(plans, fitted, names):
-        record, _, _ = metrics.finish_step(plan, fit, ctx.datasets, splits)
+        record, scores, _ = metrics.finish_step(plan, fit, ctx.datasets, splits)
+        metrics.add_confidence_intervals(record["evaluation"], scores,
+                                         record["thresholds"]["log_odds"])
         row = {}
         for ev in evals:
             e = record["evaluation"][ev]
             head = metrics.headline_metric(e)
             row[ev] = {"headline": head, "value": e.get(head) if head else None,
+                       "ci": (e.get("ci") or {}).get(head) if head else None,
                        "auroc": e.get("auroc"),
                        "auroc_vs_reference_negatives": e.get("auroc_vs_reference_negatives"),
                        "detection_rate": e.get("detection_rate"), "n": e["n_samples"]}

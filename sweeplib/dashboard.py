@@ -24,11 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from sweeplib import analysis
+from sweeplib import answer
 import common
 from sweeplib import results_io
 from sweeplib import results_read
 from sweeplib import answer_view, verdict
 from sweeplib import base, ownership
+from sweeplib import hints
 from sweeplib import config
 from sweeplib import metrics
 
@@ -169,12 +171,15 @@ def dashboard_data(results_dir, result=None):
     results_read.check_folder(results_dir)
     cells = find_cells(results_dir)
     if not cells:
-        raise base.InputError(f"{results_dir}: no step results found (run run_all.py first)")
+        raise base.InputError(f"{results_dir}: no step results found (write them with "
+                              f"{hints.command('run_all.py', '--results-dir', results_dir)} "
+                              "and --cache-dir DIR or --demo)")
     summary, left_out = None, []
     if result is not None:                       # one rule with the console and the report
         summary = {"verdict": result.verdict, "findings": result.findings,
                    "data_source": result.data_source,
-                   "methods": answer_view.dashboard_data(result)}
+                   "methods": answer_view.dashboard_data(result),
+                   "answer": answer.render_answer(answer.answer(result))}
         keep = analysis.run_folders(result)
         left_out = [label for label, _ in cells if label not in keep]
         cells = [(label, folder) for label, folder in cells if label in keep]

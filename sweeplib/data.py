@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from common import DATASETS, DEMO_MARKER, LABEL_MAP, NPY_CLASS_NAMES, DatasetSpec
-from sweeplib import demo
+from sweeplib import demo, hints
 from sweeplib.base import InputError, check_folder, entry_state, open_regular
 from sweeplib.config import check_extra_eval_name
 from sweeplib.npyio import (HashingReader, activation_shape, dense_to_csr, npy_from_bytes,
@@ -109,7 +110,7 @@ def layout_help(cache_dir, layer, table=DATASETS):
     for name, d in table.items():
         lab = "json" if d.role == "split" else ("json|.npy" if d.regime == "extra" else "npy")
         lines.append(f"  {d.stem}_activations.npy|.npz  {d.stem}_labels.{lab}   ({name})")
-    lines.append("no real cache? run: python run_all.py --demo")
+    lines.append(f"no real cache? run: {hints.command('run_all.py', '--demo')}")
     return "\n".join(lines)
 
 
@@ -193,6 +194,18 @@ def _feature_ids(ids, path, n_features):
     return ids
 
 
+def _refuse_layer_folder(cache_dir, layer):
+    """InputError when --cache-dir names a layer folder (layer_40/, or a folder of
+    *_activations.npy files) instead of the cache root above it: the flag that was meant."""
+    m = re.fullmatch(r"layer_(\d+)", cache_dir.name)
+    if not m and not any(cache_dir.glob("*_activations.npy")):
+        return
+    flag = f"--cache-dir {hints.pasteable(cache_dir.parent)}"
+    if m and int(m.group(1)) != layer:
+        flag += f" --layer {m.group(1)}"
+    raise InputError(f"{cache_dir}: this is a layer folder, not a cache root (the root holds "
+                     f"layer_<L>/ folders); did you mean {flag}?")
+
 def check_present(cache_dir, layer, names, table=DATASETS):
     """InputError naming the first missing (or unusable: base.entry_state) folder or file the
     given datasets need."""
@@ -202,6 +215,8 @@ def check_present(cache_dir, layer, names, table=DATASETS):
         raise InputError(f"{cache_dir}: cache directory not found\n{layout}")
     if check_folder(d, "layer folder") is None:
         present = sorted(p.name for p in Path(cache_dir).glob("layer_*"))
+        if not present:
+            _refuse_layer_folder(Path(cache_dir), layer)
         raise InputError(f"{d}: layer folder not found (present: {', '.join(present) or 'none'})"
                          f"\n{layout}")
     missing = missing_files(cache_dir, layer, names, table)

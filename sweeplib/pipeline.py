@@ -3,7 +3,7 @@ plan every step -> fit all probes in one batch -> evaluate -> save. run_all.py a
 numbered step scripts call into this module; the controls (controls.py) reuse it.
 
     python run_all.py --demo                 # the sweep
-    python 00_base_probe.py --demo           # one step (main_step)
+    python 00_base_probe.py --demo           # one step (runner.main_step)
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import common
 from sweeplib import (audit, base, data, datacheck, execution, metrics, probe,
                       results_io, results_read, sidecar, solver_check, stepfiles)
 from sweeplib.base import InputError, timed
-from sweeplib.config import RunConfig, build_parser, check_single_values, comparable
+from sweeplib import hints
+from sweeplib.config import RunConfig, comparable
 from sweeplib.splits import check_both_classes, make_splits, training_rows
 
 
@@ -63,6 +64,7 @@ def check_kept_steps(results_dir, todo, cfg, ctx):
     ours = {"data_source": ctx.source, "layer": ctx.layer, "inputs": ctx.fingerprints,
             **comparable(cfg.record())}
     files, _ = results_read.scan(results_dir)
+    mixed = []                                        # (path, step, differing key, shown)
     for k, paths in sorted(files.items()):
         for path in paths:
             if k in written and path == written[k]["json"]:
@@ -81,10 +83,13 @@ def check_kept_steps(results_dir, todo, cfg, ctx):
             if diff:
                 show = "" if diff == "inputs" else (f" ({str(theirs.get(diff))[:30]}; this "
                                                     f"run: {str(ours.get(diff))[:30]})")
-                raise InputError(f"{path}: this folder keeps step {k} from a run with another "
-                                 f"'{diff}'{show}; this run would mix with it. Rerun that step "
-                                 "too (--steps), or use another --results-dir")
-
+                mixed.append((path, k, diff, show))
+    if mixed:
+        path, k, diff, show = mixed[0]
+        rerun = hints.rerun_command(cfg.argv, set(written) | {m[1] for m in mixed})
+        raise InputError(f"{path}: this folder keeps step {k} from a run with another "
+                         f"'{diff}'{show}; this run would mix with it. Rerun those steps too "
+                         f"({rerun}), or use another --results-dir")
 
 def validate_steps(steps, datasets, splits, cv_folds=2):
     """Fail before anything is written: every step's mix must hold both classes, each with at
@@ -210,15 +215,15 @@ def flush_warnings():
 
 
 def quiet_log(quiet):
-    """print; under --quiet only warnings (lines starting 'warning:', to stderr)."""
-    if not quiet:
-        return print
-
-    def warnings_only(*a, **k):
-        """Print warnings only."""
-        if a and str(a[0]).startswith("warning:"):
+    """print; warnings (lines starting 'warning:') always to stderr, the rest to stdout and
+    only without --quiet."""
+    def log(*a, **k):
+        """Print one line where it belongs."""
+        if a and str(a[0]).lstrip("\n").startswith("warning:"):
             print(*a, file=sys.stderr)
-    return warnings_only
+        elif not quiet:
+            print(*a, **k)
+    return log
 
 
 def prepare(cfg, steps, audit=True):
@@ -341,13 +346,17 @@ def _progress(log, label, plans, t0):
     for plan in plans:
         n_fits[plan.step.number] += len(plan.folds) + 1
 
+    finished, order = {}, sorted(left)
+
     def done(plan):
-        """A plan's fits have finished."""
+        """A plan's fits have finished; print each finished step in step order."""
         k = plan.step.number
         left[k] -= 1
         if left[k] == 0:
-            log(f"{label}step {k} {plan.step.slug}: {n_fits[k]} fits done "
-                f"({time.perf_counter() - t0:.1f}s)")
+            finished[k] = (f"{label}step {k} {plan.step.slug}: {n_fits[k]} fits done "
+                           f"({time.perf_counter() - t0:.1f}s)")
+            while order and order[0] in finished:
+                log(finished.pop(order.pop(0)))
     return done
 
 
@@ -443,19 +452,3 @@ def run_sweep(cfg, step_numbers, resume=False):
     with execution.context(cfg), prepare(cfg, steps) as ctx:
         return run_steps(ctx, steps, cfg.results_dir, ctx.cfg, resume)
 
-
-def main_step(number, argv=None):
-    """Entry point of a numbered step script: run that step alone."""
-    step = common.step_spec(number)
-    args = build_parser(f"Step {number} ({step.slug}): {step.question}").parse_args(argv)
-
-    def body():
-        """Run the step; commit; say which derived outputs went stale."""
-        check_single_values(args)
-        cfg = RunConfig.from_args(args)
-        results_io.claim(cfg.results_dir)
-        run_sweep(cfg, [number])
-        results_io.commit_all()
-        results_io.note_removed()
-        return 0
-    return results_io.run_cli(body)

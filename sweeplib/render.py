@@ -37,12 +37,15 @@ def fmt(x, ci=None, pct=False):
 
 def fmt_delta(d):
     """'+0.123 [+0.080, +0.160] improved, p_adj 0.003' (ns: no clear change; p_adj when the
-    call is Holm-adjusted)."""
+    call is Holm-adjusted: 'ns (Holm)' when the per-comparison interval excludes 0)."""
     if not d:
         return ""
     lo, hi = d["ci"]
     word = "ns" if d["verdict"] == "no clear change" else d["verdict"]
-    adj = f", p_adj {d['p_adjusted']:.2g}" if d.get("p_adjusted") is not None else ""
+    adjusted = d.get("p_adjusted") is not None
+    if adjusted and word == "ns" and (lo > 0 or hi < 0):
+        word = "ns (Holm)"          # the interval is per comparison, the call adjusted
+    adj = f", p_adj {d['p_adjusted']:.2g}" if adjusted else ""
     return f"{d['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {word}{adj}"
 
 
@@ -74,9 +77,13 @@ WIDTH = 100
 
 
 def wrap(text, width=WIDTH):
-    """Wrap each line of a paragraph; '- ' bullets get a hanging indent."""
+    """Wrap each line of a paragraph; '- ' bullets get a hanging indent; a line indented by
+    four spaces (a command to paste) is never broken."""
     out = []
     for line in text.split("\n"):
+        if line.startswith("    "):
+            out.append(line)
+            continue
         indent = "  " if line.startswith("- ") else ""
         out.append(textwrap.fill(line, width, subsequent_indent=indent,
                                  break_on_hyphens=False) if len(line) > width else line)

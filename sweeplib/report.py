@@ -1,6 +1,5 @@
 """The report: every section of the comparison, built from one analysis (analysis.py) and laid
-out by render.py as text, Markdown or CSV; also the console comparison and the tables run_all.py
-prints for the grid and the transfer matrix.
+out by render.py as text, Markdown or CSV; also the console comparison.
 
     sections = build_sections(result)      # header, progression, sets, ..., verdict, solver
 """
@@ -14,7 +13,7 @@ import sys
 from pathlib import Path
 
 import common
-from sweeplib import analysis, answer_view, indist, metrics, solver_check
+from sweeplib import analysis, answer, answer_view, indist, metrics, solver_check
 from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, printable,
                              render_table_text, render_text, step_label)
 
@@ -76,7 +75,7 @@ def progression_section(result):
         rows.append([step_label(result, p["step"]), str(p["n"]), str(p["af"])]
                     + [str(p["breakdown"][s]["n"]) if s in p["breakdown"] else "-" for s in sources]
                     + [f"{p['cv_mean']:.3f} +- {p['cv_std']:.3f}", f"{p['train_accuracy']:.3f}",
-                       "yes" if p["converged"] else "NO"])
+                       _stopped(result, p)])
     for k in result.missing:
         if k in common.STEP_BY_NUMBER:
             rows.append([f"{k} {common.STEP_BY_NUMBER[k].slug}", "not run"]
@@ -84,7 +83,19 @@ def progression_section(result):
     n_src = len(sources)
     return Section("Training progression", [Table(
         ["step", "n", "AF"] + [SOURCE_SHORT.get(s, s) for s in sources]
-        + ["CV AUROC", "train acc", "conv."], rows, right=set(range(1, 3 + n_src + 2)))])
+        + ["CV AUROC", "train acc", "stopped by"], rows, right=set(range(1, 3 + n_src + 2))),
+        f"CV AUROC: mean +- sd over the {result.config.get('cv_folds')} CV folds. "
+        "stopped by: 'tol' = the tolerance (converged), with a guaranteed bound on how far above "
+        "its optimum the final fit stopped (see Solver); 'NOT converged' = the iteration cap or "
+        "the line search."])
+
+
+def _stopped(result, p):
+    """'tol (<= 174 % above the optimum)' or 'NOT converged' for a progression row."""
+    if not p["converged"]:
+        return "NOT converged"
+    bound = solver_check.excess_bound(result.records[p["step"]].get("solver", {}).get("final", {}))
+    return "tol" if bound is None else f"tol, <= {bound:.0%}"
 
 
 
@@ -116,10 +127,11 @@ def set_sections(result, n_metrics=2):
                         + [fmt_delta(s["deltas"].get(k, {}).get(s["headline"]))])
         blocks.append(Table(headers, rows, right={1}))
         if s["deltas"]:
-            blocks.append(f"change: paired 95 % interval; improved / degraded / ns (no clear "
-                          f"change) by the Holm-adjusted p (p_adj) over the "
-                          f"{result.n_step_comparisons} step-to-step comparisons of all "
-                          "sets' headline metrics.")
+            blocks.append(f"change: paired 95 % interval per comparison; the call (improved / "
+                          f"degraded / ns = no clear change) by the Holm-adjusted p (p_adj) "
+                          f"over the {result.n_step_comparisons} step-to-step comparisons of "
+                          "all sets' headline metrics, so an interval that excludes 0 can "
+                          "still be 'ns (Holm)'.")
         if s["kind"] == "two-class" and any("eval_fpr_5" in r for r in s["rows"].values()):
             blocks.append("false-positive rate on this set's own negatives at the 5 % train-FPR "
                           "threshold: " + ", ".join(
@@ -194,8 +206,10 @@ def repeats_section(result):
                          "YES" if r["spread_exceeds_ci"] else "no"])
     return Section("Repeated seeds", [
         Table(["step", "eval set", "metric", "mean +- sd", "range > CI width"], rows),
-        "When the range across seeds exceeds the interval width of one run, split and "
-        "initialization noise dominates: trust the mean, not one run."])
+        "mean +- sd across the n seeds (each seed changes the split, the folds and the model; "
+        "sd 0.000: every seed gives the same value). When the range across seeds exceeds the "
+        "interval width of one run, split and initialization noise dominates: trust the mean, "
+        "not one run."])
 
 
 def audit_section(result):
@@ -288,16 +302,26 @@ def transfer_section(result):
     doc = result.transfer
     if not doc:
         return None
-    evals = doc["eval_sets"]
+    return Section("Control: transfer matrix", [
+        transfer_table(doc),
+        "Headline metric per eval set (AUROC; AUROC vs reference negatives for all-AF sets) "
+        "with its 95 % interval and n, the eval set's rows. Single all-AF sources cannot "
+        "train a probe on their own (n/a)."])
+
+
+def transfer_table(doc):
+    """The transfer matrix, one row per training mix and eval set (the console's and the
+    report's): headline metric, value with its interval (files of older runs: none), n."""
     rows = []
     for mix in doc["train_mixes"]:
         cell = doc["cells"].get(mix, {})
-        rows.append([mix] + (["n/a"] * len(evals) if "note" in cell else
-                             [fmt((cell.get(e) or {}).get("value")) for e in evals]))
-    return Section("Control: transfer matrix", [
-        Table(["training mix"] + evals, rows, right=set(range(1, len(evals) + 1))),
-        "Headline metric per eval set (AUROC; AUROC vs reference negatives for all-AF sets). "
-        "Single all-AF sources cannot train a probe on their own (n/a)."])
+        for e in doc["eval_sets"]:
+            c = cell.get(e) or {}
+            rows.append([mix, e, common.SHORT_METRIC_LABELS.get(c.get("headline"), "")]
+                        + (["n/a (no probe)", ""] if "note" in cell else
+                           [fmt(c.get("value"), c.get("ci")), str(c.get("n", ""))]))
+    return Table(["training mix", "eval set", "metric", "value [95% CI]", "n"], rows,
+                 right={4})
 
 
 def grid_section(result):
@@ -416,8 +440,8 @@ def _num(x):
 
 
 def build_sections(result, header=True, n_metrics=2):
-    """All sections in report order (None-valued ones dropped)."""
-    secs = [header_section(result)] if header else []
+    """All sections in report order (None dropped): the answer, the run, then the details."""
+    secs = [answer.answer_section(result)] + ([header_section(result)] if header else [])
     secs += [progression_section(result)] + set_sections(result, n_metrics) + [
         per_class_section(result), inflection_section(result), gap_section(result),
         repeats_section(result), anatomy_section(result)] + arm_sections(result) + [
@@ -455,7 +479,7 @@ def title_for(result):
 
 
 # --------------------------------------------------------------------------------------------
-# The console comparison and run_all.py's tables
+# The console comparison
 # --------------------------------------------------------------------------------------------
 def render_console(result, stream=None):
     """The comparison as console text: plain ASCII, colour only on a TTY (stream: stdout)."""
@@ -465,36 +489,7 @@ def render_console(result, stream=None):
         text = "*** SYNTHETIC DEMO DATA: numbers show how the tool behaves, not real findings ***\n" + text
     if stream is not None and stream.isatty():
         for word, code in (("improved", "32"), ("degraded", "31"), ("VERDICT:", "1"),
+                           ("ANSWER:", "1"),
                            ("WARNING:", "33")):
             text = text.replace(word, f"\033[{code}m{word}\033[0m")
     return text
-
-
-def grid_table(rows):
-    """Summary of grid cells: CV and each eval set's headline at the last step."""
-    sets = list(dict.fromkeys(n for r in rows for n in r["metrics"]))
-    head = {n: metrics.headline_metric(next(r["metrics"][n] for r in rows if n in r["metrics"]))
-            for n in sets}
-    t = Table(
-        ["layer", "C", "penalty", "CV AUROC", "non-zero w"]
-        + [f"{n[:12]} {common.SHORT_METRIC_LABELS.get(head[n], '')[:9]}" for n in sets],
-        [[str(r["layer"]), f"{r['C']:g}", r["penalty"], f"{r['cv_auroc']:.3f}",
-          str(r["n_nonzero_weights"])]
-         + [fmt(r["metrics"].get(n, {}).get(head[n])) for n in sets]
-         for r in rows], right=set(range(1, 5 + len(sets))))
-    return render_table_text(t)
-
-
-def transfer_table(doc):
-    """The transfer matrix as text."""
-    evals = doc["eval_sets"]
-    rows = []
-    for mix in doc["train_mixes"]:
-        cell = doc["cells"].get(mix, {})
-        if "note" in cell:
-            rows.append([mix] + ["n/a"] * len(evals))
-        else:
-            rows.append([mix] + [fmt((cell.get(e) or {}).get("value"))
-                                 for e in evals])
-    return render_table_text(Table(
-        ["training mix"] + [e[:14] for e in evals], rows, right=set(range(1, len(evals) + 1))))

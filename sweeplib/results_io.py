@@ -32,6 +32,7 @@ from sweeplib.folderlock import LOCK_NAME, FolderLock  # noqa: F401 - part of th
 from sweeplib.base import InputError, WriteError
 from sweeplib.owned import JOURNAL, describe
 from sweeplib import base
+from sweeplib import hints
 
 STAGE_PREFIX = ".sweep-stage-"
 TMP_PREFIX = base.TMP_PREFIX
@@ -313,13 +314,11 @@ def commit_all(derived=True):
             s.committed.append(st.folder)
 
 
-def note_removed():
-    """Tell which derived outputs the session's switch removed as stale (none: silent)."""
+def removed_outputs():
+    """The derived outputs the session's switch removed as stale (they showed the previous
+    results), in order, each once."""
     s = _SESSION
-    if s is not None and s.removed:
-        names = ", ".join(str(p) for p in dict.fromkeys(s.removed))
-        print(f"note: removed {names}: they showed the previous results (run "
-              "generate_report.py to write them again)", file=sys.stderr)
+    return list(dict.fromkeys(s.removed)) if s is not None else []
 
 
 def summary(s=None):
@@ -328,8 +327,10 @@ def summary(s=None):
     if not s.committed:
         return "results folder unchanged"
     folders = ", ".join(dict.fromkeys(str(f) for f in s.committed))
+    main = s.root if s.root is not None else s.committed[0]
     return (f"the new results were switched in complete ({folders}); what comes after them "
-            "(report, dashboard, figures) was not written: run generate_report.py")
+            "(report, dashboard, figures) was not written: run "
+            + hints.command("generate_report.py", "--results-dir", Path(main)))
 
 
 def _shown(message):

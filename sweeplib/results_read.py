@@ -24,6 +24,7 @@ import common
 from sweeplib import npyio, owned, results_io, schema, stepfiles
 from sweeplib import base, metrics
 from sweeplib.base import InputError, entry_state
+from sweeplib.hints import command
 from sweeplib.metrics import evaluate_set
 from sweeplib.probe import fpr_thresholds
 
@@ -57,7 +58,8 @@ def check_not_switching(folder):
     for d, rec in results_io.pending_switches(folder):
         state = ("is switching its results in right now; try again" if owned.alive(rec) else
                  "stopped while switching its results in; run any writer on this folder "
-                 "(e.g. run_all.py --resume) to complete the switch")
+                 f"(e.g. {command('run_all.py', '--resume', '--results-dir', Path(folder))}) "
+                 "to complete the switch")
         raise InputError(f"{folder}: the run of {owned.describe(rec)} {state} ({d.name})")
 
 

@@ -181,7 +181,7 @@ def premises(result, c):
                                   and all(r.get("converged", True)
                                           for r in result.records[k].get("repeats") or []))]
     out.append(_premise("fits_converged", not bad,
-                        "every fit converged" if not bad else
+                        "every fit stopped by the tolerance (none at --max-iter)" if not bad else
                         f"fits at step(s) {', '.join(map(str, bad))} stopped at --max-iter"))
     for name, s in result.sets.items():
         if s["role"] not in ("OOD", "extra") or s["headline"] is None:
@@ -414,7 +414,7 @@ def findings(result):
     audit = result.audit
     if audit and audit.get("n_pairs_with_duplicates"):
         out.append(f"leakage audit: duplicates found in {audit['n_pairs_with_duplicates']} "
-                   "training/eval pair(s); see the audit section")
+                   "training/eval pair(s); see the report's Leakage audit section")
     return out
 
 

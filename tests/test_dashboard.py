@@ -27,7 +27,11 @@ TRANSFER = {
                                 "detection_rate": 0.1}},
         "train+sycophant": {"gold_106": {"headline": "auroc", "value": None, "auroc": None,
                                          "auroc_vs_reference_negatives": None,
-                                         "detection_rate": None}}},
+                                         "detection_rate": None},
+                            "sycophant": {"headline": "auroc_vs_reference_negatives",
+                                          "value": 0.05, "auroc": None,
+                                          "auroc_vs_reference_negatives": 0.05,
+                                          "detection_rate": 1.0}}},
 }
 
 
@@ -89,6 +93,8 @@ class ChartParser(HTMLParser):
             self._chart["points"].append((int(a["data-step"]), float(a["data-value"])))
         elif tag == "text" and "undefined-note" in classes and self._chart is not None:
             self._chart["undefined"] = True
+        elif tag == "text" and "y-label" in classes and self._chart is not None:
+            self._chart["y_label"] = True
         elif tag == "rect" and "tm-cell" in classes:
             self.tm_cells.append(a)
         elif a.get("id") == "demo-banner":
@@ -190,6 +196,13 @@ def test_rendered_charts_match_results_and_follow_the_fragment(dash, tmp_path):
         assert roles["gold_106"] == "in-distribution" and roles["benchmark"] == "OOD"
         assert {(c["data-mix"], c["data-set"]) for c in page.tm_cells} == {
             (m, e) for m in TRANSFER["train_mixes"] for e in TRANSFER["eval_sets"]}
+        assert all(c.get("y_label") for c in page.charts)             # every chart's y axis
+        fill = {c["data-value"]: re.match(r"hsl\((\d+), 70%, (\d+)%\)", c["fill"]).groups()
+                for c in page.tm_cells if c.get("data-value") not in (None, "")}
+        hue, light = {v: int(h) for v, (h, _) in fill.items()}, {v: int(x) for v, (_, x) in
+                                                                  fill.items()}
+        assert light["0.05"] < light["0.55"] > light["0.95"]          # chance is the palest
+        assert hue["0.05"] != hue["0.95"]                              # below / above chance
 
 
 @pytest.mark.slow
@@ -273,6 +286,12 @@ def test_verdict_premises_and_reasons_are_shown(tiny_run, tmp_path):
     text = html_lib.unescape(dom)
     for reason in doc["reasons"]:
         assert reason in text, reason
+    listed = re.findall(r"<li[^>]*>(premise (?:ok|FAILED)|ok|FAILED): ", dom)
+    assert len(listed) == len(doc["premises"])                         # listed once
+    block = re.search(r'<pre id="answer">(.*?)</pre>', dom, re.S)      # the answer first
+    assert block and dom.index('id="answer"') < dom.index('id="verdict-outcome"')
+    assert html_lib.unescape(block.group(1)).startswith("ANSWER: ")
+    assert f"({doc['outcome']})" in html_lib.unescape(block.group(1)).splitlines()[0]
 
 
 def test_each_set_carries_its_headline_metric(dash):

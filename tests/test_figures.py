@@ -10,6 +10,7 @@ import pytest
 from sweeplib import analysis
 import common
 from sweeplib import figures
+from sweeplib import hints
 from sweeplib import results_read
 import run_all
 from conftest import FAST_FLAGS, write_record
@@ -238,8 +239,8 @@ def test_figures_only_on_request_and_the_same_bytes(tiny_cache, tmp_path, capsys
     assert run_all.main(args + ["--results-dir", str(tmp_path / "plain")]) == 0
     assert not list((tmp_path / "plain").glob("*.png"))
     last = capsys.readouterr().out.rstrip().splitlines()[-1]
-    assert last == (f"figures: python generate_report.py --results-dir {tmp_path / 'plain'} "
-                    "(or run_all.py --figures)")
+    assert last == ("figures: " + hints.command("generate_report.py", "--results-dir",
+                                                tmp_path / "plain") + " (or run_all.py --figures)")
     assert run_all.main(args + ["--results-dir", str(tmp_path / "fig"), "--figures",
                                 "--quiet"]) == 0
     drawn = {p.name: p.read_bytes() for p in (tmp_path / "fig").glob("*.png")}

@@ -123,4 +123,14 @@ def test_paths_are_escaped_for_text_and_markdown(tiny_run, tmp_path):
     at = next(i for i, line in enumerate(lines) if "real cache" in line)
     opening = next(line for line in reversed(lines[:at]) if line and set(line) == {"`"})
     assert len(opening) > 3                                # longer than the ``` inside
-    assert not any(line.startswith(opening) for line in lines[lines.index(opening) + 1:at])
+    start = max(i for i in range(at) if lines[i] == opening)   # this block's fence (the
+    assert not any(line.startswith(opening) for line in lines[start + 1:at])  # answer's first)
+
+
+def test_an_interval_that_excludes_zero_is_never_a_bare_ns():
+    from sweeplib.render import fmt_delta
+    d = {"delta": -0.070, "ci": [-0.122, -0.017], "verdict": "no clear change",
+         "p_adjusted": 0.09}
+    assert fmt_delta(d) == "-0.070 [-0.122, -0.017] ns (Holm), p_adj 0.09"
+    assert fmt_delta({**d, "ci": [-0.122, 0.004]}) == "-0.070 [-0.122, +0.004] ns, p_adj 0.09"
+    assert fmt_delta({**d, "p_adjusted": None}).endswith(" ns")    # per comparison: agree

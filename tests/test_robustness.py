@@ -32,6 +32,7 @@ import generate_report
 from sweeplib import owned
 from sweeplib import outputs
 from sweeplib import results_io
+from sweeplib import runner
 import run_all
 from conftest import FAST_FLAGS, ROOT
 from test_reliability import L40, snapshot
@@ -213,14 +214,20 @@ def test_output_path_that_is_a_directory_is_refused_before_fitting(tiny_cache, o
     assert snapshot(old_results) == before
 
 
-def test_step_script_removes_the_derived_outputs_it_made_stale(tiny_cache, old_results, capsys):
+def test_step_script_refreshes_the_derived_outputs_it_made_stale(tiny_cache, old_results,
+                                                                 capsys):
     assert all((old_results / d).exists() for d in DERIVED)
-    assert pipeline.main_step(0, ["--cache-dir", str(tiny_cache), "--results-dir",
+    before = {d: (old_results / d).read_bytes() for d in DERIVED}
+    assert runner.main_step(0, ["--cache-dir", str(tiny_cache), "--results-dir",
                                 str(old_results)] + FAST_FLAGS) == 0
     err = capsys.readouterr().err
-    assert "note: removed" in err and "report.txt" in err
-    assert not any((old_results / d).exists() for d in DERIVED)
+    assert "note: removed" not in err
+    assert all((old_results / d).exists() for d in DERIVED)          # written again, not lost
+    assert all((old_results / d).read_bytes() != before[d] for d in DERIVED)
+    new_run = json.loads((old_results / "step_0_base.json").read_text())["run_id"]
+    assert new_run in json.loads((old_results / "verdict.json").read_text())["run_ids"]
     assert analysis.analyze(old_results).steps == [0, 1, 2, 3]
+    assert not list(old_results.glob("*.png"))          # figures only where there were some
 
 
 def test_interrupt_before_the_switch_keeps_the_folder(tiny_cache, old_results, monkeypatch,
@@ -475,7 +482,8 @@ def test_fit_with_non_finite_values_is_refused():
 def test_quiet_still_prints_warnings(tiny_cache, tmp_path, capsys):
     assert run(tiny_cache, tmp_path / "r", "--steps", "0") == 0
     out, err = capsys.readouterr()
-    assert out == "" and "warning: leakage audit:" in err
+    assert out.startswith("ANSWER: ") and "warning:" not in out      # --quiet: just the answer
+    assert "warning: leakage audit:" in err
 
 
 def test_fingerprint_covers_the_whole_file(tmp_path):

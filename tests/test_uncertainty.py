@@ -459,7 +459,7 @@ def test_leakage_audit_counts_planted_duplicates_and_warns(cache_copy, tiny_run,
     rc = run_all.main(["--cache-dir", str(cache_copy), "--results-dir", str(out),
                        "--jobs", "1", "--steps", "0", "3"])
     assert rc == 0
-    console = capsys.readouterr().out
+    console, log = capsys.readouterr()          # warnings on stderr, the comparison on stdout
     base = _pairs(_records(tiny_run)[0]["leakage_audit"])
     for rec in _records(out).values():
         got = _pairs(rec["leakage_audit"])
@@ -475,7 +475,7 @@ def test_leakage_audit_counts_planted_duplicates_and_warns(cache_copy, tiny_run,
             1 for v in got.values() if any(v))
     # the run's log and the console comparison both warn, naming the pair
     assert (f"warning: leakage audit: {N_EXACT_GOLD} exact / {N_EXACT_GOLD + 1} near duplicates "
-            "of training part 'train' in eval set 'gold_106'") in console
+            "of training part 'train' in eval set 'gold_106'") in log
     report = (out / "report.txt").read_text()
     for text in (console, report):
         sec = _section(text, "Leakage audit")

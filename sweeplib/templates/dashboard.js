@@ -97,6 +97,8 @@ function metricChart(cellKey, name, chosen) {
     g += tag("line", {class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v)});
     g += tag("text", {x: L - 5, y: y(v) + 3, "text-anchor": "end"}, v.toFixed(2));
   }
+  g += tag("text", {class: "y-label", x: 9, y: (T + H - B) / 2, "text-anchor": "middle",
+                    transform: `rotate(-90 9 ${(T + H - B) / 2})`}, esc(METRIC_SHORT[metric] || metric));
   const pts = steps.map((k, i) => {
     const row = set.rows[k];
     const cellv = row ? row[metric] : null;
@@ -342,8 +344,13 @@ function transferView(s) {
       const c = ((tm.cells || {})[mix] || {})[e] || {};
       const v = c[s.tm] ?? null;
       const label = METRIC_SHORT[c.headline] || c.headline || "headline";
-      const dark = v !== null && v > 0.6;
-      const fill = v === null ? "#e2e8f0" : `hsl(215, 70%, ${Math.round(94 - 56 * v)}%)`;
+      // ranking metrics: chance (0.5) is white, above it blue, below it orange, both darker
+      // the farther from chance; detection rates: 0 white to 1 blue
+      const ranks = s.tm !== "detection_rate" && (s.tm !== "value" || c.headline !== "detection_rate");
+      const depth = v === null ? 0 : ranks ? Math.abs(v - 0.5) * 2 : v;
+      const dark = depth > 0.6;
+      const fill = v === null ? "#e2e8f0" :
+        `hsl(${ranks && v < 0.5 ? 25 : 215}, 70%, ${Math.round(96 - 56 * depth)}%)`;
       const tip = `train ${mix} \u2192 eval ${e}\n` +
         `headline (${c.headline ?? "n/a"}): ${f3(c.value ?? null)}\n` +
         `AUROC: ${f3(c.auroc ?? null)}\nAUROC vs ref. negatives: ` +
@@ -416,7 +423,9 @@ function summaryView() {
   const premises = (v.premises || []).map(p => tag("li", {class: p.passed ? "ok" : "failed"},
     `${p.passed ? "ok" : "FAILED"}: ${esc(p.name)}: ${esc(p.detail)}`)).join("");
   const left = (v.sets_excluded || []).map(x => `${x.set} (${x.reason})`);
-  return tag("h2", {}, "Main sweep: verdict") + answerView(sm.methods) +
+  const findings = (sm.findings || []).filter(f => !/^premise (ok|FAILED):/.test(f));
+  return (sm.answer ? tag("h2", {}, "Answer") + tag("pre", {id: "answer"}, esc(sm.answer)) : "") +
+    tag("h2", {}, "Main sweep: verdict") + answerView(sm.methods) +
     tag("p", {id: "verdict-outcome"}, `<b>${esc(v.outcome)}</b>: ${esc(v.summary || "")}`) +
     list(v.reasons || []) +
     tag("h3", {}, "Premise checks") + tag("ul", {id: "premises"}, premises) +
@@ -426,7 +435,8 @@ function summaryView() {
         `gold_106 tolerance ${c.gold_tolerance}; base gold_106 AUROC lower bound >= ` +
         `${c.min_base_auroc}; >= ${c.min_per_class} rows per class; conditional on seed ` +
         `${v.conditional_on_seed}.`) +
-    (sm.findings && sm.findings.length ? tag("h3", {}, "Findings") + list(sm.findings) : "");
+    // the premises are listed above; the findings without them
+    (findings.length ? tag("h3", {}, "Findings") + list(findings) : "");
 }
 
 function setupControls() {
