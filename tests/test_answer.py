@@ -13,9 +13,12 @@ def tiny(tiny_run):
 
 
 def with_verdict(result, **changes):
-    """A copy of the analysis whose verdict has the given keys replaced."""
+    """A copy of the analysis whose verdict has the given keys replaced; without the method
+    half's answer (cause.py) unless given, so the outcome's own wording is what is read."""
     r = copy.copy(result)
-    r.verdict = {**copy.deepcopy(result.verdict), **changes}
+    v = {k: val for k, val in copy.deepcopy(result.verdict).items()
+         if k not in ("answer", "answer_sentence", "answer_evidence")}
+    r.verdict = {**v, **changes}
     return r
 
 
