@@ -46,6 +46,7 @@ def answer(result):
     if not v:
         return None
     word, sentence = _verdict_words(v)
+    sentence = sentence[:1].upper() + sentence[1:] if sentence else sentence
     return Answer(word=word or WORDS[v["outcome"]], outcome=v["outcome"],
                   sentence=sentence or _sentence(v), rests_on=_cannot_fit(result) + _rests_on(v),
                   caveats=[c for rule in CAVEATS for c in rule(result, v)],
