@@ -211,7 +211,7 @@ def render_html(data):
     (every '<' escaped, so no tag can close): one self-contained, offline file."""
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     page = (_template("dashboard.html").replace("__CSS__", _template("dashboard.css"))
-            .replace("__JS__", _template("dashboard.js")))
+            .replace("__JS__", _template("dashboard.js") + "\n" + _template("methods.js")))
     page = page.replace("__TITLE__", _escape(base.printable(data["title"])))
     return page.replace("__DATA__", blob)
 
