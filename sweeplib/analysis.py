@@ -99,7 +99,7 @@ def analyze(results_dir, allow_mixed=False, controls=True, criteria=None):
                     result.arms[folder] = controls_analysis.arm_comparison(folder, result, arm)
         result.orderings = orderings_summary(results_dir, result, allow_mixed)
         result.transfer = transfer_summary(results_dir, result, allow_mixed)
-        result.grid = grid_summary(results_dir)
+        result.grid = grid_summary(results_dir, result, allow_mixed)
         result.methods = cause.read(result, linked, allow_mixed)
         cause.add_answer(result, result.methods, criteria or verdict.Criteria())
     return result
@@ -351,10 +351,15 @@ def transfer_summary(results_dir, main=None, allow_mixed=False):
     return None
 
 
-def grid_summary(results_dir):
+GRID_KEYS = {"layer", "C", "penalty", "cache_dir"}      # what a grid cell changes on purpose
+
+
+def grid_summary(results_dir, main=None, allow_mixed=False):
     """The grid summary JSON, if present (checked: results_read.read_grid), with only the cells
     whose folder still holds the numbers the summary shows (a cell rerun, removed or edited
-    since the summary was written is left out with a warning)."""
+    since the summary was written is left out with a warning) and, given the main sweep's
+    Analysis, that come from its run (same data source and config but for layer, C and
+    penalty; at the main sweep's layer, the same input files): one rule with the controls."""
     path = Path(results_dir) / "grid_summary.json"
     doc = results_read.read_grid(path)
     if doc is None:
@@ -362,6 +367,8 @@ def grid_summary(results_dir):
     kept = []
     for cell in doc["cells"]:
         why = _grid_cell_stale(Path(results_dir), cell)
+        if why is None and main is not None and not allow_mixed:
+            why = _grid_cell_foreign(main, Path(results_dir) / cell["path"])
         if why:
             print(f"warning: {path}: cell {cell['path']}: {why}; not shown", file=sys.stderr)
         else:
@@ -382,6 +389,24 @@ def _grid_cell_stale(results_dir, cell):
     if not isinstance(record, dict) or (record.get("cv_auroc_mean"),
                                         record.get("n_nonzero_weights")) != shown:
         return "its folder holds other results than the summary (rerun with the grid flags)"
+    return None
+
+
+def _grid_cell_foreign(main, folder):
+    """Why a grid cell's last step record is not from the main sweep's run, or None."""
+    files = step_files(folder)
+    record = results_read.read_json(files[max(files)], "step record")
+    if record.get("data_source") != main.data_source:
+        return (f"its data_source is {record.get('data_source')!r}, the main sweep's "
+                f"{main.data_source!r}")
+    c0, c = config.comparable(main.config), config.comparable(record.get("config") or {})
+    keys = sorted(k for k in set(c0) | set(c) if k not in GRID_KEYS and c0.get(k) != c.get(k))
+    if keys:
+        return (f"its config '{keys[0]}' is {_short(c.get(keys[0]))}, the main sweep's "
+                f"{_short(c0.get(keys[0]))} (not from the main sweep's run)")
+    same_layer = record.get("layer") == main.layer
+    if same_layer and _by_name(record.get("inputs") or {}) != _by_name(main.inputs):
+        return "it was computed from other input files than the main sweep (not from its run)"
     return None
 
 

@@ -5,6 +5,7 @@ Runs share results where they can (one module-scoped run holds the main sweep wi
 budget arm, the transfer matrix and the orderings). The report stage of run_all.py is reduced to
 report.txt here: figures and the dashboard have their own tests and cost seconds per run.
 """
+import copy
 import io
 import itertools
 import json
@@ -386,6 +387,22 @@ def test_grid_cells_own_folders_main_sweep_untouched(two_layer_cache, tmp_path, 
     capsys.readouterr()
     assert len(analysis.grid_summary(out)["cells"]) == len(cells)          # all current
     assert "not shown" not in capsys.readouterr().err
+    main = analysis.analyze_folder(out)       # the grid ran with --max-iter 50, the sweep not:
+    assert analysis.grid_summary(out, main)["cells"] == []      # not shown beside it
+    assert "its config 'max_iter' is 50, the main sweep's 1000" in capsys.readouterr().err
+    main.config = {**main.config, "max_iter": 50}       # a sweep with the grid's settings
+    assert len(analysis.grid_summary(out, main)["cells"]) == len(cells)
+    assert "not shown" not in capsys.readouterr().err
+    other = copy.copy(main)                             # a sweep rerun with another seed
+    other.config = {**main.config, "seed": main.config["seed"] + 1}
+    assert analysis.grid_summary(out, other)["cells"] == []
+    assert "its config 'seed' is" in capsys.readouterr().err
+    assert len(analysis.grid_summary(out, other, allow_mixed=True)["cells"]) == len(cells)
+    other = copy.copy(main)                             # ... or on other input files
+    other.inputs = {name: "0" * 64 for name in main.inputs}
+    kept = analysis.grid_summary(out, other)["cells"]
+    assert sorted(r["layer"] for r in kept) == [53] * 4     # other layers: other files anyway
+    assert "computed from other input files" in capsys.readouterr().err
     doc = json.loads((out / "grid_summary.json").read_text())
     doc["cells"][0]["cv_auroc"] = 0.5                   # a summary that no longer matches
     (out / "grid_summary.json").write_text(json.dumps(doc))
