@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import common
-from sweeplib import (audit, base, data, datacheck, execution, metrics, probe,
-                      results_io, results_read, sidecar, solver_check, stepfiles)
+from sweeplib import (audit, data, datacheck, execution, metrics, probe, results_io,
+                      results_read, sidecar, solver_check, stepfiles)
 from sweeplib.base import InputError, timed
 from sweeplib import hints
 from sweeplib.config import RunConfig, comparable

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import common
-from sweeplib import analysis, answer, answer_view, indist, metrics, solver_check
+from sweeplib import analysis, answer, answer_view, indist, solver_check
 from sweeplib.render import (Section, Table, fmt, fmt_delta, fmt_difference, printable,
-                             render_table_text, render_text, step_label)
+                             render_text, step_label)
 
 
 # --------------------------------------------------------------------------------------------
