@@ -117,6 +117,7 @@ def methods_figure(result):
         ax.set_ylabel(f"{name} AUROC")
         ax.set_ylim(0, 1)
         ax.set_title(f"{name}: method x step (* transductive)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:     # no arm measured on this set: no legend
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

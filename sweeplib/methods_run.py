@@ -83,7 +83,9 @@ def run(ctx, arms, steps, results_dir, cfg, records):
     arms = [a for a in arms if a.name != methods.REFERENCE]
     if not steps or not arms:
         return None
-    results_read.step_records(results_dir)     # a folder readers would refuse: before staging
+    files, _ = results_read.scan(results_dir)  # a folder readers would refuse: before staging
+    for path in [p for k, paths in files.items() if k not in records for p in paths]:
+        results_read.read_record(path)             # (this run's own steps replace theirs)
     jobs = jobs_for(ctx, steps, cfg)
     evals = eval_sets(ctx.datasets, jobs[0].splits)
     out = Outputs(jobs, evals, records)
