@@ -84,8 +84,11 @@ def run(ctx, arms, steps, results_dir, cfg, records):
     if not steps or not arms:
         return None
     files, _ = results_read.scan(results_dir)  # a folder readers would refuse: before staging
-    for path in [p for k, paths in files.items() if k not in records for p in paths]:
-        results_read.read_record(path)             # (this run's own steps replace theirs)
+    for k, paths in files.items():              # (this run's own steps replace theirs)
+        if len(paths) > 1:
+            results_read.step_records(results_dir)     # refuses two records for one step
+        for path in paths if k not in records else ():
+            results_read.read_record(path)
     jobs = jobs_for(ctx, steps, cfg)
     evals = eval_sets(ctx.datasets, jobs[0].splits)
     out = Outputs(jobs, evals, records)
